@@ -1,0 +1,76 @@
+# Polymarket deployment: build host entry points.
+#   make        install build dependencies (as root), build and lint every package into dist/
+#   make test   install test dependencies, then run unit, package and system tests
+# See README.md.
+
+PYTHON     ?= /usr/bin/python3
+VENV       := .venv
+PYTEST     := $(VENV)/bin/pytest
+BUILDER    := PATH=/usr/sbin:/usr/bin:/sbin:/bin $(PYTHON) -m builder
+
+BUILD_DEPS := debhelper dpkg-dev po-debconf lintian shellcheck fakeroot \
+              python3 python3-debian python3-jinja2 python3-yaml python3-venv \
+              python3-stdeb dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+              apt-utils gnupg gpgv xorriso
+TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring \
+              util-linux uidmap
+# Python tools for the tests only (never needed at run time on a server).
+TEST_PIP   := pytest ruff mypy types-PyYAML py-clob-client-v2==1.2.1
+
+.PHONY: all deps test-deps venv build lint check test test-unit test-system bench clean distclean
+
+all: deps build
+
+# Install what is missing when root; otherwise print the one line to run.
+define ensure_pkgs
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "error: missing packages; run: sudo apt-get install --no-install-recommends" $$missing >&2; exit 3; \
+	  fi; \
+	fi
+endef
+
+deps:
+	$(call ensure_pkgs,$(BUILD_DEPS))
+
+test-deps: deps
+	$(call ensure_pkgs,$(TEST_DEPS))
+
+$(VENV)/.stamp: Makefile
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(TEST_PIP)
+	touch $@
+
+venv: $(VENV)/.stamp
+
+check: deps
+	$(BUILDER) check
+
+build: deps
+	$(BUILDER) build
+
+lint: deps
+	$(BUILDER) lint
+
+test: test-deps venv build
+	$(PYTEST) -ra tests
+
+test-unit: venv
+	$(PYTEST) -ra -m "not system" tests
+
+test-system: test-deps venv build
+	$(PYTEST) -ra -m system tests
+
+bench: test-deps venv
+	$(VENV)/bin/python packages/polymarket-bot/bench/bench.py
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .cache

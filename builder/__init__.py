@@ -1,0 +1,3 @@
+"""Build, lint and publish the Polymarket deployment's Debian packages."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,7 @@
+"""Entry point for ``python3 -m builder``."""
+
+import sys
+
+from builder.cli import main
+
+sys.exit(main())

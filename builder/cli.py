@@ -1,0 +1,125 @@
+"""Command line of the builder: ``python3 -m builder SUBCOMMAND``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from builder import __version__
+from builder.errors import BuilderError
+
+log = logging.getLogger("builder")
+
+DESCRIPTION = """\
+Build, lint and publish the Polymarket deployment's Debian packages.
+
+The packages are defined by the top-level debian/ source package and the
+Python distributions under packages/; every output lands in dist/.
+"""
+
+EPILOG = """\
+exit codes: 0 success, 1 failure, 2 bad input, 3 missing tool,
+4 an external command failed, 5 lint findings.
+
+examples:
+  python3 -m builder check
+  python3 -m builder build polymarket-hardening
+  python3 -m builder lint
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python3 -m builder",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", help="log every command run and show tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    p.add_argument(
+        "--dist", type=Path, default=None, metavar="DIR", help="output directory (default: dist/ in the repository)"
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser(
+        "check",
+        help="validate every input without building",
+        description="Validate debian/, the payloads and the inventory; build nothing.",
+    )
+    b = sub.add_parser(
+        "build",
+        help="build packages into dist/",
+        description="Build the named binary packages (default: all) into dist/.",
+    )
+    b.add_argument("packages", nargs="*", metavar="PACKAGE")
+    b.add_argument("--no-lint", action="store_true", help="skip lintian and shellcheck after building")
+    lt = sub.add_parser(
+        "lint",
+        help="run lintian and shellcheck",
+        description="Run lintian on the built .debs and shellcheck on every shell script.",
+    )
+    lt.add_argument("packages", nargs="*", metavar="PACKAGE")
+    sub.add_parser(
+        "list",
+        help="list the packages and the version",
+        description="Print each binary package with its version and build system.",
+    )
+    return p
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from builder import build, check, lint
+    from builder.project import find_root, load_project
+
+    root = find_root()
+    project = load_project(root)
+    dist = (args.dist or root / "dist").resolve()
+    if args.command == "check":
+        check.check(project)
+    elif args.command == "list":
+        for pkg in project.packages:
+            print(f"{pkg.name}\t{project.version}\t{pkg.build_system}")
+    elif args.command == "build":
+        project.select(args.packages)  # unknown names fail before any work
+        check.check(project)
+        build.build(project, args.packages, dist)
+        if not args.no_lint:
+            lint.lint(project, args.packages, dist)
+    elif args.command == "lint":
+        lint.lint(project, args.packages, dist)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.debug, args.quiet)
+    try:
+        return _dispatch(args)
+    except BuilderError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        tail = getattr(exc, "stderr_tail", "")
+        if tail:
+            for line in tail.splitlines():
+                print(f"  | {line}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,135 @@
+"""Load the project's inputs once into typed objects.
+
+Package metadata lives in ``debian/`` (one place per fact); the payload of a
+binary package lives in ``packages/<name>/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from debian.changelog import Changelog, ChangelogParseError
+from debian.deb822 import Deb822
+
+from builder.errors import InputError
+
+PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config")
+
+
+class BuildSystem(StrEnum):
+    """How a binary package is produced."""
+
+    DEBHELPER = "debhelper"  # a binary of the top-level debian/ source
+    STDEB = "stdeb"  # a Python distribution turned into a source by stdeb
+
+
+@dataclass(frozen=True)
+class BinaryPackage:
+    name: str
+    architecture: str
+    build_system: BuildSystem
+    payload: Path
+
+    def maintainer_scripts(self, root: Path) -> list[Path]:
+        """The maintainer scripts of this package found under ``root``/debian."""
+        found = []
+        for script in MAINTAINER_SCRIPTS:
+            path = root / "debian" / f"{self.name}.{script}"
+            if path.exists():
+                found.append(path)
+        return found
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    source: str
+    version: str
+    distribution: str
+    packages: tuple[BinaryPackage, ...]
+
+    def package(self, name: str) -> BinaryPackage:
+        for pkg in self.packages:
+            if pkg.name == name:
+                return pkg
+        known = ", ".join(p.name for p in self.packages)
+        raise InputError(f"unknown package {name!r}", hint=f"known packages: {known}")
+
+    def select(self, names: list[str]) -> tuple[BinaryPackage, ...]:
+        if not names:
+            return self.packages
+        return tuple(self.package(n) for n in names)
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: the nearest directory holding debian/control."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "debian" / "control").is_file() and (candidate / "builder").is_dir():
+            return candidate
+    raise InputError(
+        "not inside the polymarket-deploy repository (no debian/control found)",
+        hint="run python3 -m builder from the repository's top directory",
+    )
+
+
+def _read_changelog(path: Path) -> tuple[str, str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        changelog = Changelog(text, strict=True)
+    except ChangelogParseError as exc:
+        raise InputError(f"{path}: {exc}", hint="fix the entry or use 'python3 -m builder release'") from exc
+    if not changelog.package or changelog.version is None:
+        raise InputError(f"{path}: no entry found")
+    return changelog.package, str(changelog.version), changelog.distributions or ""
+
+
+def _stdeb_packages(root: Path) -> list[BinaryPackage]:
+    """Python distributions under packages/ that stdeb turns into sources."""
+    found = []
+    for setup in sorted((root / "packages").glob("*/setup.py")):
+        name = setup.parent.name
+        if (setup.parent / "debian-overlay").is_dir():
+            found.append(BinaryPackage(name, "all", BuildSystem.STDEB, setup.parent))
+    return found
+
+
+def load_project(root: Path) -> Project:
+    control = root / "debian" / "control"
+    try:
+        paragraphs = list(Deb822.iter_paragraphs(control.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise InputError(f"{control}: cannot read: {exc.strerror}") from exc
+    if not paragraphs or "Source" not in paragraphs[0]:
+        raise InputError(f"{control}: the first paragraph must have a Source field")
+    source_name = paragraphs[0]["Source"]
+    packages: list[BinaryPackage] = []
+    for para in paragraphs[1:]:
+        name = para.get("Package")
+        if not name:
+            raise InputError(f"{control}: a binary paragraph has no Package field")
+        if not PACKAGE_NAME.match(name):
+            raise InputError(f"{control}: invalid package name {name!r}")
+        arch = para.get("Architecture", "")
+        if arch != "all":
+            raise InputError(f"{control}: {name}: Architecture must be 'all', not {arch!r}")
+        payload = root / "packages" / name
+        if not payload.is_dir():
+            raise InputError(f"{control}: {name}: its payload directory packages/{name}/ is missing")
+        packages.append(BinaryPackage(name, arch, BuildSystem.DEBHELPER, payload))
+    cl_source, version, dist = _read_changelog(root / "debian" / "changelog")
+    if cl_source != source_name:
+        raise InputError(f"debian/changelog names source {cl_source!r}, debian/control {source_name!r}")
+    packages.extend(_stdeb_packages(root))
+    names = [p.name for p in packages]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise InputError(f"package defined twice: {', '.join(sorted(dupes))}")
+    return Project(root, source_name, version, dist, tuple(packages))

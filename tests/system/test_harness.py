@@ -1,0 +1,20 @@
+"""The harness itself: a container boots systemd, and the chroot is fenced."""
+
+from pathlib import Path
+
+from tests.system import harness
+
+
+def test_container_boots_systemd_with_private_network(container: harness.Container) -> None:
+    assert container.sh("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded")
+    links = container.sh("ip -o link show").stdout
+    assert "lo" in links and "eth0" not in links
+    assert container.sh("systemctl is-active ssh").stdout.strip() == "active"
+
+
+def test_chroot_runs_in_its_own_network_namespace(tree: Path) -> None:
+    before = harness.host_sysctls(["net.ipv4.ip_forward"])
+    out = harness.chroot_sh(tree, "ischroot; echo rc=$?; cat /etc/debian_version; sysctl -qw net.ipv4.ip_forward=1")
+    assert "rc=0" in out.stdout
+    assert out.stdout.splitlines()[1].startswith("13")
+    assert harness.host_sysctls(["net.ipv4.ip_forward"]) == before
