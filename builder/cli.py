@@ -69,6 +69,32 @@ def _parser() -> argparse.ArgumentParser:
         help="list the packages and the version",
         description="Print each binary package with its version and build system.",
     )
+
+    pub = sub.add_parser(
+        "publish",
+        help="publish dist/ into the signed apt repository dist/repo/",
+        description="Add every built .deb to the signed apt repository under dist/repo/ (suite noble, component "
+        "main); every version published before stays installable.",
+    )
+    pub.add_argument("--key", metavar="FINGERPRINT", help="sign with this key (default: a development key, made once)")
+    pub.add_argument("--gnupghome", type=Path, metavar="DIR", help="GnuPG home holding --key")
+    rel = sub.add_parser(
+        "release",
+        help="start a new version in debian/changelog",
+        description="Add a debian/changelog entry for VERSION, the one place the version of every package lives.",
+    )
+    rel.add_argument("--version", required=True, dest="new_version", metavar="VERSION")
+    rel.add_argument(
+        "-m", "--message", action="append", default=[], metavar="TEXT", help="a changelog line (repeatable)"
+    )
+    ai = sub.add_parser(
+        "autoinstall",
+        help="render autoinstall media (USB seed and PXE) for every host",
+        description="Validate the inventory and render, per host, user-data, meta-data and a CIDATA seed.iso, "
+        "plus a PXE tree. Nothing is written when any output is invalid.",
+    )
+    ai.add_argument("--inventory", type=Path, default=None, metavar="FILE", help="default: autoinstall/inventory.yaml")
+    ai.add_argument("--output", type=Path, default=None, metavar="DIR", help="default: dist/autoinstall")
     return p
 
 
@@ -101,6 +127,19 @@ def _dispatch(args: argparse.Namespace) -> int:
             lint.lint(project, args.packages, dist)
     elif args.command == "lint":
         lint.lint(project, args.packages, dist)
+    elif args.command == "publish":
+        from builder import repo
+
+        repo.publish(project, dist, key=args.key, gnupghome=args.gnupghome)
+    elif args.command == "release":
+        from builder import release
+
+        release.release(project, args.new_version, args.message)
+    elif args.command == "autoinstall":
+        from builder import autoinstall
+
+        inventory = args.inventory or root / "autoinstall" / "inventory.yaml"
+        autoinstall.render(project, inventory, args.output or dist / "autoinstall")
     return 0
 
 
