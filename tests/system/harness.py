@@ -175,7 +175,7 @@ class Container:
             self.copy_in(deb, f"/var/cache/polymarket-test/{deb.name}")
             names.append(f"/var/cache/polymarket-test/{deb.name}")
         return self.sh(
-            f"{env} DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download "
+            f"{env} DEBIAN_FRONTEND=noninteractive apt-get install -y "
             f"-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {' '.join(names)}"
         )
 
