@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     pub.add_argument("--key", metavar="FINGERPRINT", help="sign with this key (default: a development key, made once)")
     pub.add_argument("--gnupghome", type=Path, metavar="DIR", help="GnuPG home holding --key")
+    pub.add_argument(
+        "--url", metavar="URL", help="the repository's URL for polymarket.sources (default: $POLYMARKET_REPO_URL)"
+    )
     rel = sub.add_parser(
         "release",
         help="start a new version in debian/changelog",
@@ -130,7 +133,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "publish":
         from builder import repo
 
-        repo.publish(project, dist, key=args.key, gnupghome=args.gnupghome)
+        repo.publish(project, dist, key=args.key, gnupghome=args.gnupghome, url=args.url)
     elif args.command == "release":
         from builder import release
 

@@ -1,0 +1,92 @@
+"""Start a new version: one new debian/changelog entry, the one place the version lives.
+
+``python3 -m builder release --version X [-m TEXT]...`` checks that X is a
+valid Debian version, higher than the current one, and adds an entry for
+distribution ``noble`` signed by the Maintainer of debian/control.  ``make``
+then builds X and publishes it beside the earlier versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+from debian.changelog import Changelog
+from debian.deb822 import Deb822
+from debian.debian_support import Version
+
+from builder.errors import InputError
+from builder.project import Project
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION = "noble"
+URGENCY = "medium"
+
+# Debian Policy 5.6.12: [epoch:]upstream[-revision]; upstream starts with a
+# digit and may hold a hyphen only when a revision follows.
+_EPOCH = r"(?:[0-9]+:)?"
+_WITH_REVISION = re.compile(_EPOCH + r"[0-9][A-Za-z0-9.+~-]*-[A-Za-z0-9.+~]+")
+_NATIVE = re.compile(_EPOCH + r"[0-9][A-Za-z0-9.+~]*")
+
+
+def check_version(new: str, current: str, *, native: bool) -> Version:
+    """``new`` as a Version, or InputError when it is malformed or not above ``current``."""
+    if not (_NATIVE.fullmatch(new) or _WITH_REVISION.fullmatch(new)):
+        raise InputError(
+            f"{new!r} is not a valid Debian version",
+            hint="[epoch:]upstream[-revision], upstream starting with a digit, e.g. 1.2.0",
+        )
+    if native and not _NATIVE.fullmatch(new):
+        raise InputError(
+            f"{new!r} has a Debian revision, but the source format is 3.0 (native)",
+            hint="use a version without '-', e.g. 1.2.0",
+        )
+    version = Version(new)
+    if not version > Version(current):
+        raise InputError(
+            f"version {new} is not higher than the current {current}",
+            hint=f"pick a version that dpkg sorts after {current} (check: dpkg --compare-versions NEW gt {current})",
+        )
+    return version
+
+
+def _maintainer(root: Path) -> str:
+    text = (root / "debian" / "control").read_text(encoding="utf-8")
+    maintainer = next(Deb822.iter_paragraphs(text)).get("Maintainer", "")
+    if not maintainer:
+        raise InputError("debian/control: the source paragraph has no Maintainer field")
+    return str(maintainer)
+
+
+def _now() -> float:
+    sde = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return float(sde) if sde.isdigit() else time.time()
+
+
+def release(project: Project, version: str, messages: list[str]) -> Path:
+    """Add the debian/changelog entry for ``version``; return the changelog's path."""
+    format_file = project.root / "debian" / "source" / "format"
+    native = format_file.exists() and "native" in format_file.read_text(encoding="utf-8")
+    check_version(version, project.version, native=native)
+    path = project.root / "debian" / "changelog"
+    changelog = Changelog(path.read_text(encoding="utf-8"))
+    lines = messages or [f"New release {version}."]
+    changelog.new_block(
+        package=project.source,
+        version=version,
+        distributions=DISTRIBUTION,
+        urgency=URGENCY,
+        author=_maintainer(project.root),
+        date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(_now())),
+        changes=["", *[f"  * {m.strip()}" for m in lines], ""],
+    )
+    tmp = path.with_name(".changelog.tmp")
+    tmp.write_text(str(changelog), encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("debian/changelog: %s %s (%s)", project.source, version, DISTRIBUTION)
+    log.info("next: make (builds %s and publishes it into dist/repo beside the earlier versions)", version)
+    return path
