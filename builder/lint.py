@@ -59,7 +59,7 @@ def run_lintian(debs: list[Path]) -> list[Finding]:
     findings = []
     for deb in debs:
         log.info("lintian: %s", deb.name)
-        proc = run(["lintian", "--fail-on", "error,warning", "--no-tag-display-limit", str(deb)], check=False)
+        proc = run(["lintian", "--fail-on", "error,warning", "--tag-display-limit", "0", str(deb)], check=False)
         for line in proc.stdout.splitlines():
             if line[:2] in ("E:", "W:"):
                 findings.append(Finding("lintian", deb.name, line))
