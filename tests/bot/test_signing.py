@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from polymarket_bot import crypto, signing
 from polymarket_bot.secrets import Secret
 

@@ -1,0 +1,142 @@
+"""The ``polymarket-bot`` command: run, validate-config, prune."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+
+from . import __version__
+from .config import SETTINGS, Config, env_file_path, load
+from .errors import BotError, ConfigError
+
+log = logging.getLogger("polymarket_bot")
+PR_SET_DUMPABLE = 4
+
+
+def no_core_dumps() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): no core dump and no ptrace by other users' processes."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("could not disable core dumps (prctl unavailable)")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load(env_file_path(args.config, os.environ))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    try:
+        from .ledger import Ledger
+
+        Ledger(cfg.db_path).close()
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        print(f"error: DB_PATH: cannot open {cfg.db_path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"configuration OK (mode {cfg.mode}, {len(cfg.leaders)} leader(s))")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    no_core_dumps()
+    cfg = _load(args)
+    logging.getLogger().setLevel(cfg.log_level)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    from .engine import Engine
+    from .ledger import Ledger
+    from .server import start_servers
+
+    ledger = Ledger(cfg.db_path)
+    engine = Engine(cfg, ledger)
+    servers = start_servers(engine)
+    log.info("listening on %s:%d (dashboard) and :%d (metrics); mode %s", cfg.bind_address,
+             cfg.dashboard_port, cfg.metrics_port, engine.mode)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        engine.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker = threading.Thread(target=engine.run, name="engine")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    for s in servers:
+        s.shutdown()
+    ledger.close()
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from .ledger import Ledger
+
+    ledger = Ledger(cfg.db_path)
+    removed = ledger.prune(args.days)
+    ledger.close()
+    print("pruned " + ", ".join(f"{v} {k}" for k, v in removed.items()) + f" older than {args.days:g} days")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    keys = "\n".join(f"  {s.key:<24} default {s.default or '(empty)'}: {s.help}" for s in SETTINGS)
+    p = argparse.ArgumentParser(
+        prog="polymarket-bot", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Polymarket copy-trading service (CLOB V2).",
+        epilog="settings (env file KEY=value; the process environment overrides):\n" + keys)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--config", metavar="FILE",
+                   help="env file (default: $POLYMARKET_ENV_FILE or /etc/polymarket/.env)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the service").set_defaults(func=cmd_run)
+    sub.add_parser("validate-config", help="check the configuration; one line per problem"
+                   ).set_defaults(func=cmd_validate)
+    pr = sub.add_parser("prune", help="delete ledger rows older than --days (retention)")
+    pr.add_argument("--days", type=float, default=90.0, help="keep this many days (default 90)")
+    pr.set_defaults(func=cmd_prune)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"error: {p}", file=sys.stderr)
+        print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except BotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1

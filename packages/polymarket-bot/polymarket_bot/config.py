@@ -1,0 +1,374 @@
+"""The bot's configuration: one table of settings, parsed once into a frozen dataclass.
+
+Values come from an env file (``KEY=value`` lines, as systemd's EnvironmentFile reads
+them); variables in the process environment override the file.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .secrets import Secret
+
+DEFAULT_ENV_FILE = "/etc/polymarket/.env"
+PLACEHOLDER_KEYS = {"", "your_private_key_here"}
+PLACEHOLDER_SECRETS = {"", "your_api_secret_here", "your_strong_encryption_key_here"}
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+class TradingMode(enum.StrEnum):
+    DRY_RUN = "dry-run"
+    LIVE = "live"
+
+
+class SizingMode(enum.StrEnum):
+    FIXED = "fixed"
+    RATIO = "ratio"
+    BALANCE = "balance"
+
+
+class OrderType(enum.StrEnum):
+    FAK = "FAK"
+    FOK = "FOK"
+
+
+class LeaderFeed(enum.StrEnum):
+    AUTO = "auto"
+    PER_LEADER = "per-leader"
+    GLOBAL = "global"
+
+
+class Invalid(ValueError):
+    pass
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _secret(raw: str) -> Secret:
+    return Secret(raw)
+
+
+def _number(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            v = float(raw)
+        except ValueError:
+            raise Invalid(f"must be a number, got {raw!r}") from None
+        if v != v or v < lo or v > hi or (lo_open and v == lo):
+            bound = f"greater than {lo:g}" if lo_open else f"at least {lo:g}"
+            raise Invalid(f"must be {bound} and at most {hi:g}, got {raw!r}")
+        return v
+
+    return parse
+
+
+def _integer(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            v = int(raw)
+        except ValueError:
+            raise Invalid(f"must be a whole number, got {raw!r}") from None
+        if not lo <= v <= hi:
+            raise Invalid(f"must be between {lo} and {hi}, got {v}")
+        return v
+
+    return parse
+
+
+def _choice(kind: type[enum.StrEnum]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            return kind(raw.strip())
+        except ValueError:
+            allowed = " | ".join(m.value for m in kind)
+            raise Invalid(f"must be one of {allowed}, got {raw!r}") from None
+
+    return parse
+
+
+def _url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _address_list(raw: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        if not _ADDRESS.match(item):
+            raise Invalid(f"{item!r} is not a 0x-prefixed 40-hex-digit address")
+        if item.lower() not in out:
+            out.append(item.lower())
+    return tuple(out)
+
+
+def _word_list(raw: str) -> frozenset[str]:
+    return frozenset(x.strip().lower() for x in raw.split(",") if x.strip())
+
+
+def _wallet(raw: str) -> str:
+    if raw in ("", "0x..."):
+        return ""
+    if not _ADDRESS.match(raw):
+        raise Invalid(f"must be a 0x-prefixed 40-hex-digit address, got {raw!r}")
+    return raw
+
+
+def _private_key(raw: str) -> Secret:
+    if raw.strip() in PLACEHOLDER_KEYS:
+        return Secret("")
+    h = raw.strip().removeprefix("0x").removeprefix("0X")
+    if len(h) != 64 or any(c not in "0123456789abcdefABCDEF" for c in h):
+        raise Invalid("must be 64 hexadecimal digits (optionally 0x-prefixed); value not shown")
+    return Secret(raw.strip())
+
+
+def _bind(raw: str) -> str:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise Invalid(f"must be an IP address (e.g. 127.0.0.1 or 0.0.0.0), got {raw!r}") from None
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    v = raw.strip().upper()
+    if v not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise Invalid(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return v
+
+
+def _path(raw: str) -> Path:
+    if not raw.startswith("/"):
+        raise Invalid(f"must be an absolute path, got {raw!r}")
+    return Path(raw)
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    attr: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+PORT = _integer(1, 65535)
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PRIVATE_KEY", "private_key", "", _private_key,
+            "wallet private key (hex); placeholder or empty forces dry-run"),
+    Setting("WALLET_ADDRESS", "wallet_address", "", _wallet,
+            "funder/maker address; empty: the key's own address"),
+    Setting("SIGNATURE_TYPE", "signature_type", "0", _integer(0, 2),
+            "0 EOA, 1 Polymarket proxy, 2 Gnosis safe"),
+    Setting("CHAIN_ID", "chain_id", "137", _integer(1, 2**31), "137 Polygon, 80002 Amoy"),
+    Setting("POLYGON_RPC_URL", "polygon_rpc_url", "https://polygon-rpc.com", _url, "Polygon RPC (unused)"),
+    Setting("ENVIRONMENT", "environment", "production", _str, "free-form environment name"),
+    Setting("LOG_LEVEL", "log_level", "INFO", _log_level, "logging level"),
+    Setting("ENCRYPTION_KEY", "encryption_key", "", _secret, "accepted for the plan; unused by the bot"),
+    Setting("API_SECRET_KEY", "api_secret_key", "", _secret,
+            "bearer token for the dashboard pages; empty or placeholder: pages refused"),
+    Setting("HEALTH_CHECK_INTERVAL", "health_check_interval", "30", _number(1, 3600),
+            "seconds between exchange reachability probes"),
+    Setting("COPY_LEADERS", "leaders", "", _address_list, "comma-separated leader wallet addresses"),
+    Setting("POLYMARKET_DATA_API_URL", "data_api_url", "https://data-api.polymarket.com", _url, "Data API"),
+    Setting("POLYMARKET_CLOB_URL", "clob_url", "https://clob.polymarket.com", _url, "CLOB API"),
+    Setting("POLYMARKET_GAMMA_URL", "gamma_url", "https://gamma-api.polymarket.com", _url, "Gamma API"),
+    Setting("TRADING_MODE", "requested_mode", "dry-run", _choice(TradingMode), "dry-run | live"),
+    Setting("SIZING_MODE", "sizing_mode", "fixed", _choice(SizingMode), "fixed | ratio | balance"),
+    Setting("FIXED_AMOUNT_USD", "fixed_amount_usd", "10", _number(0, 1e9, lo_open=True),
+            "USD per copied buy (fixed sizing)"),
+    Setting("SIZE_RATIO", "size_ratio", "0.1", _number(0, 100, lo_open=True),
+            "fraction of the leader's USD size (ratio sizing)"),
+    Setting("MAX_ORDER_SIZE", "max_order_size", "100", _number(0, 1e9, lo_open=True), "USD cap per order"),
+    Setting("MAX_POSITION_SIZE", "max_position_size", "1000", _number(0, 1e9, lo_open=True),
+            "USD cap on the cost of one position"),
+    Setting("MAX_DAILY_VOLUME", "max_daily_volume", "5000", _number(0, 1e12, lo_open=True),
+            "USD cap on orders per UTC day"),
+    Setting("SLIPPAGE_TOLERANCE", "slippage_tolerance", "0.02", _number(0, 0.5),
+            "fraction of the leader's price we accept to pay above (buy) or below (sell) it"),
+    Setting("MAX_TRADE_AGE_SECONDS", "max_trade_age", "60", _number(1, 86400),
+            "leader trades older than this are skipped"),
+    Setting("MARKET_ALLOWLIST", "allowlist", "", _word_list, "condition ids or slugs; empty: all"),
+    Setting("MARKET_DENYLIST", "denylist", "", _word_list, "condition ids or slugs never traded"),
+    Setting("STOP_LOSS_PERCENTAGE", "stop_loss_pct", "5", _number(0, 100),
+            "close a position that lost this percent; 0 disables"),
+    Setting("POLL_INTERVAL", "poll_interval", "0.5", _number(0.05, 60), "seconds between polls"),
+    Setting("ORDER_TYPE", "order_type", "FAK", _choice(OrderType), "FAK | FOK for copies"),
+    Setting("LEADER_FEED", "leader_feed", "auto", _choice(LeaderFeed),
+            "per-leader polling, the global trade feed, or auto (global above 5 leaders)"),
+    Setting("DATA_API_MAX_RPS", "data_api_max_rps", "15", _number(0.1, 100),
+            "request budget per second towards the Data API"),
+    Setting("HTTP_TIMEOUT", "http_timeout", "5", _number(0.1, 120), "seconds per HTTP request"),
+    Setting("DB_PATH", "db_path", "/var/lib/polymarket/trade_history.db", _path, "SQLite ledger"),
+    Setting("BIND_ADDRESS", "bind_address", "127.0.0.1", _bind,
+            "address of the dashboard and metrics listeners; set the host address for HAProxy"),
+    Setting("DASHBOARD_PORT", "dashboard_port", "8080", PORT, "/health and dashboard pages"),
+    Setting("METRICS_PORT", "metrics_port", "9090", PORT, "Prometheus text format"),
+    Setting("PASSIVE_FILE", "passive_file", "/run/polymarket/passive", _path,
+            "while this file exists no order is sent"),
+    Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket/compliance/latest.json", _path,
+            "report shown on /compliance"),
+)
+
+KNOWN = {s.key for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    private_key: Secret = field(repr=False)
+    wallet_address: str
+    signature_type: int
+    chain_id: int
+    polygon_rpc_url: str
+    environment: str
+    log_level: str
+    encryption_key: Secret = field(repr=False)
+    api_secret_key: Secret = field(repr=False)
+    health_check_interval: float
+    leaders: tuple[str, ...]
+    data_api_url: str
+    clob_url: str
+    gamma_url: str
+    requested_mode: TradingMode
+    sizing_mode: SizingMode
+    fixed_amount_usd: float
+    size_ratio: float
+    max_order_size: float
+    max_position_size: float
+    max_daily_volume: float
+    slippage_tolerance: float
+    max_trade_age: float
+    allowlist: frozenset[str]
+    denylist: frozenset[str]
+    stop_loss_pct: float
+    poll_interval: float
+    order_type: OrderType
+    leader_feed: LeaderFeed
+    data_api_max_rps: float
+    http_timeout: float
+    db_path: Path
+    bind_address: str
+    dashboard_port: int
+    metrics_port: int
+    passive_file: Path
+    compliance_report: Path
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> TradingMode:
+        """Live only when asked for and a real key is present."""
+        if self.requested_mode is TradingMode.LIVE and self.private_key:
+            return TradingMode.LIVE
+        return TradingMode.DRY_RUN
+
+    @property
+    def dashboard_token_set(self) -> bool:
+        return self.api_secret_key.reveal() not in PLACEHOLDER_SECRETS
+
+
+def read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """KEY=value lines -> {KEY: (value, line)}; problems for lines that are not."""
+    values: dict[str, tuple[str, int]] = {}
+    problems: list[str] = []
+    text = path.read_text(encoding="utf-8")
+    for no, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s.startswith("export "):
+            s = s[7:].lstrip()
+        key, sep, value = s.partition("=")
+        key = key.strip()
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            problems.append(f"{path}:{no}: not a KEY=value line")
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = (value, no)
+    return values, problems
+
+
+def env_file_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    return Path(cli_value or environ.get("POLYMARKET_ENV_FILE") or DEFAULT_ENV_FILE)
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse and check everything; raise ConfigError listing every problem."""
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    warnings: list[str] = []
+    file_values: dict[str, tuple[str, int]] = {}
+    if path is not None:
+        try:
+            file_values, problems = read_env_file(path)
+        except FileNotFoundError:
+            problems.append(f"{path}: no such file (use --config or POLYMARKET_ENV_FILE)")
+        except (PermissionError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read: {exc.__class__.__name__}")
+        else:
+            try:
+                if path.stat().st_mode & 0o077:
+                    warnings.append(f"{path}: readable by group/others; it holds secrets, chmod 600")
+            except OSError:
+                pass
+        for key, (_, no) in file_values.items():
+            if key not in KNOWN and key not in ("POLYMARKET_ENV_FILE",):
+                warnings.append(f"{path}:{no}: {key}: unknown key, ignored")
+    kwargs: dict[str, Any] = {}
+    for s in SETTINGS:
+        where = s.key
+        raw = s.default
+        if s.key in env:
+            raw, where = env[s.key], f"environment: {s.key}"
+        elif s.key in file_values:
+            raw, no = file_values[s.key]
+            where = f"{path}:{no}: {s.key}"
+        try:
+            kwargs[s.attr] = s.parse(raw)
+        except Invalid as exc:
+            problems.append(f"{where}: {exc}")
+    if not problems:
+        if kwargs["max_order_size"] > kwargs["max_position_size"]:
+            problems.append("MAX_ORDER_SIZE: larger than MAX_POSITION_SIZE")
+        if kwargs["dashboard_port"] == kwargs["metrics_port"]:
+            problems.append("METRICS_PORT: same port as DASHBOARD_PORT")
+        overlap = kwargs["allowlist"] & kwargs["denylist"]
+        if overlap:
+            problems.append(f"MARKET_DENYLIST: also in MARKET_ALLOWLIST: {', '.join(sorted(overlap))}")
+        if kwargs["requested_mode"] is TradingMode.LIVE and not kwargs["private_key"]:
+            warnings.append("TRADING_MODE=live but PRIVATE_KEY is empty or the placeholder: dry-run forced")
+        if kwargs["private_key"]:
+            from .crypto import SignatureError, private_key_int
+
+            try:
+                private_key_int(kwargs["private_key"])
+            except SignatureError as exc:
+                problems.append(f"PRIVATE_KEY: {exc} (value not shown)")
+        if kwargs["signature_type"] != 0 and not kwargs["wallet_address"]:
+            problems.append("WALLET_ADDRESS: required when SIGNATURE_TYPE is 1 or 2 (the proxy wallet)")
+        if kwargs["api_secret_key"].reveal() in PLACEHOLDER_SECRETS:
+            warnings.append("API_SECRET_KEY: empty or the placeholder; dashboard pages will refuse access")
+        if not kwargs["leaders"]:
+            warnings.append("COPY_LEADERS: empty; the bot will follow nobody")
+    if problems:
+        raise ConfigError(problems)
+    return Config(**kwargs, warnings=tuple(warnings))

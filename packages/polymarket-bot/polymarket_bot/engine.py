@@ -1,0 +1,570 @@
+"""The copy-trading engine: detect leader trades, decide, size, guard, order, record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from . import signing
+from .config import Config, LeaderFeed, SizingMode, TradingMode
+from .crypto import address_of
+from .httpclient import HttpError, JsonClient, RateLimiter
+from .ledger import Ledger
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+GLOBAL_PAGE = 1000
+AUTO_GLOBAL_ABOVE = 5
+MARKET_TTL = 300.0
+DRY_RUN_BALANCE_USD = 1000.0
+
+
+class Skip(Exception):
+    """A business reason not to copy; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Market:
+    condition_id: str
+    slug: str
+    tokens: tuple[str, ...]
+    outcomes: tuple[str, ...]
+    neg_risk: bool
+    closed: bool
+    tick: Decimal
+    min_size: Decimal
+
+
+@dataclass(frozen=True)
+class Plan:
+    side: signing.Side
+    token: str
+    condition_id: str
+    neg_risk: bool
+    price: Decimal        # worst acceptable price, on the tick grid
+    shares: Decimal       # intended shares
+    usd: Decimal          # intended USD (buy: to spend; sell: minimum to receive)
+    maker_amount: int
+    taker_amount: int
+
+
+def dedupe_keys(trades: list[dict[str, Any]]) -> list[str]:
+    """tx hash + wallet + asset + side + size + price + occurrence index within the tx."""
+    seen: dict[str, int] = {}
+    keys = []
+    for t in trades:
+        base = "|".join(str(t.get(k, "")) for k in ("transactionHash", "proxyWallet", "asset", "side",
+                                                     "size", "price")).lower()
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        keys.append(f"{base}|{n}")
+    return keys
+
+
+def _dec(x: Any) -> Decimal:
+    return Decimal(str(x))
+
+
+def _floor(x: Decimal, step: Decimal) -> Decimal:
+    return (x / step).to_integral_value(ROUND_FLOOR) * step
+
+
+def _ceil(x: Decimal, step: Decimal) -> Decimal:
+    return (x / step).to_integral_value(ROUND_CEILING) * step
+
+
+def amount_decimals(tick: Decimal) -> int:
+    return -tick.normalize().as_tuple().exponent + 2  # type: ignore[operator]
+
+
+def market_amounts(side: signing.Side, amount: Decimal, price: Decimal, tick: Decimal) -> tuple[int, int]:
+    """Maker/taker base units of a market order: a buy spends ``amount`` USD, a sell
+    gives ``amount`` shares; the worst price is ``price``. Sizes to 2 decimals, the
+    other leg to the tick's amount precision, as the CLOB requires."""
+    step = Decimal(1).scaleb(-amount_decimals(tick))
+    maker = _floor(amount, Decimal("0.01"))
+    other = _floor(maker / price, step) if side == signing.Side.BUY else _floor(maker * price, step)
+    return int(maker * 1_000_000), int(other * 1_000_000)
+
+
+class Engine:
+    def __init__(self, cfg: Config, ledger: Ledger, metrics: Metrics | None = None,
+                 backoff: float = 0.2) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.metrics = metrics or Metrics()
+        t = cfg.http_timeout
+
+        def count(path: str, ok: bool) -> None:
+            self.metrics.inc("polymarket_data_api_requests_total")
+
+        self.data = JsonClient(cfg.data_api_url, t, backoff=backoff, limiter=RateLimiter(cfg.data_api_max_rps),
+                               on_request=count)
+        self.clob = JsonClient(cfg.clob_url, t, backoff=backoff)
+        self.gamma = JsonClient(cfg.gamma_url, t, backoff=backoff)
+        self.probe = JsonClient(cfg.clob_url, min(t, 3.0), retries=0)
+        self.mode = cfg.mode
+        self.address = address_of(cfg.private_key) if cfg.private_key else ""
+        self.maker = cfg.wallet_address or self.address
+        self.creds: signing.ApiCreds | None = None
+        self.markets: dict[str, tuple[float, Market]] = {}
+        self.leader_values: dict[str, tuple[float, float]] = {}
+        self.recent: deque[str] = deque(maxlen=200_000)
+        self.recent_set: set[str] = set()
+        self.last_poll = 0.0
+        self.last_global = 0.0
+        self.exchange_ok = False
+        self.last_probe = 0.0
+        self.last_stop_loss = 0.0
+        self.passive = False
+        self.caught_up = False
+        self.stop = threading.Event()
+        self.feed = cfg.leader_feed
+        if self.feed is LeaderFeed.AUTO:
+            self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
+
+    # ---- main loop ------------------------------------------------------------------
+    def run(self) -> None:
+        log.info("engine started: mode=%s leaders=%d feed=%s", self.mode, len(self.cfg.leaders), self.feed)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll_once()
+            except Exception:  # the loop must survive anything; the error is counted and logged
+                self.metrics.inc("polymarket_errors_total", kind="loop")
+                log.exception("poll failed")
+            self.stop.wait(max(0.0, self.cfg.poll_interval - (time.monotonic() - started)))
+
+    def poll_once(self) -> int:
+        """One detection round; returns how many new leader trades were handled."""
+        self.passive = self.cfg.passive_file.exists()
+        handled = 0
+        try:
+            trades = self.fetch_new_trades()
+        except HttpError as exc:
+            self.metrics.inc("polymarket_errors_total", kind="data_api")
+            log.warning("leader poll failed: %s", exc)
+            trades = []
+        else:
+            self.last_poll = time.time()
+        visible_at = time.monotonic()
+        for key, t in trades:
+            if self.handle(key, t, visible_at):
+                handled += 1
+        self.probe_exchange()
+        if self.cfg.stop_loss_pct > 0 and time.time() - self.last_stop_loss >= 5:
+            self.last_stop_loss = time.time()
+            self.check_stop_loss()
+        return handled
+
+    def probe_exchange(self) -> None:
+        if time.time() - max(self.last_probe, self.clob.last_ok) < self.cfg.health_check_interval:
+            self.exchange_ok = self.exchange_ok or self.clob.last_ok > 0
+            return
+        self.last_probe = time.time()
+        try:
+            self.probe.get("/time")
+            self.exchange_ok = True
+        except HttpError:
+            self.exchange_ok = False
+
+    # ---- detection ----------------------------------------------------------------------
+    def _start_mark(self, leader: str) -> int:
+        mark = self.ledger.get_mark(f"hwm:{leader}")
+        if mark is None:
+            mark = self.ledger.get_mark("hwm:global")
+        now = time.time()
+        if mark is None:
+            mark = now - self.cfg.max_trade_age
+        # look back over the age window so that trades the API publishes late are still seen
+        return int(min(mark, now) - self.cfg.max_trade_age)
+
+    def fetch_leader(self, leader: str) -> list[dict[str, Any]]:
+        start = self._start_mark(leader)
+        out: list[dict[str, Any]] = []
+        for page in range(20):
+            rows = self.data.get("/activity", {"user": leader, "type": "TRADE", "start": start,
+                                               "sortBy": "TIMESTAMP", "sortDirection": "ASC",
+                                               "limit": PAGE, "offset": page * PAGE})
+            if not isinstance(rows, list):
+                raise HttpError("GET /activity: not a list", retryable=True)
+            out += [r for r in rows if r.get("type", "TRADE") == "TRADE"]
+            if len(rows) < PAGE:
+                break
+        return out
+
+    def fetch_new_trades(self) -> list[tuple[str, dict[str, Any]]]:
+        leaders = set(self.cfg.leaders)
+        rows: list[dict[str, Any]] = []
+        if self.feed is LeaderFeed.PER_LEADER or not self.caught_up:
+            for leader in self.cfg.leaders:
+                rows += self.fetch_leader(leader)
+            self.caught_up = True
+            if self.feed is LeaderFeed.GLOBAL:
+                self._global_page(leaders)  # sets the global mark for the next round
+        else:
+            rows = self._global_page(leaders)
+        rows.sort(key=lambda r: int(r["timestamp"]))
+        fresh: list[tuple[str, dict[str, Any]]] = []
+        by_tx: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_tx.setdefault(str(r.get("transactionHash")), []).append(r)
+        for group in by_tx.values():
+            for key, r in zip(dedupe_keys(group), group, strict=True):
+                if key not in self.recent_set:
+                    fresh.append((key, r))
+        fresh.sort(key=lambda kr: int(kr[1]["timestamp"]))
+        for r in rows:
+            self.ledger.set_mark(f"hwm:{r['proxyWallet'].lower()}", int(r["timestamp"]))
+        return fresh
+
+    def _global_page(self, leaders: set[str]) -> list[dict[str, Any]]:
+        page = self.data.get("/trades", {"limit": GLOBAL_PAGE, "takerOnly": "false"})
+        if not isinstance(page, list):
+            raise HttpError("GET /trades: not a list", retryable=True)
+        prev = self.ledger.get_mark("hwm:global")
+        mine = [r for r in page if str(r.get("proxyWallet", "")).lower() in leaders]
+        if page:
+            oldest = min(int(r["timestamp"]) for r in page)
+            newest = max(int(r["timestamp"]) for r in page)
+            if prev is not None and len(page) >= GLOBAL_PAGE and oldest > prev:
+                # the feed moved faster than one page: fall back to each leader's history
+                log.warning("global feed gap (%d > %d); catching up per leader", oldest, prev)
+                self.metrics.inc("polymarket_errors_total", kind="feed_gap")
+                mine = [r for leader in sorted(leaders) for r in self.fetch_leader(leader)]
+            self.ledger.set_mark("hwm:global", newest)
+        return mine
+
+    def _remember(self, key: str) -> None:
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_set.discard(self.recent[0])
+        self.recent.append(key)
+        self.recent_set.add(key)
+
+    # ---- one trade ------------------------------------------------------------------------
+    def handle(self, key: str, t: dict[str, Any], visible_at: float) -> bool:
+        self._remember(key)
+        did = self.ledger.record_trade(key, t)
+        if did is None:
+            return False
+        self.metrics.inc("polymarket_trades_seen_total")
+        try:
+            plan = self.decide(t)
+            self.execute(did, plan, visible_at)
+        except Skip as s:
+            self.ledger.decide(did, "skipped", s.reason + (f": {s.detail}" if s.detail else ""))
+            self.metrics.inc("polymarket_trades_skipped_total", reason=s.reason)
+            log.info("skip %s %s %s: %s %s", t["proxyWallet"], t["side"], t["asset"], s.reason, s.detail)
+        except HttpError as exc:
+            self.ledger.decide(did, "failed", str(exc))
+            self.metrics.inc("polymarket_errors_total", kind="exchange")
+            log.warning("trade %s failed: %s", key, exc)
+        return True
+
+    def market(self, condition_id: str) -> Market:
+        hit = self.markets.get(condition_id)
+        if hit and time.time() - hit[0] < MARKET_TTL:
+            return hit[1]
+        rows = self.gamma.get("/markets", {"condition_ids": condition_id})
+        if not isinstance(rows, list) or not rows:
+            raise Skip("unknown_market", condition_id)
+        m = rows[0]
+        tokens = tuple(str(x) for x in (json.loads(m["clobTokenIds"]) if isinstance(m["clobTokenIds"], str)
+                                        else m["clobTokenIds"]))
+        outcomes = tuple(json.loads(m["outcomes"]) if isinstance(m.get("outcomes"), str) else m.get("outcomes", []))
+        tick = self.clob.get("/tick-size", {"token_id": tokens[0]})["minimum_tick_size"]
+        neg = self.clob.get("/neg-risk", {"token_id": tokens[0]})["neg_risk"]
+        market = Market(condition_id=condition_id, slug=str(m.get("slug", "")), tokens=tokens, outcomes=outcomes,
+                        neg_risk=bool(neg), closed=bool(m.get("closed")) or not m.get("active", True),
+                        tick=_dec(tick), min_size=_dec(m.get("orderMinSize", 5)))
+        self.markets[condition_id] = (time.time(), market)
+        return market
+
+    def _day_start(self) -> float:
+        now = time.time()
+        return now - now % 86400
+
+    def _book(self, token: str) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        b = self.clob.get("/book", {"token_id": token})
+        bids = sorted(((_dec(x["price"]), _dec(x["size"])) for x in b.get("bids", [])), reverse=True)
+        asks = sorted((_dec(x["price"]), _dec(x["size"])) for x in b.get("asks", []))
+        return bids, asks
+
+    def _leader_value(self, leader: str) -> float:
+        hit = self.leader_values.get(leader)
+        if hit and time.time() - hit[0] < 60:
+            return hit[1]
+        rows = self.data.get("/value", {"user": leader})
+        value = float(rows[0]["value"]) if rows else 0.0
+        self.leader_values[leader] = (time.time(), value)
+        return value
+
+    def _usdc_balance(self) -> float:
+        if self.mode is TradingMode.DRY_RUN:
+            spent = self.ledger.volume_since("dry-run", 0)
+            return DRY_RUN_BALANCE_USD - spent
+        r = self._l2_get("/balance-allowance", {"asset_type": "COLLATERAL",
+                                                "signature_type": self.cfg.signature_type})
+        return int(r["balance"]) / 1e6
+
+    def _token_balance(self, token: str) -> float | None:
+        if self.mode is TradingMode.DRY_RUN:
+            return None
+        r = self._l2_get("/balance-allowance", {"asset_type": "CONDITIONAL", "token_id": token,
+                                                "signature_type": self.cfg.signature_type})
+        return int(r["balance"]) / 1e6
+
+    def decide(self, t: dict[str, Any]) -> Plan:
+        cfg = self.cfg
+        if self.passive:
+            raise Skip("passive")
+        age = time.time() - int(t["timestamp"])
+        if age > cfg.max_trade_age:
+            raise Skip("too_old", f"{age:.0f}s")
+        side = {"BUY": signing.Side.BUY, "SELL": signing.Side.SELL}.get(str(t["side"]).upper())
+        if side is None:
+            raise Skip("bad_trade", f"side {t['side']!r}")
+        m = self.market(str(t["conditionId"]))
+        names = {m.condition_id.lower(), m.slug.lower(), str(t.get("eventSlug", "")).lower()} - {""}
+        if cfg.allowlist and not names & cfg.allowlist:
+            raise Skip("not_allowlisted")
+        if names & cfg.denylist:
+            raise Skip("denylisted")
+        if m.closed:
+            raise Skip("market_closed")
+        idx = int(t.get("outcomeIndex", -1))
+        asset = str(t["asset"])
+        if not 0 <= idx < len(m.tokens) or m.tokens[idx] != asset or (
+                t.get("outcome") and m.outcomes and m.outcomes[idx] != t["outcome"]):
+            raise Skip("outcome_mismatch", f"asset {asset} is not outcome {idx} of the market")
+        leader_price = _dec(t["price"])
+        tol = _dec(cfg.slippage_tolerance)
+        bids, asks = self._book(asset)
+        if side == signing.Side.BUY:
+            return self._plan_buy(t, m, asset, leader_price, tol, asks)
+        return self._plan_sell(t, m, asset, leader_price, tol, bids)
+
+    def _plan_buy(self, t: dict[str, Any], m: Market, asset: str, leader_price: Decimal, tol: Decimal,
+                  asks: list[tuple[Decimal, Decimal]]) -> Plan:
+        cfg = self.cfg
+        leader_usd = float(t["size"]) * float(t["price"])
+        if cfg.sizing_mode is SizingMode.FIXED:
+            usd = cfg.fixed_amount_usd
+        elif cfg.sizing_mode is SizingMode.RATIO:
+            usd = leader_usd * cfg.size_ratio
+        else:
+            value = self._leader_value(str(t["proxyWallet"]).lower())
+            if value <= 0:
+                raise Skip("sizing", "leader portfolio value unknown")
+            usd = leader_usd * self._usdc_balance() / value
+        limited = ""
+        if usd > cfg.max_order_size:
+            usd, limited = cfg.max_order_size, "max_order_size"
+        pos = self.ledger.position(str(self.mode), asset)
+        room = cfg.max_position_size - (pos.cost if pos else 0.0)
+        if room <= 0.01:
+            raise Skip("max_position_size")
+        if usd > room:
+            usd, limited = room, "max_position_size"
+        day_room = cfg.max_daily_volume - self.ledger.volume_since(str(self.mode), self._day_start())
+        if day_room <= 0.01:
+            raise Skip("max_daily_volume")
+        if usd > day_room:
+            usd, limited = day_room, "max_daily_volume"
+        price = min(_floor(leader_price * (1 + tol), m.tick), 1 - m.tick)
+        if not asks:
+            raise Skip("no_liquidity")
+        if asks[0][0] > price:
+            raise Skip("slippage", f"best ask {asks[0][0]} above {price}")
+        balance = self._usdc_balance()
+        if balance < usd:
+            usd, limited = balance, "balance"
+        amount = _floor(_dec(usd), Decimal("0.01"))
+        if amount <= 0 or amount / price < m.min_size:
+            reason = "insufficient_balance" if limited == "balance" else (limited or "below_min_size")
+            raise Skip(reason, f"{amount} USD at {price} is under the minimum of {m.min_size} shares")
+        maker, taker = market_amounts(signing.Side.BUY, amount, price, m.tick)
+        return Plan(signing.Side.BUY, asset, m.condition_id, m.neg_risk, price, _dec(taker) / 1_000_000,
+                    amount, maker, taker)
+
+    def _plan_sell(self, t: dict[str, Any], m: Market, asset: str, leader_price: Decimal, tol: Decimal,
+                   bids: list[tuple[Decimal, Decimal]]) -> Plan:
+        pos = self.ledger.position(str(self.mode), asset)
+        if pos is None or pos.shares <= 0:
+            raise Skip("no_position")
+        sold = float(t["size"])
+        rows = self.data.get("/positions", {"user": t["proxyWallet"], "market": m.condition_id})
+        after = sum(float(r["size"]) for r in rows or [] if str(r.get("asset")) == asset)
+        fraction = min(1.0, sold / (after + sold)) if after + sold > 0 else 1.0
+        shares = pos.shares * fraction
+        held = self._token_balance(asset)
+        if held is not None:
+            shares = min(shares, held)
+        amount = _floor(_dec(shares), Decimal("0.01"))
+        price = max(_ceil(leader_price * (1 - tol), m.tick), m.tick)
+        if not bids:
+            raise Skip("no_liquidity")
+        if bids[0][0] < price:
+            raise Skip("slippage", f"best bid {bids[0][0]} below {price}")
+        if amount <= 0 or amount < m.min_size:
+            raise Skip("below_min_size", f"{amount} shares under the minimum of {m.min_size}")
+        maker, taker = market_amounts(signing.Side.SELL, amount, price, m.tick)
+        return Plan(signing.Side.SELL, asset, m.condition_id, m.neg_risk, price, amount,
+                    _dec(taker) / 1_000_000, maker, taker)
+
+    # ---- orders ---------------------------------------------------------------------------
+    def _l2_get(self, path: str, params: dict[str, Any]) -> Any:
+        creds = self.api_creds()
+        return self.clob.get(path, params, sign=lambda: signing.l2_headers(
+            self.address, creds, int(time.time()), "GET", path))
+
+    def api_creds(self) -> signing.ApiCreds:
+        if self.creds is None:
+            def l1() -> dict[str, str]:
+                return signing.l1_headers(self.cfg.private_key, self.cfg.chain_id, int(time.time()))
+            try:
+                r = self.clob.post("/auth/api-key", None, sign=l1)
+            except HttpError as exc:
+                if exc.retryable:
+                    raise
+                r = self.clob.get("/auth/derive-api-key", sign=l1)
+            self.creds = signing.ApiCreds(r["apiKey"], signing.Secret(r["secret"]),
+                                          signing.Secret(r["passphrase"]))
+        return self.creds
+
+    def _simulate(self, plan: Plan) -> tuple[float, float]:
+        """Paper fill against the book: (shares, usd)."""
+        bids, asks = self._book(plan.token)
+        got, spent = Decimal(0), Decimal(0)
+        if plan.side == signing.Side.BUY:
+            budget = _dec(plan.maker_amount) / 1_000_000
+            for p, q in asks:
+                if p > plan.price or spent >= budget:
+                    break
+                take = min(q, (budget - spent) / p)
+                got, spent = got + take, spent + take * p
+        else:
+            want = _dec(plan.maker_amount) / 1_000_000
+            for p, q in bids:
+                if p < plan.price or got >= want:
+                    break
+                take = min(q, want - got)
+                got, spent = got + take, spent + take * p
+        return float(got), float(spent)
+
+    def execute(self, did: int, plan: Plan, visible_at: float, kind_reason: str = "") -> None:
+        cfg = self.cfg
+        side = "BUY" if plan.side == signing.Side.BUY else "SELL"
+        common: dict[str, Any] = dict(mode=str(self.mode), token_id=plan.token, side=side,
+                                      order_type=str(cfg.order_type), price=float(plan.price),
+                                      size=float(plan.shares), usd=float(plan.usd), condition_id=plan.condition_id)
+        if self.mode is TradingMode.DRY_RUN:
+            shares, usd = self._simulate(plan)
+            if shares <= 0:
+                self.ledger.record_order(did, **common, order_hash=None, request=None, status="dry_run",
+                                         response={"simulated": "no fill"}, filled_shares=0, filled_usd=0,
+                                         latency_ms=None, decision="skipped", reason="no_liquidity")
+                self.metrics.inc("polymarket_trades_skipped_total", reason="no_liquidity")
+                return
+            self.ledger.record_order(did, **common, order_hash=None, request=None, status="dry_run",
+                                     response={"simulated": True}, filled_shares=shares, filled_usd=usd,
+                                     latency_ms=(time.monotonic() - visible_at) * 1000, decision="copied",
+                                     reason=kind_reason or "dry-run")
+            self.metrics.inc("polymarket_trades_copied_total")
+            self.metrics.inc("polymarket_orders_total", status="dry_run")
+            return
+        creds = self.api_creds()
+        order = signing.Order(
+            salt=secrets.randbelow(2**53), maker=self.maker, signer=self.address, token_id=int(plan.token),
+            maker_amount=plan.maker_amount, taker_amount=plan.taker_amount, side=plan.side,
+            signature_type=signing.SignatureType(cfg.signature_type), timestamp=time.time_ns() // 1_000_000)
+        sig = signing.sign_order(order, cfg.private_key, cfg.chain_id, plan.neg_risk)
+        payload = signing.order_payload(order, sig, creds.api_key, str(cfg.order_type))
+        body = signing.dumps(payload)
+        order_hash = "0x" + order.digest(cfg.chain_id, plan.neg_risk).hex()
+        try:
+            answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(
+                self.address, creds, int(time.time()), "POST", "/order", body))
+        except HttpError as exc:
+            latency = (time.monotonic() - visible_at) * 1000
+            status, decision = ("rejected", "rejected") if not exc.retryable else ("error", "failed")
+            err = exc.body.get("error") if isinstance(exc.body, dict) else str(exc)
+            self.ledger.record_order(did, **common, order_hash=order_hash, request=payload, status=status,
+                                     response=exc.body, filled_shares=0, filled_usd=0, latency_ms=latency,
+                                     decision=decision, reason=str(err))
+            self.metrics.inc("polymarket_orders_total", status=status)
+            if decision == "rejected":
+                self.metrics.inc("polymarket_trades_skipped_total", reason="rejected")
+            else:
+                self.metrics.inc("polymarket_errors_total", kind="order")
+            log.warning("order %s %s: %s", order_hash, status, err)
+            return
+        latency = (time.monotonic() - visible_at) * 1000
+        self.metrics.observe_latency(latency / 1000)
+        making, taking = float(answer.get("makingAmount") or 0), float(answer.get("takingAmount") or 0)
+        shares, usd = (taking, making) if plan.side == signing.Side.BUY else (making, taking)
+        ok = bool(answer.get("success", True))
+        if plan.side == signing.Side.BUY:
+            partial = usd + 0.005 < float(plan.usd)
+        else:
+            partial = shares + 1e-6 < float(plan.shares)
+        reason = kind_reason or ("partial fill" if partial else str(answer.get("status", "")))
+        self.ledger.record_order(did, **common, order_hash=order_hash, request=payload,
+                                 status="accepted" if ok else "rejected", response=answer,
+                                 filled_shares=shares, filled_usd=usd, latency_ms=latency,
+                                 decision="copied" if ok else "rejected",
+                                 reason=reason if ok else str(answer.get("errorMsg")))
+        self.metrics.inc("polymarket_orders_total", status="accepted" if ok else "rejected")
+        if ok:
+            self.metrics.inc("polymarket_trades_copied_total")
+        log.info("order %s %s %s: %s shares for %s USD (%.1f ms)", order_hash, side, plan.token, shares, usd,
+                 latency)
+
+    # ---- stop loss ------------------------------------------------------------------------
+    def check_stop_loss(self) -> None:
+        if self.passive:
+            return
+        for pos in self.ledger.positions(str(self.mode)):
+            try:
+                bids, _ = self._book(pos.asset)
+                if not bids or pos.avg_price <= 0:
+                    continue
+                best = bids[0][0]
+                if float(best) > pos.avg_price * (1 - self.cfg.stop_loss_pct / 100):
+                    continue
+                m = self.market(pos.condition_id)
+                amount = _floor(_dec(pos.shares), Decimal("0.01"))
+                held = self._token_balance(pos.asset)
+                if held is not None:
+                    amount = min(amount, _floor(_dec(held), Decimal("0.01")))
+                if amount <= 0:
+                    continue
+                price = max(_floor(best * (1 - _dec(self.cfg.slippage_tolerance)), m.tick), m.tick)
+                maker, taker = market_amounts(signing.Side.SELL, amount, price, m.tick)
+                plan = Plan(signing.Side.SELL, pos.asset, pos.condition_id, m.neg_risk, price, amount,
+                            _dec(taker) / 1_000_000, maker, taker)
+                did = self.ledger.new_decision("stop_loss")
+                log.warning("stop loss on %s: best bid %s vs average %.4f", pos.asset, best, pos.avg_price)
+                self.execute(did, plan, time.monotonic(), kind_reason="stop_loss")
+            except (HttpError, Skip) as exc:
+                self.metrics.inc("polymarket_errors_total", kind="stop_loss")
+                log.warning("stop loss check on %s failed: %s", pos.asset, exc)
+
+    # ---- health ---------------------------------------------------------------------------
+    def poll_age(self) -> float:
+        return time.time() - self.last_poll if self.last_poll else math.inf

@@ -1,0 +1,241 @@
+"""The SQLite ledger (WAL): leader trades seen, decisions, orders, positions, marks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leader_trades (
+    id INTEGER PRIMARY KEY,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    leader TEXT NOT NULL, tx_hash TEXT NOT NULL, asset TEXT NOT NULL, condition_id TEXT NOT NULL,
+    side TEXT NOT NULL, size REAL NOT NULL, price REAL NOT NULL, outcome TEXT, outcome_index INTEGER,
+    trade_ts INTEGER NOT NULL, seen_at REAL NOT NULL, raw TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leader_trades_seen ON leader_trades (seen_at);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    leader_trade_id INTEGER REFERENCES leader_trades (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_created ON decisions (created_at);
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY,
+    decision_id INTEGER NOT NULL REFERENCES decisions (id) ON DELETE CASCADE,
+    mode TEXT NOT NULL, token_id TEXT NOT NULL, side TEXT NOT NULL, order_type TEXT NOT NULL,
+    price REAL NOT NULL, size REAL NOT NULL, usd REAL NOT NULL, order_hash TEXT,
+    request TEXT, status TEXT NOT NULL, response TEXT,
+    filled_shares REAL NOT NULL DEFAULT 0, filled_usd REAL NOT NULL DEFAULT 0,
+    latency_ms REAL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
+CREATE TABLE IF NOT EXISTS positions (
+    mode TEXT NOT NULL, asset TEXT NOT NULL, condition_id TEXT NOT NULL,
+    shares REAL NOT NULL, cost REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (mode, asset)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Position:
+    mode: str
+    asset: str
+    condition_id: str
+    shares: float
+    cost: float
+
+    @property
+    def avg_price(self) -> float:
+        return self.cost / self.shares if self.shares > 0 else 0.0
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        self.lock = threading.RLock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            # Decisions left pending by a crash: the order may or may not have reached the
+            # exchange. Never resend; flag for a human.
+            now = time.time()
+            self.db.execute("UPDATE decisions SET decision='unknown', reason='interrupted before the "
+                            "exchange answer was recorded', updated_at=? WHERE decision='pending'", (now,))
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def ping(self) -> bool:
+        try:
+            with self.lock:
+                self.db.execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+
+    # ---- marks ---------------------------------------------------------------------
+    def get_mark(self, key: str) -> float | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return float(row[0]) if row else None
+
+    def set_mark(self, key: str, value: float) -> None:
+        with self.lock:
+            self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                            "SET value=excluded.value WHERE CAST(excluded.value AS REAL) > "
+                            "CAST(meta.value AS REAL)", (key, str(value)))
+
+    # ---- trades and decisions --------------------------------------------------------
+    def record_trade(self, key: str, t: dict[str, Any], kind: str = "copy") -> int | None:
+        """Insert a leader trade with a pending decision; None if it was seen before."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO leader_trades (dedupe_key, leader, tx_hash, asset, condition_id, "
+                    "side, size, price, outcome, outcome_index, trade_ts, seen_at, raw) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (key, t["proxyWallet"].lower(), t.get("transactionHash", ""), str(t["asset"]),
+                     t.get("conditionId", ""), t["side"], float(t["size"]), float(t["price"]),
+                     t.get("outcome"), t.get("outcomeIndex"), int(t["timestamp"]), now,
+                     json.dumps(t, separators=(",", ":"))))
+                if cur.rowcount == 0:
+                    self.db.execute("COMMIT")
+                    return None
+                cur = self.db.execute(
+                    "INSERT INTO decisions (leader_trade_id, kind, decision, created_at, updated_at) "
+                    "VALUES (?, ?, 'pending', ?, ?)", (cur.lastrowid, kind, now, now))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return cur.lastrowid
+
+    def seen(self, key: str) -> bool:
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM leader_trades WHERE dedupe_key=?", (key,)).fetchone() is not None
+
+    def new_decision(self, kind: str) -> int:
+        now = time.time()
+        with self.lock:
+            cur = self.db.execute("INSERT INTO decisions (kind, decision, created_at, updated_at) "
+                                  "VALUES (?, 'pending', ?, ?)", (kind, now, now))
+        return int(cur.lastrowid or 0)
+
+    def decide(self, decision_id: int, decision: str, reason: str = "") -> None:
+        with self.lock:
+            self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
+                            (decision, reason, time.time(), decision_id))
+
+    def record_order(self, decision_id: int, *, mode: str, token_id: str, side: str, order_type: str,
+                     price: float, size: float, usd: float, order_hash: str | None, request: Any,
+                     status: str, response: Any, filled_shares: float, filled_usd: float,
+                     latency_ms: float | None, condition_id: str, decision: str, reason: str = "") -> None:
+        """Order, exchange answer, position and final decision in one transaction."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute(
+                    "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
+                    "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
+                     json.dumps(request), status, json.dumps(response), filled_shares, filled_usd,
+                     latency_ms, now))
+                if filled_shares > 0:
+                    sign = 1 if side == "BUY" else -1
+                    row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
+                                          (mode, token_id)).fetchone()
+                    shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
+                    if sign > 0:
+                        shares, cost = shares + filled_shares, cost + filled_usd
+                    else:
+                        frac = min(1.0, filled_shares / shares) if shares > 0 else 1.0
+                        shares, cost = max(0.0, shares - filled_shares), cost * (1 - frac)
+                        if shares < 1e-9:
+                            shares, cost = 0.0, 0.0
+                    self.db.execute(
+                        "INSERT INTO positions (mode, asset, condition_id, shares, cost, updated_at) "
+                        "VALUES (?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
+                        "cost=excluded.cost, updated_at=excluded.updated_at",
+                        (mode, token_id, condition_id, shares, cost, now))
+                self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
+                                (decision, reason, now, decision_id))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # ---- queries -----------------------------------------------------------------------
+    def position(self, mode: str, asset: str) -> Position | None:
+        with self.lock:
+            row = self.db.execute("SELECT mode, asset, condition_id, shares, cost FROM positions "
+                                  "WHERE mode=? AND asset=?", (mode, asset)).fetchone()
+        return Position(*row) if row else None
+
+    def positions(self, mode: str) -> list[Position]:
+        with self.lock:
+            rows = self.db.execute("SELECT mode, asset, condition_id, shares, cost FROM positions "
+                                   "WHERE mode=? AND shares > 0 ORDER BY asset", (mode,)).fetchall()
+        return [Position(*r) for r in rows]
+
+    def volume_since(self, mode: str, since: float) -> float:
+        with self.lock:
+            row = self.db.execute("SELECT COALESCE(SUM(filled_usd), 0) FROM orders WHERE mode=? AND "
+                                  "created_at >= ?", (mode, since)).fetchone()
+        return float(row[0])
+
+    def decisions(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.lock:
+            cur = self.db.execute(
+                "SELECT d.id, d.kind, d.decision, d.reason, d.created_at, t.leader, t.side, t.asset, t.size, "
+                "t.price FROM decisions d LEFT JOIN leader_trades t ON t.id = d.leader_trade_id "
+                "ORDER BY d.id DESC LIMIT ?", (limit,))
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            rows = self.db.execute("SELECT decision, COUNT(*) FROM decisions GROUP BY decision").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def orders(self) -> list[dict[str, Any]]:
+        with self.lock:
+            cur = self.db.execute("SELECT * FROM orders ORDER BY id")
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def prune(self, days: float) -> dict[str, int]:
+        """Delete trades, decisions and orders older than ``days``; positions and marks stay."""
+        cutoff = time.time() - days * 86400
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                o = self.db.execute("DELETE FROM orders WHERE created_at < ?", (cutoff,)).rowcount
+                d = self.db.execute("DELETE FROM decisions WHERE created_at < ? AND decision != 'pending'",
+                                    (cutoff,)).rowcount
+                t = self.db.execute("DELETE FROM leader_trades WHERE seen_at < ? AND id NOT IN "
+                                    "(SELECT leader_trade_id FROM decisions WHERE leader_trade_id IS NOT NULL)",
+                                    (cutoff,)).rowcount
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return {"orders": o, "decisions": d, "leader_trades": t}
