@@ -134,6 +134,12 @@ def _private_key(raw: str) -> Secret:
     h = raw.strip().removeprefix("0x").removeprefix("0X")
     if len(h) != 64 or any(c not in "0123456789abcdefABCDEF" for c in h):
         raise Invalid("must be 64 hexadecimal digits (optionally 0x-prefixed); value not shown")
+    from .crypto import SignatureError, private_key_int
+
+    try:
+        private_key_int(Secret(raw.strip()))
+    except SignatureError as exc:
+        raise Invalid(f"{exc} (value not shown)") from None
     return Secret(raw.strip())
 
 
@@ -356,13 +362,6 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
             problems.append(f"MARKET_DENYLIST: also in MARKET_ALLOWLIST: {', '.join(sorted(overlap))}")
         if kwargs["requested_mode"] is TradingMode.LIVE and not kwargs["private_key"]:
             warnings.append("TRADING_MODE=live but PRIVATE_KEY is empty or the placeholder: dry-run forced")
-        if kwargs["private_key"]:
-            from .crypto import SignatureError, private_key_int
-
-            try:
-                private_key_int(kwargs["private_key"])
-            except SignatureError as exc:
-                problems.append(f"PRIVATE_KEY: {exc} (value not shown)")
         if kwargs["signature_type"] != 0 and not kwargs["wallet_address"]:
             problems.append("WALLET_ADDRESS: required when SIGNATURE_TYPE is 1 or 2 (the proxy wallet)")
         if kwargs["api_secret_key"].reveal() in PLACEHOLDER_SECRETS:
