@@ -59,9 +59,11 @@ class Harness:
 
     def trade(self, leader: int = 0, side: str = "BUY", asset: str = YES, size: float = 100,
               price: float = 0.5, ago: float = 1, **kw: Any) -> dict[str, Any]:
-        return self.ex.add_trade({"proxyWallet": LEADERS[leader], "side": side, "asset": asset, "size": size,
-                                  "price": price, "timestamp": int(time.time() - ago), **kw},
-                                 float(kw.pop("visible_after", 0)))
+        delay = float(kw.pop("visible_after", 0))
+        trade: dict[str, Any] = self.ex.add_trade({"proxyWallet": LEADERS[leader], "side": side, "asset": asset,
+                                                   "size": size, "price": price,
+                                                   "timestamp": int(time.time() - ago), **kw}, delay)
+        return trade
 
     def decisions(self, e: Engine) -> list[tuple[str, str]]:
         return [(d["decision"], d["reason"]) for d in reversed(e.ledger.decisions(1000))]

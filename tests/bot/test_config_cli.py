@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY, ROOT
-
 from polymarket_bot import cli, config
 from polymarket_bot.errors import ConfigError
 
@@ -27,7 +26,7 @@ def write(tmp: Path, text: str) -> Path:
 def problems(tmp: Path, text: str) -> list[str]:
     with pytest.raises(ConfigError) as exc:
         config.load(write(tmp, text), {})
-    return exc.value.problems
+    return list(exc.value.problems)
 
 
 def test_defaults() -> None:

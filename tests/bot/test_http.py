@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Harness
-
 from polymarket_bot.server import start_servers
 
 
@@ -46,7 +45,7 @@ def test_health_dashboard_and_metrics(h: Harness, tmp_path: Path) -> None:
         for page in ("/system", "/metrics", "/ha", "/compliance"):
             assert get(base + page)[0] == 401
             assert get(base + page, "wrong")[0] == 401
-            status, data = get(base + page, "s3cret-token")
+            status, _data = get(base + page, "s3cret-token")
             assert status == 200, page
         assert get(base + "/compliance", "s3cret-token")[1]["report"] is None
         report.write_text('{"score": 97}')

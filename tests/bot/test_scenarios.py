@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from conftest import COND, LEADERS, ME, NEG_COND, NO, NYES, YES, Harness
@@ -59,12 +60,12 @@ def test_several_leaders_buys_and_proportional_sells(h: Harness) -> None:
     h.trade(leader=0, size=100, price=0.5, ago=3)   # 50 USD leader -> 25 USD
     h.trade(leader=1, asset=NO, size=40, price=0.5, ago=3)  # 20 USD -> 10 USD
     assert e.poll_once() == 2
-    assert e.ledger.position("live", YES).shares == pytest.approx(50)  # type: ignore[union-attr]
+    assert e.ledger.position("live", YES).shares == pytest.approx(50)
     h.trade(leader=0, side="SELL", size=25, price=0.49)  # sold a quarter of 100
     e.poll_once()
     sell = h.ex.s.orders[-1]["order"]
     assert sell["side"] == "SELL" and sell["makerAmount"] == "12500000"  # a quarter of our 50
-    assert e.ledger.position("live", YES).shares == pytest.approx(37.5)  # type: ignore[union-attr]
+    assert e.ledger.position("live", YES).shares == pytest.approx(37.5)
 
 
 def test_partial_fill_is_recorded_as_filled(h: Harness) -> None:
@@ -73,7 +74,7 @@ def test_partial_fill_is_recorded_as_filled(h: Harness) -> None:
     h.trade()
     e.poll_once()
     assert h.decisions(e) == [("copied", "partial fill")]
-    assert e.ledger.position("live", YES).shares == pytest.approx(8)  # type: ignore[union-attr]
+    assert e.ledger.position("live", YES).shares == pytest.approx(8)
 
 
 def test_fok_unfillable_is_a_business_rejection_not_retried(h: Harness) -> None:
@@ -158,7 +159,7 @@ def test_global_feed_follows_many_leaders_with_few_requests(h: Harness) -> None:
 
 
 def _reason(h: Harness, e: object) -> str:
-    return h.decisions(e)[-1][1].split(":")[0]  # type: ignore[arg-type]
+    return h.decisions(e)[-1][1].split(":")[0]
 
 
 @pytest.mark.parametrize(("env", "trade", "reason"), [
@@ -173,9 +174,9 @@ def _reason(h: Harness, e: object) -> str:
     ({"MAX_ORDER_SIZE": "2", "MAX_POSITION_SIZE": "1000"}, {}, "max_order_size"),
     ({"MAX_DAILY_VOLUME": "2"}, {}, "max_daily_volume"),
 ])
-def test_guards(h: Harness, env: dict[str, str], trade: dict[str, object], reason: str) -> None:
+def test_guards(h: Harness, env: dict[str, str], trade: dict[str, Any], reason: str) -> None:
     e = h.engine(**env)
-    h.trade(**trade)  # type: ignore[arg-type]
+    h.trade(**trade)
     e.poll_once()
     assert h.ex.s.orders == []
     assert h.decisions(e)[-1][0] == "skipped"
@@ -241,7 +242,7 @@ def test_stop_loss_closes_a_fallen_position(h: Harness) -> None:
     e.poll_once()
     sell = h.ex.s.orders[-1]["order"]
     assert sell["side"] == "SELL" and sell["makerAmount"] == "20000000"
-    assert e.ledger.position("live", YES).shares == 0  # type: ignore[union-attr]
+    assert e.ledger.position("live", YES).shares == 0
     assert h.decisions(e)[-1] == ("copied", "stop_loss")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from polymarket_bot import crypto, signing
 from polymarket_bot.secrets import Secret
@@ -32,7 +34,7 @@ KEYS = [
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
 
-def _ref_signed(key: str, side: int, neg_risk: bool, salt: int, maker_amt: int, taker_amt: int):
+def _ref_signed(key: str, side: int, neg_risk: bool, salt: int, maker_amt: int, taker_amt: int) -> Any:
     signer = Signer(key if key.startswith("0x") else "0x" + key, 137)
     contract = signing.exchange_for(137, neg_risk)
     builder = ExchangeOrderBuilderV2(contract, 137, signer, generate_salt=lambda: str(salt))

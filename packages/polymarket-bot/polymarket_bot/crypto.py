@@ -26,7 +26,7 @@ class SignatureError(ValueError):
 
 
 def keccak256(data: bytes) -> bytes:
-    return _keccak_mod.new(digest_bits=256, data=data).digest()
+    return bytes(_keccak_mod.new(digest_bits=256, data=data).digest())
 
 
 def _int32(b: bytes) -> int:
@@ -96,9 +96,9 @@ def sign_hash(msg_hash: bytes, key: Secret) -> bytes:
     z = _int32(msg_hash)
     k = _rfc6979_k(msg_hash, d)
     rpt = _G * k
-    r = rpt.x() % N
+    r: int = rpt.x() % N
     s = pow(k, -1, N) * (z + r * d) % N
-    recid = rpt.y() & 1
+    recid: int = rpt.y() & 1
     if s * 2 >= N:
         s = N - s
         recid ^= 1

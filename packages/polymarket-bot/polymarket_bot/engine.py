@@ -19,6 +19,7 @@ from .crypto import address_of
 from .httpclient import HttpError, JsonClient, RateLimiter
 from .ledger import Ledger
 from .metrics import Metrics
+from .secrets import Secret
 
 log = logging.getLogger(__name__)
 
@@ -443,8 +444,7 @@ class Engine:
                 if exc.retryable:
                     raise
                 r = self.clob.get("/auth/derive-api-key", sign=l1)
-            self.creds = signing.ApiCreds(r["apiKey"], signing.Secret(r["secret"]),
-                                          signing.Secret(r["passphrase"]))
+            self.creds = signing.ApiCreds(r["apiKey"], Secret(r["secret"]), Secret(r["passphrase"]))
         return self.creds
 
     def _simulate(self, plan: Plan) -> tuple[float, float]:

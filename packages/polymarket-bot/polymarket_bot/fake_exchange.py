@@ -18,6 +18,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -488,7 +489,7 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, q: dict[str, str], qs: dict[str, list[str]],
                h: dict[str, str], body: str) -> Any:
         ex = self.server.exchange
-        routes_get = {
+        routes_get: dict[str, Callable[[], Any]] = {
             "/trades": lambda: ex.trades(q), "/activity": lambda: ex.activity(q),
             "/positions": lambda: ex.positions(q), "/value": lambda: ex.value(q),
             "/markets": lambda: ex.gamma_markets(qs), "/book": lambda: ex.book(q),
