@@ -1,0 +1,207 @@
+"""Autoinstall media: per host user-data, meta-data and a CIDATA seed.iso, and a PXE tree.
+
+Everything is rendered in memory, validated (installer schema, the project's
+own checks, cloud-init when installed), written to a temporary directory
+beside the output, and only then moved into place: on any error nothing is
+written and the previous output stays as it was.
+
+Output layout (``dist/autoinstall/`` by default)::
+
+    HOST/user-data, HOST/meta-data, HOST/seed.iso     USB: a CIDATA-labelled seed
+    pxe/http/HOST/{user-data,meta-data,vendor-data}   served over HTTP (ds=nocloud-net)
+    pxe/grub/grub.cfg                                 UEFI PXE, an entry per host
+    pxe/pxelinux.cfg/01-MAC                           BIOS PXE, an entry per host
+    pxe/dnsmasq.conf.example                          DHCP + TFTP
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from builder import autoinstall_config as config
+from builder import autoinstall_validate as validate
+from builder import inventory as inventory_mod
+from builder.errors import InputError
+from builder.inventory import Host, Inventory
+from builder.project import Project
+from builder.run import run
+
+log = logging.getLogger(__name__)
+
+SEED_LABEL = "CIDATA"
+
+# Used by `check` only, while dist/repo/ has not been published yet: the
+# structure is validated with this stand-in, never written anywhere.
+PLACEHOLDER_KEY = (
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
+    "cGxhY2Vob2xkZXI6IHJ1biBweXRob24zIC1tIGJ1aWxkZXIgcHVibGlzaA==\n"
+    "-----END PGP PUBLIC KEY BLOCK-----\n"
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The text files of the media, by path relative to the output directory, plus the seeds to build."""
+
+    files: dict[str, str]
+    seeds: tuple[str, ...]  # host names: HOST/seed.iso from HOST/{user-data,meta-data}
+
+
+def _environment(project: Project) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(project.root / "autoinstall" / "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def kernel_args(inv: Inventory, host: Host) -> str:
+    """The live-server kernel command line for a hands-off PXE install of ``host``."""
+    return (
+        f"root=/dev/ram0 ramdisk_size=1500000 ip=dhcp url={inv.pxe.iso_url} cloud-config-url=/dev/null "
+        f"autoinstall ds=nocloud-net;s={inv.pxe.http_url}/{host.name}/"
+    )
+
+
+def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> str:
+    path = inv.apt.key_file
+    try:
+        key = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if placeholder_ok:
+            log.warning("%s does not exist yet: validating with a placeholder key", path)
+            return PLACEHOLDER_KEY
+        raise InputError(
+            f"{inv.path}: apt.key_file: {path} does not exist",
+            hint="publish the repository first: python3 -m builder publish",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{inv.path}: apt.key_file: cannot read {path}: {exc}") from exc
+    if not validate.PGP_KEY.match(key):
+        raise InputError(
+            f"{inv.path}: apt.key_file: {path} is not an armored PGP public key",
+            hint="give the .asc file (gpg --armor --export), not the binary .gpg keyring",
+        )
+    return key
+
+
+def render_files(project: Project, inv: Inventory, key: str) -> Rendered:
+    """Every text file of the media, validated, in memory."""
+    env = _environment(project)
+    inventory_name = inv.path.name
+    files: dict[str, str] = {}
+    args = {h.name: kernel_args(inv, h) for h in inv.hosts}
+    for host in inv.hosts:
+        ud = config.user_data(inv, host, key, inventory_name)
+        validate.validate(f"{host.name}/user-data", ud)
+        md = config.meta_data(host, ud)
+        files[f"{host.name}/user-data"] = ud
+        files[f"{host.name}/meta-data"] = md
+        files[f"pxe/http/{host.name}/user-data"] = ud
+        files[f"pxe/http/{host.name}/meta-data"] = md
+        files[f"pxe/http/{host.name}/vendor-data"] = ""
+        mac = host.mac.replace(":", "-")
+        files[f"pxe/pxelinux.cfg/01-{mac}"] = env.get_template("pxelinux.cfg.j2").render(
+            host=host, inventory=inventory_name, kernel_args=args[host.name]
+        )
+    common = {"hosts": inv.hosts, "inventory": inventory_name, "network": inv.network, "pxe": inv.pxe}
+    files["pxe/grub/grub.cfg"] = env.get_template("grub.cfg.j2").render(kernel_args=args, **common)
+    files["pxe/dnsmasq.conf.example"] = env.get_template("dnsmasq.conf.example.j2").render(
+        tftp_root="/srv/polymarket/autoinstall/pxe", **common
+    )
+    validate.cloud_init_schema({f"{h.name}/user-data": files[f"{h.name}/user-data"] for h in inv.hosts})
+    return Rendered(files, tuple(h.name for h in inv.hosts))
+
+
+def source_date_epoch(project: Project) -> int:
+    """SOURCE_DATE_EPOCH from the environment, else the newest debian/changelog entry's date."""
+    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    for line in (project.root / "debian" / "changelog").read_text(encoding="utf-8").splitlines():
+        if line.startswith(" -- ") and "  " in line[4:]:
+            parsed = email.utils.parsedate_to_datetime(line[4:].split("  ", 1)[1])
+            return int(parsed.timestamp())
+    return 0
+
+
+def make_seed(directory: Path, epoch: int) -> Path:
+    """``directory``/seed.iso: an ISO 9660 volume labelled CIDATA holding user-data and meta-data."""
+    iso = directory / "seed.iso"
+    for name in ("user-data", "meta-data"):
+        os.utime(directory / name, (epoch, epoch))
+    run(
+        [
+            "xorriso",
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-output",
+            iso,
+            "-volid",
+            SEED_LABEL,
+            "-joliet",
+            "-rock",
+            "-graft-points",
+            f"user-data={directory / 'user-data'}",
+            f"meta-data={directory / 'meta-data'}",
+        ],
+        env={"SOURCE_DATE_EPOCH": str(epoch)},
+    )
+    return iso
+
+
+def write(project: Project, rendered: Rendered, output: Path) -> None:
+    """Write the media next to ``output`` and move them into place in one rename."""
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    epoch = source_date_epoch(project)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
+    try:
+        for rel, text in sorted(rendered.files.items()):
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        for host in rendered.seeds:
+            make_seed(staging / host, epoch)
+        for path in staging.rglob("*"):
+            os.utime(path, (epoch, epoch))
+        staging.chmod(0o755)
+        old = None
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            output.rename(old / output.name)
+        staging.rename(output)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def check(project: Project, inventory_path: Path) -> Inventory:
+    """Validate the inventory and everything rendered from it; write nothing."""
+    inv = inventory_mod.load(inventory_path)
+    rendered = render_files(project, inv, read_key(inv, placeholder_ok=True))
+    log.info("inventory %s: %d hosts, %d files validated", inventory_path, len(inv.hosts), len(rendered.files))
+    return inv
+
+
+def render(project: Project, inventory_path: Path, output: Path) -> None:
+    """Render the autoinstall media of every host in the inventory into ``output``."""
+    inv = inventory_mod.load(inventory_path)
+    rendered = render_files(project, inv, read_key(inv))
+    write(project, rendered, output)
+    for host in inv.hosts:
+        log.info("autoinstall: %s (%s, %s) -> %s/%s/", host.name, host.role, host.address, output, host.name)
+    log.info("autoinstall: PXE tree -> %s/pxe/", output)

@@ -1,0 +1,444 @@
+"""Load and validate the inventory of hosts (``autoinstall/inventory.yaml``).
+
+The inventory is parsed once into frozen dataclasses; everything downstream
+(autoinstall media, debconf answers) reads those, never the raw YAML.  Every
+problem is an InputError of one line naming the file, the host and the field,
+e.g. ``inventory.yaml: host standby: address 192.168.2.101 is outside
+network 192.168.1.0/24``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import available_timezones
+
+import yaml
+
+from builder.errors import InputError
+
+HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+DISK = re.compile(r"^/dev/[A-Za-z0-9/_.:-]+$")
+INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}\.UTF-8$")
+KEYBOARD = re.compile(r"^[a-z]{2,3}$")
+SUITE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+
+# The SSH public key types sshd on Ubuntu 24.04 accepts.  DSA is gone; RSA
+# keys must have at least 3072 bits.
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+)
+MIN_RSA_BITS = 3072
+
+
+class Role(StrEnum):
+    """What a host is in the deployment; also the answer to polymarket-ha/role."""
+
+    PRIMARY = "primary"  # trades while it holds the virtual IP
+    STANDBY = "standby"  # takes the virtual IP over when the primary fails
+    LB = "lb"  # the load balancer (HAProxy) in front of both
+
+
+@dataclass(frozen=True)
+class Network:
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    dns: tuple[ipaddress.IPv4Address, ...]
+    interface: str
+    virtual_ip: ipaddress.IPv4Address
+    admin_network: ipaddress.IPv4Network
+
+
+@dataclass(frozen=True)
+class Admin:
+    user: str
+    ssh_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AptRepo:
+    url: str
+    suite: str
+    component: str
+    key_file: Path  # absolute
+
+
+@dataclass(frozen=True)
+class Pxe:
+    http_url: str  # where pxe/http/ is served; a host's seed is http_url/HOST/
+    iso_url: str  # the Ubuntu live-server ISO, for casper's url=
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: Role
+    address: ipaddress.IPv4Address
+    mac: str
+    disks: tuple[str, ...]
+    timezone: str
+    locale: str
+    keyboard: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    network: Network
+    admin: Admin
+    apt: AptRepo
+    pxe: Pxe
+    roles: Mapping[Role, tuple[str, ...]]
+    hosts: tuple[Host, ...]
+
+    def packages(self, host: Host) -> tuple[str, ...]:
+        return self.roles[host.role]
+
+    def peer(self, host: Host) -> Host | None:
+        """The other node of the HA pair (primary <-> standby); none for the load balancer."""
+        want = {Role.PRIMARY: Role.STANDBY, Role.STANDBY: Role.PRIMARY}.get(host.role)
+        return next((h for h in self.hosts if h.role is want), None)
+
+    def allow_users(self, host: Host) -> tuple[str, ...]:
+        """The users sshd lets in: the admin, and polymarket-bot (ledger replication) where the bot runs."""
+        users = [self.admin.user]
+        if "polymarket-bot" in self.packages(host):
+            users.append("polymarket-bot")
+        return tuple(users)
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Typed access to one YAML mapping, with errors that name file, line, host and field."""
+
+    def __init__(self, file: str, data: Any, where: str, path: tuple[str, ...], lines: Mapping[tuple[str, ...], int]):
+        self.file = file
+        self.where = where  # "host standby", "network", ...
+        self.path = path
+        self.lines = lines
+        if not isinstance(data, dict):
+            self.fail(f"must be a mapping, not {_kind(data)}")
+        self.data: dict[str, Any] = data
+
+    def _at(self, field: str | None) -> str:
+        line = self.lines.get((*self.path, field)) if field else None
+        line = line or self.lines.get(self.path)
+        return f"{self.file}:{line}" if line else self.file
+
+    def fail(self, text: str, hint: str | None = None, at: str | None = None) -> InputError:
+        raise InputError(f"{self._at(at)}: {self.where}: {text}", hint=hint)
+
+    def fail_field(self, field: str, text: str, hint: str | None = None) -> InputError:
+        raise InputError(f"{self._at(field)}: {self.where}: {field}: {text}", hint=hint)
+
+    def only(self, *known: str) -> None:
+        for key in self.data:
+            if key not in known:
+                self.fail(f"unknown key {key!r}", hint=f"known keys here: {', '.join(known)}", at=str(key))
+
+    def get(self, field: str, default: Any = None) -> Any:
+        if field in self.data:
+            return self.data[field]
+        if default is None:
+            self.fail(f"missing field {field!r}")
+        return default
+
+    def string(self, field: str, pattern: re.Pattern[str] | None = None, default: str | None = None) -> str:
+        value = self.get(field, default)
+        if not isinstance(value, str) or not value:
+            self.fail_field(field, f"must be a non-empty string, not {_kind(value)}")
+        if pattern is not None and not pattern.match(value):
+            self.fail_field(field, f"{value!r} is not valid (expected {pattern.pattern})")
+        return str(value)
+
+    def parse(self, field: str, convert: Callable[[str], T], what: str, default: str | None = None) -> T:
+        value = self.get(field, default)
+        if not isinstance(value, str):
+            self.fail_field(field, f"{value!r} is not {what}")
+        try:
+            return convert(value)
+        except ValueError:
+            self.fail_field(field, f"{value!r} is not {what}")
+            raise  # unreachable
+
+    def strings(self, field: str, pattern: re.Pattern[str] | None = None, what: str = "valid") -> tuple[str, ...]:
+        value = self.get(field)
+        if not isinstance(value, list):
+            self.fail_field(field, f"must be a list, not {_kind(value)}")
+        if not value:
+            self.fail_field(field, "must list at least one entry")
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
+                self.fail_field(field, f"{item!r} is not {what}")
+            if item in out:
+                self.fail_field(field, f"{item!r} is listed twice")
+            out.append(item)
+        return tuple(out)
+
+    def sub(self, field: str) -> _Reader:
+        where = field if self.where == "inventory" else f"{self.where}.{field}"
+        return _Reader(self.file, self.get(field), where, (*self.path, field), self.lines)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "empty"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _ipv4(value: str) -> ipaddress.IPv4Address:
+    addr = ipaddress.ip_address(value)
+    if not isinstance(addr, ipaddress.IPv4Address):
+        raise ValueError(value)
+    return addr
+
+
+def _ipv4_net(value: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(value, strict=True)
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?$", value):
+        raise ValueError(value)
+    return value.rstrip("/")
+
+
+def ssh_key_problem(line: str) -> str | None:
+    """Why ``line`` is not a usable authorized_keys public key (None when it is)."""
+    words = line.split()
+    if line.startswith("-----BEGIN"):
+        return "this is not a public key (give the line of the .pub file, never the private key)"
+    if len(words) < 2:
+        return "is not 'TYPE BASE64 [COMMENT]'"
+    kind, blob64 = words[0], words[1]
+    if kind not in SSH_KEY_TYPES:
+        return f"type {kind!r} is not accepted (use ssh-ed25519)"
+    try:
+        blob = base64.b64decode(blob64, validate=True)
+    except (binascii.Error, ValueError):
+        return "the key is not valid base64"
+    fields = []
+    offset = 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            return "the key data is truncated"
+        (size,) = struct.unpack(">I", blob[offset : offset + 4])
+        offset += 4
+        if offset + size > len(blob):
+            return "the key data is truncated"
+        fields.append(blob[offset : offset + size])
+        offset += size
+    if not fields or fields[0] != kind.encode():
+        return f"the key data does not match its type {kind}"
+    if kind == "ssh-ed25519" and (len(fields) != 2 or len(fields[1]) != 32):
+        return "the key data is not a valid ssh-ed25519 key"
+    if kind == "ssh-rsa":
+        if len(fields) != 3:
+            return "the key data is not a valid ssh-rsa key"
+        bits = int.from_bytes(fields[2], "big").bit_length()
+        if bits < MIN_RSA_BITS:
+            return f"RSA key of {bits} bits is too short (at least {MIN_RSA_BITS})"
+    return None
+
+
+def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], name: str) -> None:
+    """Record the line of every mapping key and refuse a key given twice (PyYAML keeps the last)."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                what = f"host {key}" if path == ("hosts",) else f"key {key!r}"
+                where = ".".join(path) or "inventory"
+                raise InputError(f"{name}:{line}: {where}: {what} is defined twice")
+            seen.add(key)
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _walk(item, (*path, "[]"), lines, name)
+
+
+def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        hint = "give the inventory with --inventory FILE"
+        raise InputError(f"{name}: cannot read: {exc.strerror}", hint=hint) from exc
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _walk(node, (), lines, name)
+        return yaml.safe_load(text), lines
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"{name}{where}: {problem}") from exc
+
+
+def load(path: Path) -> Inventory:
+    """Read and validate the inventory at ``path``."""
+    name = str(path)
+    data, lines = _load_yaml(path, name)
+    top = _Reader(name, data, "inventory", (), lines)
+    top.only("network", "admin", "apt", "pxe", "defaults", "roles", "hosts")
+
+    n = top.sub("network")
+    n.only("cidr", "gateway", "dns", "interface", "virtual_ip", "admin_network")
+    cidr = n.parse("cidr", _ipv4_net, "an IPv4 network such as 192.168.1.0/24")
+    dns_raw = n.strings("dns")
+    dns = []
+    for item in dns_raw:
+        try:
+            dns.append(_ipv4(item))
+        except ValueError:
+            n.fail_field("dns", f"{item!r} is not an IPv4 address")
+    network = Network(
+        cidr=cidr,
+        gateway=n.parse("gateway", _ipv4, "an IPv4 address"),
+        dns=tuple(dns),
+        interface=n.string("interface", INTERFACE),
+        virtual_ip=n.parse("virtual_ip", _ipv4, "an IPv4 address"),
+        admin_network=n.parse("admin_network", _ipv4_net, "an IPv4 network", default=str(cidr)),
+    )
+    for field, addr in (("gateway", network.gateway), ("virtual_ip", network.virtual_ip)):
+        if addr not in cidr or addr in (cidr.network_address, cidr.broadcast_address):
+            n.fail(f"{field} {addr} is outside network {cidr}", at=field)
+    if network.gateway == network.virtual_ip:
+        n.fail(f"virtual_ip {network.virtual_ip} is the gateway's address")
+
+    a = top.sub("admin")
+    a.only("user", "ssh_keys")
+    user = a.string("user", USERNAME)
+    if user in ("root", "polymarket-bot"):
+        a.fail_field("user", f"{user!r} is reserved")
+    keys = a.strings("ssh_keys")
+    for i, key in enumerate(keys, 1):
+        problem = ssh_key_problem(key)
+        if problem:
+            a.fail(
+                f"ssh_keys[{i}]: {problem}",
+                hint="paste the one line of a .pub file made by ssh-keygen -t ed25519",
+                at="ssh_keys",
+            )
+    admin = Admin(user, keys)
+
+    r = top.sub("apt")
+    r.only("url", "suite", "component", "key_file")
+    key_file = r.string("key_file")
+    apt = AptRepo(
+        url=r.parse("url", _http_url, "an http:// or https:// URL"),
+        suite=r.string("suite", SUITE, default="noble"),
+        component=r.string("component", SUITE, default="main"),
+        key_file=(path.parent / key_file).resolve(),
+    )
+
+    p = top.sub("pxe")
+    p.only("http_url", "iso_url")
+    pxe = Pxe(
+        http_url=p.parse("http_url", _http_url, "an http:// URL"),
+        iso_url=p.parse("iso_url", _http_url, "an http:// URL"),
+    )
+
+    d = top.sub("defaults") if "defaults" in top.data else _Reader(name, {}, "defaults", ("defaults",), lines)
+    d.only("timezone", "locale", "keyboard")
+    zones = available_timezones() | {"UTC"}
+
+    def timezone_of(reader: _Reader, default: str) -> str:
+        tz = reader.string("timezone", default=default)
+        if tz not in zones:
+            reader.fail_field("timezone", f"{tz!r} is not a known time zone (such as UTC or Europe/Berlin)")
+        return tz
+
+    default_tz = timezone_of(d, "UTC")
+    default_locale = d.string("locale", LOCALE, default="en_US.UTF-8")
+    default_keyboard = d.string("keyboard", KEYBOARD, default="us")
+
+    ro = top.sub("roles")
+    roles: dict[Role, tuple[str, ...]] = {}
+    for role_name in ro.data:
+        if role_name not in {r.value for r in Role}:
+            ro.fail(f"unknown role {role_name!r}", hint=f"the roles are: {', '.join(Role)}", at=role_name)
+        roles[Role(role_name)] = ro.strings(role_name, PACKAGE, "a Debian package name")
+
+    hs = top.sub("hosts")
+    if not hs.data:
+        hs.fail("no hosts")
+    hosts: list[Host] = []
+    seen_addr: dict[ipaddress.IPv4Address, str] = {
+        network.gateway: "the gateway",
+        network.virtual_ip: "the virtual IP",
+    }
+    seen_mac: dict[str, str] = {}
+    for host_name, raw in hs.data.items():
+        h = _Reader(name, raw, f"host {host_name}", ("hosts", str(host_name)), lines)
+        if not isinstance(host_name, str) or not HOSTNAME.match(host_name):
+            h.fail("the host name must be a lower-case DNS label (a-z, 0-9, -)")
+        h.only("role", "address", "mac", "disks", "timezone", "locale", "keyboard")
+        role_name = h.string("role")
+        if role_name not in {r.value for r in Role}:
+            h.fail_field("role", f"unknown role {role_name!r}", hint=f"the roles are: {', '.join(Role)}")
+        role = Role(role_name)
+        if role not in roles:
+            h.fail_field("role", f"role {role_name!r} has no packages under roles:")
+        address = h.parse("address", _ipv4, "an IPv4 address")
+        if address not in cidr or address in (cidr.network_address, cidr.broadcast_address):
+            h.fail(f"address {address} is outside network {cidr}", at="address")
+        if address in seen_addr:
+            h.fail(f"address {address} is already used by {seen_addr[address]}", at="address")
+        seen_addr[address] = f"host {host_name}"
+        mac = h.string("mac").lower()
+        if not MAC.match(mac):
+            h.fail_field("mac", f"{h.data['mac']!r} is not a MAC address such as 52:54:00:12:34:56")
+        if mac in seen_mac:
+            h.fail(f"mac {mac} is already used by {seen_mac[mac]}", at="mac")
+        seen_mac[mac] = f"host {host_name}"
+        disks = h.strings("disks", DISK, "a device path such as /dev/sda")
+        if len(disks) > 2:
+            h.fail_field("disks", f"{len(disks)} disks listed; give one, or two for RAID 1")
+        hosts.append(
+            Host(
+                name=host_name,
+                role=role,
+                address=address,
+                mac=mac,
+                disks=disks,
+                timezone=timezone_of(h, default_tz),
+                locale=h.string("locale", LOCALE, default=default_locale),
+                keyboard=h.string("keyboard", KEYBOARD, default=default_keyboard),
+            )
+        )
+    for role in (Role.PRIMARY, Role.STANDBY):
+        named = [h.name for h in hosts if h.role is role]
+        if len(named) > 1:
+            hs.fail(f"{len(named)} hosts have role {role} ({', '.join(named)}); the HA pair has one of each")
+    if any(h.role is Role.STANDBY for h in hosts) and not any(h.role is Role.PRIMARY for h in hosts):
+        hs.fail("a standby host needs a primary host")
+    return Inventory(path, network, admin, apt, pxe, roles, tuple(hosts))
