@@ -11,7 +11,7 @@ BUILDER    := PATH=/usr/sbin:/usr/bin:/sbin:/bin $(PYTHON) -m builder
 BUILD_DEPS := debhelper dpkg-dev po-debconf lintian shellcheck fakeroot \
               python3 python3-debian python3-jinja2 python3-yaml python3-venv \
               python3-stdeb dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-              apt-utils gnupg gpgv xorriso
+              apt-utils gnupg gpgv xorriso python3-jsonschema
 TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring \
               util-linux uidmap
 # Python tools for the tests only (never needed at run time on a server).
