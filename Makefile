@@ -1,5 +1,6 @@
 # Polymarket deployment: build host entry points.
-#   make        install build dependencies (as root), build and lint every package into dist/
+#   make        install build dependencies (as root), build and lint every package into dist/,
+#               publish them into the signed apt repository dist/repo/
 #   make test   install test dependencies, then run unit, package and system tests
 # See README.md.
 
@@ -7,6 +8,15 @@ PYTHON     ?= /usr/bin/python3
 VENV       := .venv
 PYTEST     := $(VENV)/bin/pytest
 BUILDER    := PATH=/usr/sbin:/usr/bin:/sbin:/bin $(PYTHON) -m builder
+
+# The apt repository (README "The apt repository"): the URL servers use, and
+# the operator's signing key (fingerprint, GnuPG home); without a key the
+# repository is signed with a development key made once in .cache/dev-gnupg/.
+REPO_URL         ?=
+SIGNING_KEY      ?=
+SIGNING_GNUPGHOME ?=
+PUBLISH_ARGS := $(if $(REPO_URL),--url $(REPO_URL)) $(if $(SIGNING_KEY),--key $(SIGNING_KEY)) \
+                $(if $(SIGNING_GNUPGHOME),--gnupghome $(SIGNING_GNUPGHOME))
 
 BUILD_DEPS := debhelper dpkg-dev po-debconf lintian shellcheck fakeroot \
               python3 python3-debian python3-jinja2 python3-yaml python3-venv \
@@ -17,9 +27,9 @@ TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring 
 # Python tools for the tests only (never needed at run time on a server).
 TEST_PIP   := pytest ruff mypy types-PyYAML py-clob-client-v2==1.2.1
 
-.PHONY: all deps test-deps venv build lint check test test-unit test-system bench clean distclean
+.PHONY: all deps test-deps venv build publish lint check test test-unit test-system bench clean distclean
 
-all: deps build
+all: deps build publish
 
 # Install what is missing when root; otherwise print the one line to run.
 define ensure_pkgs
@@ -53,6 +63,10 @@ check: deps
 build: deps
 	$(BUILDER) build
 
+# Every .deb in dist/ joins dist/repo/pool; every version published before stays.
+publish: build
+	$(BUILDER) publish $(PUBLISH_ARGS)
+
 lint: deps
 	$(BUILDER) lint
 
@@ -68,9 +82,12 @@ test-system: test-deps venv build
 bench: test-deps venv
 	$(VENV)/bin/python packages/polymarket-bot/bench/bench.py
 
+# clean keeps dist/repo/: it holds every version ever published (rollback).
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+	[ ! -d dist ] || find dist -mindepth 1 -maxdepth 1 ! -name repo -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
+# distclean also deletes the repository and the development signing key.
 distclean: clean
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache dist
