@@ -77,7 +77,7 @@ def kernel_args(inv: Inventory, host: Host) -> str:
 def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> str:
     path = inv.apt.key_file
     try:
-        key = path.read_text(encoding="utf-8")
+        key = path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
         if placeholder_ok:
             log.warning("%s does not exist yet: validating with a placeholder key", path)
@@ -86,7 +86,7 @@ def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> str:
             f"{inv.path}: apt.key_file: {path} does not exist",
             hint="publish the repository first: python3 -m builder publish",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"{inv.path}: apt.key_file: cannot read {path}: {exc}") from exc
     if not validate.PGP_KEY.match(key):
         raise InputError(
