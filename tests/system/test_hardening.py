@@ -120,6 +120,14 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
     assert controls["sysctl.kernel.sysrq"]["status"] == "not-applicable"  # the host's kernel
     assert controls["ufw.8080-admin"]["status"] == "pass"
 
+    # Another admin network: the old rules go, the new ones come, nothing else moves.
+    c.sh("sed -i 's|^ADMIN_NETWORK=.*|ADMIN_NETWORK=\"10.30.0.0/16\"|' /etc/polymarket-hardening/hardening.conf")
+    c.sh(f"DEBIAN_FRONTEND=noninteractive dpkg-reconfigure {PKG}")
+    added = c.sh("ufw show added").stdout
+    assert "10.20.0.0/24" not in added
+    assert added.count("allow from 10.30.0.0/16 to any port") == 2
+    assert added.count("comment 'polymarket-hardening'") == 5
+
     # The timer's service writes the reports.
     c.sh("systemctl start polymarket-compliance.service")
     latest = json.loads(c.sh("cat /var/lib/polymarket/compliance/latest.json").stdout)
@@ -145,7 +153,10 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
 def test_no_authorized_key_never_locks_the_admin_out(container: harness.Container, dist: Path) -> None:
     c = container
     add_admin(c, key=False)
+    preseed(c, admin_network="10.0.0.300/24")  # not a network: dropped, ports stay closed
     proc = c.install_debs([deb(dist, PKG)])
+    assert 'ADMIN_NETWORK=""' in c.sh("cat /etc/polymarket-hardening/hardening.conf").stdout
+    assert "8080" not in c.sh("ufw show added").stdout
     assert "none of the allowed users" in proc.stdout + proc.stderr  # apt passes dpkg's stderr on stdout
     eff = sshd_effective(c)
     assert eff["passwordauthentication"] == ["yes"]  # Debian's default, untouched
