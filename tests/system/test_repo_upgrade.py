@@ -27,6 +27,7 @@ PORT = 8080
 URL = f"http://127.0.0.1:{PORT}/"
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 EDIT = "# local edit: must survive upgrades and rollbacks"
+NEW_LINE = "# changed by the new release\n"
 
 
 def _builder(project: Path, *args: str, env: dict[str, str]) -> None:
@@ -57,6 +58,21 @@ class Releases:
     def publish(self) -> None:
         _builder(self.project, "--dist", str(self.dist), "publish", "--url", URL, env=self.env)
 
+    def change_source_of(self, content: bytes) -> bool:
+        """Change, in the copy, every source file shipped verbatim as ``content``; say whether any was."""
+        found = False
+        for part in ("debian", "packages"):
+            for f in (self.project / part).rglob("*"):
+                if (
+                    f.is_file()
+                    and not f.is_symlink()
+                    and f.stat().st_size == len(content)
+                    and f.read_bytes() == content
+                ):
+                    f.write_bytes(content + NEW_LINE.encode())
+                    found = True
+        return found
+
     def release_next(self) -> dict[str, str]:
         """Bump the copy's changelog above every version, build it, publish it; return the new versions."""
         newest = max(Version(v) for v in self.old.values())
@@ -79,9 +95,11 @@ def releases(rootfs: Path, dist: Path) -> Iterator[Releases]:
     base = Path(tempfile.mkdtemp(prefix="pmrepo-", dir="/tmp"))  # short: gpg-agent's socket lives in the home
     try:
         project = base / "src"
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", "build", "dist", "deb_dist")
-        for part in ("builder", "debian", "packages"):
-            shutil.copytree(harness.REPO / part, project / part, ignore=ignore)
+        skip = {".git", ".venv", ".cache", "build", "dist", "tests"}
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*_cache", "build", "dist", "deb_dist")
+        for part in sorted(harness.REPO.iterdir()):
+            if part.name not in skip and part.is_dir():
+                shutil.copytree(part, project / part.name, ignore=ignore)
         out = base / "dist"
         out.mkdir()
         depends: set[str] = set()
@@ -192,15 +210,23 @@ def test_upgrade_and_rollback_from_the_repository(rootfs: Path, releases: Releas
         c.sh(f"{APT} install {' '.join(names)}")
         assert _versions(c, names) == releases.old
 
-        # A local edit of one conffile per package.
+        # A local edit of one conffile per package (one with '#' comments when there is one); the new
+        # release changes the same file where its source is found verbatim, so dpkg faces a real conflict.
         edited: list[str] = []
+        conflicting: list[str] = []
         for name in names:
             conffiles = c.sh(f"dpkg-query -W -f='${{Conffiles}}\\n' {name}").stdout.split()
-            paths = [p for p in conffiles if p.startswith("/")]
-            if paths:
-                c.sh(f"echo '{EDIT}' >> {paths[0]}")
-                edited.append(paths[0])
+            paths = [p for p in conffiles if p.startswith("/") and c.path(p).is_file()]
+            commented = [p for p in paths if any(x.startswith("#") for x in c.path(p).read_text().splitlines())]
+            if not paths:
+                continue
+            path = (commented or paths)[0]
+            if releases.change_source_of(c.path(path).read_bytes()):
+                conflicting.append(path)
+            c.sh(f"echo '{EDIT}' >> {path}")
+            edited.append(path)
         assert edited, "no package in dist/ ships a conffile"
+        assert conflicting, f"none of {edited} is shipped verbatim from the tree: no conffile conflict to test"
         active = set(c.sh("systemctl list-units --state=active --plain --no-legend 'polymarket*.service' "
                           "'polymarket*.timer' | awk '{print $1}'").stdout.split())  # fmt: skip
         _healthy(c, active)
@@ -216,7 +242,9 @@ def test_upgrade_and_rollback_from_the_repository(rootfs: Path, releases: Releas
         assert _versions(c, names) == new
         for path in edited:
             assert EDIT in c.path(path).read_text(), f"{path}: the local edit was lost by the upgrade"
-        assert not c.sh("find /etc -name '*.dpkg-new' -o -name '*.dpkg-dist'").stdout.strip()
+        assert not c.sh("find /etc -name '*.dpkg-new'").stdout.strip()
+        for path in conflicting:  # --force-confold kept the local file, the release's version is beside it
+            assert c.path(path + ".dpkg-dist").read_text().endswith(NEW_LINE), path
         _healthy(c, active)
 
         # Roll back to the first version, straight from the repository.
