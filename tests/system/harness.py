@@ -32,6 +32,8 @@ ROOTFS_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "procps", "iproute2",
     "debconf-utils", "ucf", "ufw", "auditd", "logrotate", "ca-certificates", "sqlite3",
     "apt-utils", "gpgv", "curl", "less",
+    # polymarket-bot's runtime dependencies (packages/polymarket-bot/DEPENDS)
+    "python3-pycryptodome", "python3-ecdsa",
 )  # fmt: skip
 
 # A plain PATH and locale inside guests, whatever the host's environment is.

@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from Crypto.Hash import keccak as _keccak_mod
+try:  # Debian and Ubuntu ship pycryptodome as "Cryptodome" (python3-pycryptodome)
+    from Cryptodome.Hash import keccak as _keccak_mod
+except ImportError:  # pragma: no cover - PyPI's pycryptodome, as "Crypto"
+    from Crypto.Hash import keccak as _keccak_mod  # type: ignore[no-redef]
 from ecdsa import SECP256k1
 from ecdsa.ellipticcurve import PointJacobi
 
