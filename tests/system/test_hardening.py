@@ -315,6 +315,12 @@ def test_remove_then_purge_restores_the_system(container: harness.Container, dis
     assert c.sh("sysctl -n net.ipv6.conf.all.disable_ipv6").stdout == ipv6_before
     assert c.sh("test -e /etc/sysctl.d/99-polymarket-hardening.conf", check=False).returncode != 0
 
+    # Installed again from the config-files state, it is whole again.
+    c.sh(f"DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/polymarket-test/{deb(dist, PKG).name} </dev/null")
+    assert sshd_effective(c)["passwordauthentication"] == ["no"]
+    assert "Status: active" in c.sh("ufw status").stdout
+    c.sh(f"DEBIAN_FRONTEND=noninteractive apt-get remove -y {PKG}")
+
     c.sh(f"DEBIAN_FRONTEND=noninteractive apt-get purge -y {PKG}")
     after = file_list(c)
     assert sorted(after - before) == [] and sorted(before - after) == []
