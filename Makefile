@@ -1,6 +1,7 @@
 # Polymarket deployment: build host entry points.
 #   make        install build dependencies (as root), build and lint every package into dist/,
-#               publish them into the signed apt repository dist/repo/
+#               publish them into the signed apt repository dist/repo/, and render the
+#               autoinstall media of every host of autoinstall/inventory.yaml into dist/autoinstall/
 #   make test   install test dependencies, then run unit, package and system tests
 # See README.md.
 
@@ -27,9 +28,9 @@ TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring 
 # Python tools for the tests only (never needed at run time on a server).
 TEST_PIP   := pytest ruff mypy types-PyYAML py-clob-client-v2==1.2.1
 
-.PHONY: all deps test-deps venv build publish lint check test test-unit test-system bench clean distclean
+.PHONY: all deps test-deps venv build publish media lint check test test-unit test-system bench clean distclean
 
-all: deps build publish
+all: deps build publish media
 
 # Install what is missing when root; otherwise print the one line to run.
 define ensure_pkgs
@@ -66,6 +67,10 @@ build: deps
 # Every .deb in dist/ joins dist/repo/pool; every version published before stays.
 publish: build
 	$(BUILDER) publish $(PUBLISH_ARGS)
+
+# USB seeds, PXE tree: README "Autoinstall media". Needs the repository's key from publish.
+media: publish
+	$(BUILDER) autoinstall
 
 lint: deps
 	$(BUILDER) lint
