@@ -143,6 +143,8 @@ def test_a_leader_buy_becomes_one_accepted_order_and_survives_restart(bot: Conta
     # The key never reaches the journal.
     journal = c.sh("journalctl -u polymarket-bot --no-pager -o cat").stdout
     assert KEY[2:] not in journal and KEY[2:].upper() not in journal
+    logfile = c.sh("cat /var/log/polymarket/bot.log").stdout
+    assert "listening on" in logfile and KEY[2:] not in logfile
 
 
 def test_dashboard_pages_need_the_token(bot: Container) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -54,10 +55,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_to_file(cfg: Config) -> None:
+    """Also log to LOG_FILE; WatchedFileHandler reopens it after logrotate moves it."""
+    if cfg.log_file is None:
+        return
+    try:
+        handler = logging.handlers.WatchedFileHandler(cfg.log_file, encoding="utf-8")
+    except OSError as exc:
+        log.warning("LOG_FILE: cannot open %s (%s); logging to the journal only", cfg.log_file, exc.strerror)
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     no_core_dumps()
     cfg = _load(args)
     logging.getLogger().setLevel(cfg.log_level)
+    _log_to_file(cfg)
     for w in cfg.warnings:
         log.warning("%s", w)
     from .engine import Engine

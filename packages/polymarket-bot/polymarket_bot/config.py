@@ -164,6 +164,10 @@ def _path(raw: str) -> Path:
     return Path(raw)
 
 
+def _optional_path(raw: str) -> Path | None:
+    return _path(raw) if raw.strip() else None
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -228,6 +232,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_PORT", "metrics_port", "9090", PORT, "Prometheus text format"),
     Setting("PASSIVE_FILE", "passive_file", "/run/polymarket/passive", _path,
             "while this file exists no order is sent"),
+    Setting("LOG_FILE", "log_file", "/var/log/polymarket/bot.log", _optional_path,
+            "log file besides the journal (rotated by polymarket-hardening's logrotate policy); empty: none"),
     Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket/compliance/latest.json", _path,
             "report shown on /compliance"),
 )
@@ -274,6 +280,7 @@ class Config:
     metrics_port: int
     passive_file: Path
     compliance_report: Path
+    log_file: Path | None
     warnings: tuple[str, ...] = ()
 
     @property
