@@ -26,6 +26,12 @@ def test_ruff_is_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_mypy_is_clean() -> None:
+def test_mypy_is_clean_on_the_builder_and_tests() -> None:
     proc = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_clean_on_the_bot() -> None:
+    bot = REPO / "packages" / "polymarket-bot"
+    proc = subprocess.run([_tool("mypy"), "polymarket_bot"], cwd=bot, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
