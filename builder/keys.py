@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import InputError
+from builder.errors import CommandFailed, InputError
 from builder.run import run
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,15 @@ def sign_release(key: SigningKey, release: Path) -> tuple[Path, Path]:
     for out in (inrelease, detached):
         out.unlink(missing_ok=True)
     common = ["--local-user", f"{key.fingerprint}!", "--digest-algo", "SHA512"]
-    gpg(key.gnupghome, *common, "--clearsign", "--output", str(inrelease), str(release))
-    gpg(key.gnupghome, *common, "--armor", "--detach-sign", "--output", str(detached), str(release))
+    try:
+        gpg(key.gnupghome, *common, "--clearsign", "--output", str(inrelease), str(release))
+        gpg(key.gnupghome, *common, "--armor", "--detach-sign", "--output", str(detached), str(release))
+    except CommandFailed as exc:
+        exc.hint = exc.hint or (
+            "gpg never prompts here: unlock a passphrase-protected key in its agent first "
+            "(e.g. sign any file with it once), or use a signing subkey without passphrase on the build host"
+        )
+        raise
     return inrelease, detached
 
 

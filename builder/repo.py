@@ -211,11 +211,11 @@ def publish(
     if not debs and not (repo / "pool").is_dir():
         raise InputError(f"nothing to publish: no .deb in {dist}", hint="build first: python3 -m builder build")
     signing = keys.operator_key(key, gnupghome) if key else keys.development_key(project.root, _maintainer(project))
+    staging = repo / "dists" / f".{SUITE}.new"
     try:
         infos = [read_deb(d) for d in debs]
         add_to_pool(repo, infos, immutable=not signing.development)
         packages = packages_index(repo)
-        staging = repo / "dists" / f".{SUITE}.new"
         shutil.rmtree(staging, ignore_errors=True)
         write_indices(repo, staging, packages)
         (staging / "Release").write_bytes(release_file(staging, release_date(project)))
@@ -226,6 +226,7 @@ def publish(
         keys.verify(keyring, staging / "Release.gpg", staging / "Release")
         _swap_in(staging, repo / "dists" / SUITE)
     finally:
+        shutil.rmtree(staging, ignore_errors=True)  # left only when something failed
         keys.stop_agent(signing)
     repo_url = url or os.environ.get(URL_ENV) or URL_PLACEHOLDER
     (repo / SOURCES_FILE).write_text(sources_file(repo_url), encoding="utf-8")
