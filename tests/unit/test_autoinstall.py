@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from builder import autoinstall, autoinstall_validate, inventory
+from builder import autoinstall, autoinstall_config, autoinstall_validate, inventory
 from builder.errors import InputError
 from builder.project import Project, load_project
 
@@ -216,15 +216,15 @@ def test_nothing_written_when_an_output_is_invalid(
     out.mkdir()
     (out / "keep").write_text("previous media")
     inv = example_inventory(tmp_path)
-    real = autoinstall.config.storage
+    real = autoinstall_config.storage
 
     def broken(host: inventory.Host) -> dict[str, Any]:
-        data = real(host)
+        data: dict[str, Any] = real(host)
         if host.name == "lb":  # the last host: the others rendered fine
             data["config"] = [a for a in data["config"] if a["type"] != "mount" or a["path"] != "/"]
         return data
 
-    monkeypatch.setattr(autoinstall.config, "storage", broken)
+    monkeypatch.setattr(autoinstall_config, "storage", broken)
     with pytest.raises(InputError, match=r"^lb/user-data: autoinstall.storage.config: nothing is mounted at /$"):
         autoinstall.render(project, inv, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "out"]
