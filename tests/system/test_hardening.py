@@ -299,6 +299,8 @@ def file_list(c: harness.Container) -> set[str]:
 def test_remove_then_purge_restores_the_system(container: harness.Container, dist: Path) -> None:
     c = container
     add_admin(c)
+    c.sh("ufw default allow outgoing && ufw default reject incoming")  # not the distribution's
+    ufw_defaults = c.sh("grep ^DEFAULT_ /etc/default/ufw").stdout
     before = file_list(c)
     ucf_before = c.sh("cat /var/lib/ucf/registry /var/lib/ucf/hashfile").stdout
     ipv6_before = c.sh("sysctl -n net.ipv6.conf.all.disable_ipv6").stdout
@@ -311,6 +313,7 @@ def test_remove_then_purge_restores_the_system(container: harness.Container, dis
     assert "allowusers" not in sshd_effective(c)
     assert c.sh("systemctl is-active ssh").stdout.strip() == "active"
     assert "Status: inactive" in c.sh("ufw status").stdout  # it was inactive before
+    assert c.sh("grep ^DEFAULT_ /etc/default/ufw").stdout == ufw_defaults
     assert "polymarket-hardening" not in c.sh("cat /etc/ufw/user.rules /etc/ufw/user6.rules").stdout
     assert c.sh("sysctl -n net.ipv6.conf.all.disable_ipv6").stdout == ipv6_before
     assert c.sh("test -e /etc/sysctl.d/99-polymarket-hardening.conf", check=False).returncode != 0
