@@ -39,12 +39,9 @@ log = logging.getLogger(__name__)
 SEED_LABEL = "CIDATA"
 
 # Used by `check` only, while dist/repo/ has not been published yet: the
-# structure is validated with this stand-in, never written anywhere.
-PLACEHOLDER_KEY = (
-    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
-    "cGxhY2Vob2xkZXI6IHJ1biBweXRob24zIC1tIGJ1aWxkZXIgcHVibGlzaA==\n"
-    "-----END PGP PUBLIC KEY BLOCK-----\n"
-)
+# structure is validated with this stand-in (an empty public-key packet),
+# never written anywhere.
+PLACEHOLDER_KEY = b"\x98\x00"
 
 
 @dataclass(frozen=True)
@@ -74,10 +71,11 @@ def kernel_args(inv: Inventory, host: Host) -> str:
     )
 
 
-def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> str:
+def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> bytes:
+    """The repository's public key, binary: the armored .asc (dearmored here) or the binary .gpg."""
     path = inv.apt.key_file
     try:
-        key = path.read_bytes().decode("utf-8", errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
         if placeholder_ok:
             log.warning("%s does not exist yet: validating with a placeholder key", path)
@@ -87,16 +85,18 @@ def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> str:
             hint="publish the repository first: python3 -m builder publish",
         ) from None
     except OSError as exc:
-        raise InputError(f"{inv.path}: apt.key_file: cannot read {path}: {exc}") from exc
-    if not validate.PGP_KEY.match(key):
+        raise InputError(f"{inv.path}: apt.key_file: cannot read {path}: {exc.strerror}") from exc
+    if data.lstrip().startswith(b"-----BEGIN "):
+        return config.dearmor(data.decode("utf-8", errors="replace"), f"{inv.path}: apt.key_file: {path}")
+    if not config.is_public_key(data):
         raise InputError(
-            f"{inv.path}: apt.key_file: {path} is not an armored PGP public key",
-            hint="give the .asc file (gpg --armor --export), not the binary .gpg keyring",
+            f"{inv.path}: apt.key_file: {path} is not an OpenPGP public key",
+            hint="give the .asc (gpg --armor --export) or .gpg (gpg --export) of the repository's key",
         )
-    return key
+    return data
 
 
-def render_files(project: Project, inv: Inventory, key: str) -> Rendered:
+def render_files(project: Project, inv: Inventory, key: bytes) -> Rendered:
     """Every text file of the media, validated, in memory."""
     env = _environment(project)
     inventory_name = inv.path.name

@@ -7,18 +7,23 @@ be wrong.  One function per section, like subiquity's own model.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from builder import repo
+from builder.errors import InputError
 from builder.inventory import Host, Inventory
 
-# The apt source entry's name: curtin writes /etc/apt/sources.list.d/polymarket.list
-# and the key, given as $KEY_FILE, to a keyring of its own, so the key signs our
-# repository only (never a key in trusted.gpg.d, trusted for every source).
-APT_SOURCE_NAME = "polymarket"
+# Where the repository's keyring and source go on the installed system: the
+# same files as dist/repo/polymarket.sources names, so adding that file later
+# changes nothing.
+KEYRING_PATH = repo.SIGNED_BY
+SOURCES_PATH = f"/etc/apt/sources.list.d/{repo.SOURCES_FILE}"
 
 # Sizes of the fixed partitions; the LVM physical volume takes the rest.
 ESP_SIZE = "1G"
@@ -144,28 +149,95 @@ def storage(host: Host) -> dict[str, Any]:
     return {"config": config}
 
 
-def apt_source_line(inv: Inventory) -> str:
-    return f"deb [signed-by=$KEY_FILE] {inv.apt.url} {inv.apt.suite} {inv.apt.component}"
+def _crc24(data: bytes) -> int:
+    crc = 0xB704CE
+    for byte in data:
+        crc ^= byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF
 
 
-def apt(inv: Inventory, key: str) -> dict[str, Any]:
-    return {"sources": {APT_SOURCE_NAME: {"source": apt_source_line(inv), "key": key}}}
+def dearmor(armored: str, name: str) -> bytes:
+    """The binary OpenPGP public key of an armored block (what ``gpg --dearmor`` does), checksum checked."""
+    lines = [line.strip() for line in armored.strip().splitlines()]
+    if (
+        not lines
+        or lines[0] != "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+        or lines[-1] != "-----END PGP PUBLIC KEY BLOCK-----"
+    ):
+        raise InputError(f"{name}: is not an armored PGP public key block")
+    body = lines[1:-1]
+    while body and ":" in body[0]:  # armor headers (Comment:, Version:)
+        body = body[1:]
+    checksum = None
+    if body and body[-1].startswith("="):
+        checksum = body.pop()
+    try:
+        data = base64.b64decode("".join(body), validate=True)
+        want = int.from_bytes(base64.b64decode(checksum[1:]), "big") if checksum else None
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"{name}: the armored key is not valid base64") from exc
+    if want is not None and want != _crc24(data):
+        raise InputError(f"{name}: the armored key's checksum is wrong (the file is damaged)")
+    if not is_public_key(data):
+        raise InputError(f"{name}: does not hold an OpenPGP public key")
+    return data
 
 
-def late_commands(inv: Inventory, host: Host) -> list[list[str]]:
-    """Steps after the packages are in: fail the install loudly when one is missing.
+def is_public_key(data: bytes) -> bool:
+    """Whether ``data`` starts with an OpenPGP public-key packet (tag 6, old or new format)."""
+    return bool(data) and (data[0] & 0xFC == 0x98 or data[0] == 0xC6)
 
-    Subiquity runs late-commands in the installer; ``curtin in-target --``
-    runs the command inside the installed system (a chroot).
+
+REPOSITORY_SCRIPT = (
+    "set -e; "
+    "install -d -m 0755 /target{keyring_dir}; "
+    'printf %s "$1" | base64 -d > /target{keyring}; '
+    'printf %s "$2" > /target{sources}; '
+    "chmod 0644 /target{keyring} /target{sources}"
+)
+
+
+def add_repository(inv: Inventory, key: bytes) -> list[str]:
+    """The late-command that adds our repository to the target, trusted for that source only.
+
+    curtin (which applies the autoinstall ``apt:`` section) writes a source's
+    ``key:`` to /etc/apt/trusted.gpg.d/, trusted for every source, and knows
+    no ``$KEY_FILE``; so the keyring and a deb822 source with ``Signed-By``
+    are written here instead.  Runs in the installer, the target at /target;
+    the key and the source text are arguments, never parsed by a shell.
     """
-    packages = " ".join(inv.packages(host))
-    verify = (
-        f"for p in {packages}; do "
-        "s=$(dpkg-query -W -f='${db:Status-Status}' \"$p\" 2>/dev/null) || s=missing; "
-        '[ "$s" = installed ] || { echo "autoinstall: package $p is $s" >&2; exit 1; }; '
-        "done"
+    script = REPOSITORY_SCRIPT.format(
+        keyring_dir=KEYRING_PATH.rsplit("/", 1)[0], keyring=KEYRING_PATH, sources=SOURCES_PATH
     )
-    return [["curtin", "in-target", "--", "sh", "-c", verify]]
+    return [
+        "sh",
+        "-c",
+        script,
+        "add-polymarket-repository",
+        base64.b64encode(key).decode(),
+        repo.sources_file(inv.apt.url),
+    ]
+
+
+def install_command(packages: tuple[str, ...]) -> list[str]:
+    return ["curtin", "in-target", "--", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", *packages]
+
+
+def late_commands(inv: Inventory, host: Host, key: bytes) -> list[list[str]]:
+    """Add our repository, then install the role's packages in the target (``curtin in-target`` = a chroot).
+
+    The debconf answers are in the debconf database by then (curtin applies
+    ``debconf-selections`` when it configures apt), so nothing asks.
+    """
+    return [
+        add_repository(inv, key),
+        ["curtin", "in-target", "--", "apt-get", "update"],
+        install_command(inv.packages(host)),
+    ]
 
 
 def cloud_config(inv: Inventory, host: Host) -> dict[str, Any]:
@@ -190,7 +262,7 @@ def cloud_config(inv: Inventory, host: Host) -> dict[str, Any]:
     }
 
 
-def autoinstall(inv: Inventory, host: Host, key: str) -> dict[str, Any]:
+def autoinstall(inv: Inventory, host: Host, key: bytes) -> dict[str, Any]:
     answers = debconf_answers(inv, host)
     return {
         "version": 1,
@@ -203,10 +275,8 @@ def autoinstall(inv: Inventory, host: Host, key: str) -> dict[str, Any]:
         "network": network(inv, host),
         "storage": storage(host),
         "ssh": {"install-server": True, "allow-pw": False},
-        "apt": apt(inv, key),
         "debconf-selections": "".join(a.line() + "\n" for a in answers),
-        "packages": list(inv.packages(host)),
-        "late-commands": late_commands(inv, host),
+        "late-commands": late_commands(inv, host, key),
         "user-data": cloud_config(inv, host),
         "shutdown": "reboot",
     }
@@ -229,7 +299,7 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True)
 
 
-def user_data(inv: Inventory, host: Host, key: str, inventory_name: str) -> str:
+def user_data(inv: Inventory, host: Host, key: bytes, inventory_name: str) -> str:
     header = HEADER.format(host=host.name, role=host.role, inventory=inventory_name)
     return header + dump_yaml({"autoinstall": autoinstall(inv, host, key)})
 

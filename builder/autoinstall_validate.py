@@ -6,8 +6,9 @@ Three layers:
    (``autoinstall/autoinstall-schema.json``, subiquity 24.04.4's);
 2. the project's own checks for what that schema leaves open: unknown
    top-level keys (the installer only warns), the ``storage`` action list,
-   ``apt.sources`` (every source signed by its own key), the
-   ``debconf-selections`` lines and the first-boot ``user-data`` (no password,
+   ``apt.sources`` (no key that curtin would trust for every source), the
+   late-commands that add our repository (Signed-By its own keyring) and
+   install the role's packages, the ``debconf-selections`` lines and the first-boot ``user-data`` (no password,
    SSH keys);
 3. ``cloud-init schema`` on the whole file and on the inner cloud-config,
    when cloud-init is installed on this host (the tests run it in a trixie
@@ -16,6 +17,8 @@ Three layers:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -27,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from debian.deb822 import Deb822
 
+from builder import autoinstall_config as config
 from builder.errors import CommandFailed, InputError, ToolMissing
 from builder.run import SAFE_PATH, run
 
@@ -35,8 +40,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = Path(__file__).resolve().parent.parent / "autoinstall" / "autoinstall-schema.json"
 
-SOURCE_LINE = re.compile(r"^deb \[signed-by=\$KEY_FILE\] (https?|file):\S+ [a-z0-9][a-z0-9./-]* [a-z0-9][a-z0-9 ./-]*$")
-PGP_KEY = re.compile(r"\A-----BEGIN PGP PUBLIC KEY BLOCK-----\n.*\n-----END PGP PUBLIC KEY BLOCK-----\n?\Z", re.S)
+SOURCE_LINE = re.compile(r"^deb \[signed-by=/\S+\] (https?|file):\S+ [a-z0-9][a-z0-9./-]* [a-z0-9][a-z0-9 ./-]*$")
 DEBCONF_LINE = re.compile(
     r"^([a-z0-9][a-z0-9+.-]+) (\1/[A-Za-z0-9_./-]+) (string|boolean|select|multiselect|note|password) ?(.*)$"
 )
@@ -98,7 +102,7 @@ def check_top_level(name: str, section: Mapping[str, Any]) -> None:
     for key in section:
         if key not in known:
             raise InputError(f"{name}: autoinstall: unknown key {key!r} (the installer would ignore it)")
-    for key in ("version", "storage", "network", "apt", "user-data", "ssh", "shutdown"):
+    for key in ("version", "storage", "network", "user-data", "ssh", "late-commands", "shutdown"):
         if key not in section:
             raise InputError(f"{name}: autoinstall: missing {key!r}")
 
@@ -156,29 +160,71 @@ def check_storage(name: str, storage: Mapping[str, Any]) -> None:
 
 
 def check_apt(name: str, apt: Mapping[str, Any]) -> None:
+    """Extra apt sources must be signed by their own keyring; curtin would trust a ``key:`` for every source."""
+
     def fail(where: str, text: str) -> InputError:
         return InputError(f"{name}: autoinstall.apt.{where}: {text}")
 
-    sources = apt.get("sources")
-    if not isinstance(sources, dict) or not sources:
-        raise fail("sources", "must name our repository")
+    sources = apt.get("sources", {})
+    if not isinstance(sources, dict):
+        raise fail("sources", "must be a mapping")
     for src_name, src in sources.items():
         where = f"sources.{src_name}"
         if not isinstance(src, dict):
             raise fail(where, "must be a mapping")
-        extra = set(src) - {"source", "key", "filename"}
-        if extra:
-            # keyid/keyserver would add a key trusted for every source.
-            raise fail(where, f"unknown or unsafe key {sorted(extra)[0]!r}")
+        unsafe = {"key", "keyid", "keyserver"} & set(src)
+        if unsafe:
+            raise fail(
+                f"{where}.{sorted(unsafe)[0]}",
+                "curtin would trust this key for every source (trusted.gpg.d); use a keyring with Signed-By",
+            )
         line = src.get("source")
         if not isinstance(line, str) or not SOURCE_LINE.match(line):
-            raise fail(
-                f"{where}.source",
-                f"{line!r} is not 'deb [signed-by=$KEY_FILE] URL SUITE COMPONENT' (Signed-By scoped to this source)",
-            )
-        key = src.get("key")
-        if not isinstance(key, str) or not PGP_KEY.match(key):
-            raise fail(f"{where}.key", "is not an armored PGP public key block")
+            raise fail(f"{where}.source", f"{line!r} is not 'deb [signed-by=/KEYRING] URL SUITE COMPONENT...'")
+
+
+def _argv(name: str, i: int, cmd: Any) -> list[str]:
+    if not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd) or not cmd:
+        raise InputError(f"{name}: autoinstall.late-commands[{i}]: must be an argument list")
+    return list(cmd)
+
+
+def check_late_commands(name: str, ai: Mapping[str, Any]) -> tuple[str, ...]:
+    """Our repository is added with a Signed-By keyring, then the packages are installed; returns them."""
+    commands = [_argv(name, i, c) for i, c in enumerate(ai.get("late-commands", []))]
+
+    def fail(i: int, text: str) -> InputError:
+        return InputError(f"{name}: autoinstall.late-commands[{i}]: {text}")
+
+    repo_at = next(
+        (i for i, c in enumerate(commands) if c[:4] == ["sh", "-c", c[2], "add-polymarket-repository"]), None
+    )
+    if repo_at is None:
+        raise InputError(f"{name}: autoinstall.late-commands: our repository is never added")
+    cmd = commands[repo_at]
+    if len(cmd) != 6:
+        raise fail(repo_at, "expected: sh -c SCRIPT add-polymarket-repository KEY-BASE64 SOURCES")
+    try:
+        key = base64.b64decode(cmd[4], validate=True)
+    except (binascii.Error, ValueError):
+        raise fail(repo_at, "the key is not base64") from None
+    if not config.is_public_key(key):
+        raise fail(repo_at, "the key is not an OpenPGP public key")
+    paragraphs = list(Deb822.iter_paragraphs(cmd[5]))
+    if len(paragraphs) != 1:
+        raise fail(repo_at, "the source must be one deb822 paragraph")
+    source = paragraphs[0]
+    if source.get("Signed-By") != config.KEYRING_PATH or f"> /target{config.KEYRING_PATH};" not in cmd[2]:
+        raise fail(repo_at, f"the source must be Signed-By the keyring it writes, {config.KEYRING_PATH}")
+    if source.get("Types") != "deb" or not re.match(r"^https?://\S+$", source.get("URIs", "")):
+        raise fail(repo_at, "the source must be 'Types: deb' with one http(s) URI")
+    installs = [i for i, c in enumerate(commands) if c[:8] == config.install_command(())]
+    if len(installs) != 1 or installs[0] < repo_at:
+        raise InputError(f"{name}: autoinstall.late-commands: one package install, after the repository is added")
+    packages = tuple(commands[installs[0]][8:])
+    if not packages:
+        raise fail(installs[0], "installs no package")
+    return packages
 
 
 def check_debconf(name: str, text: Any, packages: Iterable[str]) -> None:
@@ -243,8 +289,9 @@ def validate(name: str, text: str) -> dict[str, Any]:
     if ai.get("version") != 1:
         raise InputError(f"{name}: autoinstall.version: must be 1")
     check_storage(name, ai["storage"])
-    check_apt(name, ai["apt"])
-    check_debconf(name, ai.get("debconf-selections", ""), ai.get("packages", []))
+    check_apt(name, ai.get("apt", {}))
+    packages = check_late_commands(name, ai)
+    check_debconf(name, ai.get("debconf-selections", ""), packages)
     check_user_data(name, ai)
     return ai
 

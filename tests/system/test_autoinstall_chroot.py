@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from builder import autoinstall
+from builder import repo as repo_mod
 from builder.project import load_project
 from tests.system import harness
 
@@ -172,36 +173,22 @@ def test_cloud_init_schema_accepts_every_user_data(
 
 
 def _steps(ai: dict[str, Any], tree: Path) -> str:
-    """The target-side steps of ``ai`` as curtin does them, as one shell script for the chroot.
+    """What the installer does after curtin's apt stage, as one shell script for the chroot.
 
-    curtin writes the source's key (given as $KEY_FILE) to a keyring of its
-    own and the source line to sources.list.d, runs debconf-set-selections
-    with the debconf-selections, installs ``packages`` non-interactively,
-    then subiquity runs the late-commands (``curtin in-target --`` = in the
-    chroot).
+    curtin feeds ``debconf-selections`` to debconf-set-selections in the
+    target; subiquity then runs the late-commands: ``curtin in-target --
+    CMD`` runs CMD in the target (this chroot), the others run in the
+    installer with the target at /target (here a /target -> / link inside
+    the chroot, so they act on the same tree).
     """
-    script = []
-    for name, src in ai["apt"]["sources"].items():
-        keyring = f"/etc/apt/cloud-init.gpg.d/{name}.gpg"
-        (tree / keyring.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        dearmored = subprocess.run(
-            ["gpg", "--dearmor"], input=src["key"].encode(), capture_output=True, check=True
-        ).stdout
-        (tree / keyring.lstrip("/")).write_bytes(dearmored)
-        (tree / "etc/apt/sources.list.d" / f"{name}.list").write_text(
-            src["source"].replace("$KEY_FILE", keyring) + "\n"
-        )
+    (tree / "target").symlink_to("/")
     (tree / "tmp/debconf-selections").write_text(ai["debconf-selections"])
-    script.append("debconf-set-selections /tmp/debconf-selections")
-    script.append("apt-get update")
-    script.append(
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dpkg::Options::=--force-confdef "
-        f"-o Dpkg::Options::=--force-confold {' '.join(ai['packages'])}"
-    )
+    script = ["debconf-set-selections /tmp/debconf-selections"]
     for cmd in ai["late-commands"]:
-        argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
-        assert argv[:3] == ["curtin", "in-target", "--"], f"late-command outside the target: {argv}"
-        script.append(shlex.join(argv[3:]))
+        argv = list(cmd)
+        if argv[:3] == ["curtin", "in-target", "--"]:
+            argv = argv[3:]
+        script.append(shlex.join(argv))
     return "\n".join(script)
 
 
@@ -212,7 +199,7 @@ def test_install_steps_in_a_chroot(
     names = [d.name.split("_")[0] for d in role_debs]
     media = _render(tmp_path, key, names, f"http://127.0.0.1:{PORT}")
     ai = yaml.safe_load((media / HOST / "user-data").read_text())["autoinstall"]
-    assert ai["packages"] == names
+    assert ai["late-commands"][-1][8:] == names
     shutil.copytree(repo, ci_tree / GUEST_REPO.lstrip("/"))
     # The Debian archive is out of reach (no network; the dependencies are
     # preinstalled in this tree): apt sees only our repository.
@@ -249,8 +236,11 @@ done
         assert "polymarket-hardening/allow_users: admin polymarket-bot" in shown
         assert "polymarket-hardening/admin_network: 192.168.1.0/24" in shown
 
-    # The repository key is trusted for our source only, never globally.
+    # The repository key is trusted for our source only, never globally:
+    # the same repository without Signed-By is refused.
+    assert (sources / "polymarket.sources").read_text() == repo_mod.sources_file(f"http://127.0.0.1:{PORT}")
     trusted = ci_tree / "etc/apt/trusted.gpg.d"
     assert not trusted.exists() or not [p for p in trusted.iterdir() if "polymarket" in p.name]
-    listed = (sources / "polymarket.list").read_text()
-    assert listed == f"deb [signed-by=/etc/apt/cloud-init.gpg.d/polymarket.gpg] http://127.0.0.1:{PORT} noble main\n"
+    (sources / "unscoped.list").write_text(f"deb file:{GUEST_REPO} noble main\n")
+    refused = harness.chroot_sh(ci_tree, "apt-get update", check=False)
+    assert refused.returncode != 0 and "is not signed" in refused.stdout + refused.stderr, refused.stderr

@@ -8,6 +8,7 @@ and review the diff.
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import subprocess
@@ -129,14 +130,36 @@ def test_storage_raid1_with_two_disks_lvm_with_one(rendered: Path) -> None:
     assert next(a for a in lb if a["type"] == "lvm_volgroup")["devices"] == ["disk0-pv"]
 
 
-def test_apt_source_is_signed_by_its_own_key(rendered: Path) -> None:
-    ai = yaml.safe_load((rendered / "lb" / "user-data").read_text())["autoinstall"]
-    assert ai["apt"]["sources"] == {
-        "polymarket": {
-            "source": "deb [signed-by=$KEY_FILE] http://192.168.1.5/polymarket noble main",
-            "key": TEST_KEY.read_text(),
-        }
-    }
+def _late(rendered: Path, host: str) -> list[list[str]]:
+    commands: list[list[str]] = yaml.safe_load((rendered / host / "user-data").read_text())["autoinstall"][
+        "late-commands"
+    ]
+    return commands
+
+
+def test_repository_is_added_signed_by_its_own_keyring(rendered: Path) -> None:
+    add, update, install = _late(rendered, "lb")
+    assert add[:2] == ["sh", "-c"] and add[3] == "add-polymarket-repository"
+    dearmored = subprocess.run(["gpg", "--dearmor"], input=TEST_KEY.read_bytes(), capture_output=True, check=True)
+    assert base64.b64decode(add[4]) == dearmored.stdout
+    assert add[5] == (
+        "Types: deb\nURIs: http://192.168.1.5/polymarket\nSuites: noble\nComponents: main\n"
+        "Signed-By: /etc/apt/keyrings/polymarket-archive-keyring.gpg\n"
+    )
+    assert "> /target/etc/apt/keyrings/polymarket-archive-keyring.gpg;" in add[2]
+    assert "> /target/etc/apt/sources.list.d/polymarket.sources;" in add[2]
+    assert "trusted.gpg.d" not in (rendered / "lb" / "user-data").read_text()
+    assert update == ["curtin", "in-target", "--", "apt-get", "update"]
+    assert install[:8] == [
+        "curtin",
+        "in-target",
+        "--",
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+    ]
 
 
 def test_debconf_answers_and_packages(rendered: Path) -> None:
@@ -149,11 +172,16 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
         "polymarket-ha polymarket-ha/peer_address string 192.168.1.101",
         "polymarket-ha polymarket-ha/virtual_ip string 192.168.1.10",
     ]
-    assert primary["packages"] == ["polymarket-hardening", "polymarket-bot", "polymarket-ha", "polymarket-backup"]
+    assert _late(rendered, "primary")[-1][8:] == [
+        "polymarket-hardening",
+        "polymarket-bot",
+        "polymarket-ha",
+        "polymarket-backup",
+    ]
     lb = yaml.safe_load((rendered / "lb" / "user-data").read_text())["autoinstall"]
     assert "polymarket-ha/role select lb" in lb["debconf-selections"]
     assert "allow_users string admin\n" in lb["debconf-selections"]
-    assert lb["packages"] == ["polymarket-hardening", "polymarket-ha"]
+    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha"]
 
 
 def test_meta_data(rendered: Path) -> None:
@@ -240,11 +268,28 @@ def test_missing_key_is_one_line_with_a_hint(project: Project, tmp_path: Path) -
     assert not (tmp_path / "out").exists()
 
 
-def test_binary_key_is_refused(project: Project, tmp_path: Path) -> None:
-    (tmp_path / "key.gpg").write_bytes(b"\x98\x33\x04binary")
+def test_not_a_key_is_refused(project: Project, tmp_path: Path) -> None:
+    (tmp_path / "key.gpg").write_bytes(b"\x00binary")
     inv = example_inventory(tmp_path, lambda t: t.replace(str(TEST_KEY), "key.gpg"))
-    with pytest.raises(InputError, match="is not an armored PGP public key"):
+    with pytest.raises(InputError, match=r"key\.gpg is not an OpenPGP public key$"):
         autoinstall.render(project, inv, tmp_path / "out")
+
+
+def test_damaged_armored_key_is_refused(project: Project, tmp_path: Path) -> None:
+    text = TEST_KEY.read_text().splitlines()
+    text[3] = text[3][:-4] + ("AAAA" if not text[3].endswith("AAAA") else "BBBB")
+    (tmp_path / "key.asc").write_text("\n".join(text) + "\n")
+    inv = example_inventory(tmp_path, lambda t: t.replace(str(TEST_KEY), "key.asc"))
+    with pytest.raises(InputError, match="checksum is wrong"):
+        autoinstall.render(project, inv, tmp_path / "out")
+
+
+def test_binary_key_file_gives_the_same_media(project: Project, rendered: Path, tmp_path: Path) -> None:
+    binary = subprocess.run(["gpg", "--dearmor"], input=TEST_KEY.read_bytes(), capture_output=True, check=True)
+    (tmp_path / "key.gpg").write_bytes(binary.stdout)
+    inv = example_inventory(tmp_path, lambda t: t.replace(str(TEST_KEY), "key.gpg"))
+    autoinstall.render(project, inv, tmp_path / "out")
+    assert (tmp_path / "out" / "lb" / "user-data").read_text() == (rendered / "lb" / "user-data").read_text()
 
 
 def test_check_validates_without_writing(project: Project, tmp_path: Path) -> None:
@@ -289,23 +334,38 @@ BAD_CHANGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     ),
     "storage-layout": (lambda a: a.update(storage={"layout": {"name": "lvm"}}), r"storage.layout: unknown key"),
     "apt-global-key": (
-        lambda a: a["apt"]["sources"]["polymarket"].update(keyid="0123456789ABCDEF"),
-        r"apt.sources.polymarket: unknown or unsafe key 'keyid'",
+        lambda a: a.update(
+            apt={"sources": {"x": {"source": "deb [signed-by=/k.gpg] http://h/ noble main", "key": "K"}}}
+        ),
+        r"apt.sources.x.key: curtin would trust this key for every source",
     ),
     "apt-unscoped": (
-        lambda a: a["apt"]["sources"]["polymarket"].update(source="deb http://192.168.1.5/polymarket noble main"),
-        r"apt.sources.polymarket.source: .* \(Signed-By scoped to this source\)",
+        lambda a: a.update(apt={"sources": {"x": {"source": "deb http://h/ noble main"}}}),
+        r"apt.sources.x.source: .* is not 'deb \[signed-by=/KEYRING\]",
     ),
-    "apt-no-key": (
-        lambda a: a["apt"]["sources"]["polymarket"].update(key="not a key"),
-        r"apt.sources.polymarket.key: is not an armored PGP public key block",
+    "repo-not-added": (lambda a: a["late-commands"].pop(0), r"late-commands: our repository is never added"),
+    "repo-unscoped": (
+        lambda a: a["late-commands"][0].__setitem__(5, a["late-commands"][0][5].replace("Signed-By", "X-Signed-By")),
+        r"late-commands\[0\]: the source must be Signed-By the keyring it writes",
+    ),
+    "repo-bad-key": (
+        lambda a: a["late-commands"][0].__setitem__(4, "AAAA"),
+        r"late-commands\[0\]: the key is not an OpenPGP public key",
+    ),
+    "install-before-repo": (
+        lambda a: a["late-commands"].reverse(),
+        r"late-commands: one package install, after the repository is added",
+    ),
+    "late-command-string": (
+        lambda a: a["late-commands"].append("echo hi"),
+        r"late-commands\[3\]: must be an argument list",
     ),
     "debconf-line": (
         lambda a: a.update({"debconf-selections": "polymarket-ha/role select primary\n"}),
         r"debconf-selections line 1: .* is not 'owner question type value'",
     ),
     "debconf-not-installed": (
-        lambda a: a.update(packages=["polymarket-hardening"]),
+        lambda a: a["late-commands"][-1].__delitem__(slice(9, None)),
         r"debconf-selections line 3: polymarket-ha is not installed",
     ),
     "plain-password": (
