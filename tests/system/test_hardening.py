@@ -202,6 +202,14 @@ def test_broken_sshd_setting_fails_safe(container: harness.Container, dist: Path
     assert c.sh(f"test -e {DROPIN}", check=False).returncode != 0
     assert c.sh("systemctl is-active ssh").stdout.strip() == "active"
 
+    # An invalid value preseeded through debconf on a fresh install: the same.
+    c.sh(f"dpkg --purge {PKG} && rm /etc/ssh/sshd_config.d/05-local.conf")
+    preseed(c, allow_users="admin@10.0.0.0/99")
+    proc = c.sh(f"DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/polymarket-test/{deb(dist, PKG).name}")
+    assert "sshd -t rejects" in proc.stderr and "no drop-in was installed" in proc.stderr
+    assert c.sh(f"test -e {DROPIN}", check=False).returncode != 0
+    assert sshd_pid(c) == pid and c.sh("sshd -t", check=False).returncode == 0
+
 
 def test_chroot_install_defers_to_first_boot(tree: Path, dist: Path) -> None:
     host_before = harness.host_sysctls(HOST_SYSCTLS)
