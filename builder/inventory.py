@@ -33,7 +33,6 @@ DISK = re.compile(r"^/dev/[A-Za-z0-9/_.:-]+$")
 INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}\.UTF-8$")
 KEYBOARD = re.compile(r"^[a-z]{2,3}$")
-SUITE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 # The SSH public key types sshd on Ubuntu 24.04 accepts.  DSA is gone; RSA
 # keys must have at least 3072 bits.
@@ -76,8 +75,6 @@ class Admin:
 @dataclass(frozen=True)
 class AptRepo:
     url: str
-    suite: str
-    component: str
     key_file: Path  # absolute
 
 
@@ -351,12 +348,10 @@ def load(path: Path) -> Inventory:
     admin = Admin(user, keys)
 
     r = top.sub("apt")
-    r.only("url", "suite", "component", "key_file")
+    r.only("url", "key_file")
     key_file = r.string("key_file")
     apt = AptRepo(
         url=r.parse("url", _http_url, "an http:// or https:// URL"),
-        suite=r.string("suite", SUITE, default="noble"),
-        component=r.string("component", SUITE, default="main"),
         key_file=(path.parent / key_file).resolve(),
     )
 
