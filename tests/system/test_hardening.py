@@ -215,23 +215,24 @@ def test_chroot_install_defers_to_first_boot(tree: Path, dist: Path) -> None:
     host_before = harness.host_sysctls(HOST_SYSCTLS)
     pkg = deb(dist, PKG)
     (tree / "root" / pkg.name).write_bytes(pkg.read_bytes())
-    harness.chroot_sh(
-        tree,
-        "useradd -m admin && install -d -m 0700 -o admin ~admin/.ssh && "
-        f"echo {shlex.quote(KEY)} > ~admin/.ssh/authorized_keys && "
-        f"DEBIAN_FRONTEND=noninteractive dpkg -i /root/{pkg.name}",
-    )
+    # As in autoinstall: the admin exists, its key arrives later (cloud-init).
+    proc = harness.chroot_sh(tree, f"useradd -m admin && DEBIAN_FRONTEND=noninteractive dpkg -i /root/{pkg.name}")
+    assert "deferred to polymarket-hardening-firstboot.service" in proc.stderr
     assert harness.host_sysctls(HOST_SYSCTLS) == host_before
     state = tree / "var/lib/polymarket-hardening"
     assert (state / "firstboot-pending").exists()
     assert not (state / "sysctl.before").exists()  # sysctl never ran
     assert "ENABLED=no" in (tree / "etc/ufw/ufw.conf").read_text()  # ufw never ran
-    assert (tree / DROPIN.lstrip("/")).exists()  # files are fine in a chroot
+    assert "NOT APPLIED" in (tree / DROPIN.lstrip("/")).read_text()  # files are fine in a chroot, no key yet
     assert (tree / "etc/systemd/system/multi-user.target.wants/polymarket-hardening-firstboot.service").is_symlink()
 
+    keys = tree / "home/admin/.ssh/authorized_keys"
+    keys.parent.mkdir(mode=0o700)
+    keys.write_text(KEY + "\n")
     c = harness.Container(tree, "pmfirstboot")
     try:
         c.start()
+        c.sh("chown -R admin:admin ~admin/.ssh")
         assert c.sh("systemctl show -P Result polymarket-hardening-firstboot.service").stdout.strip() == "success"
         assert c.sh("test -e /var/lib/polymarket-hardening/firstboot-pending", check=False).returncode != 0
         assert "Status: active" in c.sh("ufw status").stdout
