@@ -114,6 +114,15 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
     for key, want in NET_SYSCTLS.items():
         assert c.sh(f"sysctl -n {key}").stdout.strip() == want, key
 
+    # augenrules merged our rules (loading them needs the host's kernel).
+    merged = c.sh("cat /etc/audit/audit.rules").stdout
+    assert "-w /etc/polymarket/ -p rwxa -k polymarket_config" in merged
+    assert "-a always,exit -F arch=b64 -S execve -k execute" in merged
+
+    # Log rotation works without the bot (no user, no service).
+    c.sh("mkdir -p /var/log/polymarket && echo line > /var/log/polymarket/bot.log")
+    c.sh("logrotate -f /etc/logrotate.d/polymarket && test -e /var/log/polymarket/bot.log.1")
+
     code, report = compliance(c)
     assert code == 0 and report["score"] >= 95, json.dumps(report, indent=1)
     controls = by_id(report)
