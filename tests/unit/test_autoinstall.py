@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from builder import autoinstall, autoinstall_config, autoinstall_validate, inventory
-from builder.errors import InputError
+from builder.errors import CommandFailed, InputError
 from builder.project import Project, load_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -392,3 +392,48 @@ def test_top_level_must_be_only_autoinstall(good: dict[str, Any]) -> None:
     text = "#cloud-config\n" + yaml.safe_dump({**good, "runcmd": ["true"]})
     with pytest.raises(InputError, match="the top level must hold only 'autoinstall:'"):
         autoinstall_validate.validate("x/user-data", text)
+
+
+# -- cloud-init on the build host ----------------------------------------------------
+
+
+def test_cloud_init_is_skipped_with_a_log_line_when_absent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, rendered: Path
+) -> None:
+    monkeypatch.setattr(autoinstall_validate, "cloud_init_available", lambda: False)
+    with caplog.at_level("INFO"):
+        ran = autoinstall_validate.cloud_init_schema({"lb/user-data": (rendered / "lb" / "user-data").read_text()})
+    assert ran is False
+    assert "skipped 'cloud-init schema'" in caplog.text
+
+
+def test_cloud_init_findings_become_one_input_error(monkeypatch: pytest.MonkeyPatch, rendered: Path) -> None:
+    seen: list[str] = []
+
+    def fake_run(argv: list[str | Path], **_: Any) -> None:
+        text = Path(argv[-1]).read_text()
+        seen.append(text)
+        if len(seen) == 2:  # the inner cloud-config of the first file
+            raise CommandFailed([str(a) for a in argv], 1, "Error: Cloud config schema errors:\nusers.0: bad")
+
+    monkeypatch.setattr(autoinstall_validate, "cloud_init_available", lambda: True)
+    monkeypatch.setattr(autoinstall_validate, "run", fake_run)
+    files = {"lb/user-data": (rendered / "lb" / "user-data").read_text()}
+    with pytest.raises(InputError) as exc:
+        autoinstall_validate.cloud_init_schema(files)
+    assert exc.value.message == (
+        "lb/user-data (autoinstall.user-data): cloud-init schema: Error: Cloud config schema errors: users.0: bad"
+    )
+    assert seen[0] == files["lb/user-data"]
+    assert seen[1].startswith("#cloud-config\n") and "ssh_authorized_keys" in seen[1]
+
+
+def test_host_overrides_the_default_timezone(project: Project, tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return text.replace("    role: standby\n", "    role: standby\n    timezone: Europe/Berlin\n")
+
+    autoinstall.render(project, example_inventory(tmp_path, edit), tmp_path / "out")
+    zones = {
+        h: yaml.safe_load((tmp_path / "out" / h / "user-data").read_text())["autoinstall"]["timezone"] for h in HOSTS
+    }
+    assert zones == {"primary": "UTC", "standby": "Europe/Berlin", "lb": "UTC"}
