@@ -137,16 +137,22 @@ class _Reader:
             self.fail(f"must be a mapping, not {_kind(data)}")
         self.data: dict[str, Any] = data
 
-    def _at(self, field: str | None) -> str:
-        line = self.lines.get((*self.path, field)) if field else None
-        line = line or self.lines.get(self.path)
+    def _at(self, *at: str) -> str:
+        """file:line of the deepest of ``at`` (a field, then an item index) the YAML has."""
+        line = None
+        for depth in range(len(at), -1, -1):
+            line = self.lines.get((*self.path, *at[:depth]))
+            if line:
+                break
         return f"{self.file}:{line}" if line else self.file
 
-    def fail(self, text: str, hint: str | None = None, at: str | None = None) -> InputError:
-        raise InputError(f"{self._at(at)}: {self.where}: {text}", hint=hint)
+    def fail(self, text: str, hint: str | None = None, at: tuple[str, ...] | str = ()) -> InputError:
+        where = (at,) if isinstance(at, str) else at
+        raise InputError(f"{self._at(*where)}: {self.where}: {text}", hint=hint)
 
-    def fail_field(self, field: str, text: str, hint: str | None = None) -> InputError:
-        raise InputError(f"{self._at(field)}: {self.where}: {field}: {text}", hint=hint)
+    def fail_field(self, field: str, text: str, hint: str | None = None, item: int | None = None) -> InputError:
+        at = (field,) if item is None else (field, f"[{item}]")
+        raise InputError(f"{self._at(*at)}: {self.where}: {field}: {text}", hint=hint)
 
     def only(self, *known: str) -> None:
         for key in self.data:
@@ -185,11 +191,11 @@ class _Reader:
         if not value:
             self.fail_field(field, "must list at least one entry")
         out: list[str] = []
-        for item in value:
+        for i, item in enumerate(value):
             if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
-                self.fail_field(field, f"{item!r} is not {what}")
+                self.fail_field(field, f"{item!r} is not {what}", item=i)
             if item in out:
-                self.fail_field(field, f"{item!r} is listed twice")
+                self.fail_field(field, f"{item!r} is listed twice", item=i)
             out.append(item)
         return tuple(out)
 
@@ -277,8 +283,8 @@ def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], i
             lines[(*path, key)] = line
             _walk(value_node, (*path, key), lines, name)
     elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _walk(item, (*path, "[]"), lines, name)
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, f"[{i}]"), lines, name)
 
 
 def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
@@ -312,11 +318,11 @@ def load(path: Path) -> Inventory:
     cidr = n.parse("cidr", _ipv4_net, "an IPv4 network such as 192.168.1.0/24")
     dns_raw = n.strings("dns")
     dns = []
-    for item in dns_raw:
+    for i, item in enumerate(dns_raw):
         try:
             dns.append(_ipv4(item))
         except ValueError:
-            n.fail_field("dns", f"{item!r} is not an IPv4 address")
+            n.fail_field("dns", f"{item!r} is not an IPv4 address", item=i)
     network = Network(
         cidr=cidr,
         gateway=n.parse("gateway", _ipv4, "an IPv4 address"),
@@ -343,7 +349,7 @@ def load(path: Path) -> Inventory:
             a.fail(
                 f"ssh_keys[{i}]: {problem}",
                 hint="paste the one line of a .pub file made by ssh-keygen -t ed25519",
-                at="ssh_keys",
+                at=("ssh_keys", f"[{i - 1}]"),
             )
     admin = Admin(user, keys)
 
