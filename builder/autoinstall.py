@@ -78,7 +78,7 @@ def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         if placeholder_ok:
-            log.warning("%s does not exist yet: validating with a placeholder key", path)
+            log.info("%s does not exist yet (publish makes it): validated with a placeholder key", path)
             return PLACEHOLDER_KEY
         raise InputError(
             f"{inv.path}: apt.key_file: {path} does not exist",
