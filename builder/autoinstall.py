@@ -29,7 +29,7 @@ import jinja2
 from builder import autoinstall_config as config
 from builder import autoinstall_validate as validate
 from builder import inventory as inventory_mod
-from builder.errors import InputError
+from builder.errors import BuilderError, InputError
 from builder.inventory import Host, Inventory
 from builder.project import Project
 from builder.run import run
@@ -158,7 +158,17 @@ def make_seed(directory: Path, epoch: int) -> Path:
         ],
         env={"SOURCE_DATE_EPOCH": str(epoch)},
     )
+    check_seed(iso)
     return iso
+
+
+def check_seed(iso: Path) -> None:
+    """The ISO's primary volume descriptor (sector 16) must name the volume CIDATA."""
+    with open(iso, "rb") as f:
+        f.seek(16 * 2048)
+        pvd = f.read(2048)
+    if pvd[:6] != b"\x01CD001" or pvd[40:72].decode("ascii", "replace").rstrip() != SEED_LABEL:
+        raise BuilderError(f"{iso}: not an ISO 9660 volume labelled {SEED_LABEL}", hint="check the xorriso version")
 
 
 def write(project: Project, rendered: Rendered, output: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from builder import autoinstall, autoinstall_config, autoinstall_validate, inventory
-from builder.errors import CommandFailed, InputError
+from builder.errors import BuilderError, CommandFailed, InputError
 from builder.project import Project, load_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -437,3 +437,12 @@ def test_host_overrides_the_default_timezone(project: Project, tmp_path: Path) -
         h: yaml.safe_load((tmp_path / "out" / h / "user-data").read_text())["autoinstall"]["timezone"] for h in HOSTS
     }
     assert zones == {"primary": "UTC", "standby": "Europe/Berlin", "lb": "UTC"}
+
+
+def test_check_seed_refuses_a_wrong_label(tmp_path: Path, rendered: Path) -> None:
+    data = bytearray((rendered / "lb" / "seed.iso").read_bytes())
+    data[16 * 2048 + 40 : 16 * 2048 + 46] = b"OTHER "
+    (tmp_path / "seed.iso").write_bytes(bytes(data))
+    autoinstall.check_seed(rendered / "lb" / "seed.iso")
+    with pytest.raises(BuilderError, match="not an ISO 9660 volume labelled CIDATA"):
+        autoinstall.check_seed(tmp_path / "seed.iso")
