@@ -100,6 +100,14 @@ def render_files(project: Project, inv: Inventory, key: bytes) -> Rendered:
     """Every text file of the media, validated, in memory."""
     env = _environment(project)
     inventory_name = inv.path.name
+    known = {p.name for p in project.packages}
+    for host in inv.hosts:
+        for name in inv.packages(host):
+            if name not in known:
+                raise InputError(
+                    f"{inventory_name}: role {host.role}: package {name} is not built by this project",
+                    hint=f"packages built here: {', '.join(sorted(known))}",
+                )
     files: dict[str, str] = {}
     args = {h.name: kernel_args(inv, h) for h in inv.hosts}
     for host in inv.hosts:

@@ -167,21 +167,11 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
     assert primary["debconf-selections"].splitlines() == [
         "polymarket-hardening polymarket-hardening/allow_users string admin polymarket-bot",
         "polymarket-hardening polymarket-hardening/admin_network string 192.168.1.0/24",
-        "polymarket-ha polymarket-ha/role select primary",
-        "polymarket-ha polymarket-ha/own_address string 192.168.1.100",
-        "polymarket-ha polymarket-ha/peer_address string 192.168.1.101",
-        "polymarket-ha polymarket-ha/virtual_ip string 192.168.1.10",
     ]
-    assert _late(rendered, "primary")[-1][8:] == [
-        "polymarket-hardening",
-        "polymarket-bot",
-        "polymarket-ha",
-        "polymarket-backup",
-    ]
+    assert _late(rendered, "primary")[-1][8:] == ["polymarket-hardening", "polymarket-bot"]
     lb = yaml.safe_load((rendered / "lb" / "user-data").read_text())["autoinstall"]
-    assert "polymarket-ha/role select lb" in lb["debconf-selections"]
     assert "allow_users string admin\n" in lb["debconf-selections"]
-    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha"]
+    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening"]
 
 
 def test_meta_data(rendered: Path) -> None:
@@ -365,8 +355,8 @@ BAD_CHANGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         r"debconf-selections line 1: .* is not 'owner question type value'",
     ),
     "debconf-not-installed": (
-        lambda a: a["late-commands"][-1].__delitem__(slice(9, None)),
-        r"debconf-selections line 3: polymarket-ha is not installed",
+        lambda a: a["late-commands"][-1].__delitem__(slice(8, 9)),
+        r"debconf-selections line 1: polymarket-hardening is not installed",
     ),
     "plain-password": (
         lambda a: a["user-data"]["users"][0].update(plain_text_passwd="secret"),
@@ -446,3 +436,13 @@ def test_check_seed_refuses_a_wrong_label(tmp_path: Path, rendered: Path) -> Non
     autoinstall.check_seed(rendered / "lb" / "seed.iso")
     with pytest.raises(BuilderError, match="not an ISO 9660 volume labelled CIDATA"):
         autoinstall.check_seed(tmp_path / "seed.iso")
+
+
+def test_a_role_naming_a_package_not_built_here_is_refused(tmp_path: Path) -> None:
+    src = (REPO / "autoinstall" / "inventory.yaml").read_text()
+    bad = tmp_path / "inventory.yaml"
+    bad.write_text(src.replace("lb: [polymarket-hardening]", "lb: [polymarket-hardening, polymarket-ha]"))
+    with pytest.raises(
+        InputError, match=r"inventory.yaml: role lb: package polymarket-ha is not built by this project"
+    ):
+        autoinstall.render_files(load_project(REPO), inventory.load(bad), b"placeholder key")
