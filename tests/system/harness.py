@@ -92,18 +92,22 @@ def extract(tarball: Path, dest: Path) -> Path:
 class Container:
     """A booted systemd container over the root directory ``root``."""
 
-    def __init__(self, root: Path, name: str, network: str = "private") -> None:
+    def __init__(self, root: Path, name: str, network: str = "private", extra_args: Iterable[str] = ()) -> None:
+        """``network``: "private" (only lo), "veth" (a veth to the host) or "none" (nothing added:
+        pass your own ``--network-interface=IF`` / ``--network-namespace-path=`` in ``extra_args``)."""
         self.root = root
         self.name = name
         self.network = network
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader = 0
         self.log = root.parent / f"{name}.console.log"
 
     # -- life cycle ---------------------------------------------------------
     def start(self, timeout: float = 90) -> Container:
-        net = ["--private-network"] if self.network == "private" else ["--network-veth"]
-        argv = ["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit", "-b", "-M", self.name, *net]
+        net = {"private": ["--private-network"], "veth": ["--network-veth"], "none": []}[self.network]
+        argv = ["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit", "-b", "-M", self.name, *net,
+                *self.extra_args]  # fmt: skip
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)  # fmt: skip
@@ -227,10 +231,12 @@ def fresh_tree(tarball: Path, prefix: str = "pm-tree-") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def booted(tarball: Path, name: str = "pmtest", network: str = "private") -> Iterator[Container]:
+def booted(
+    tarball: Path, name: str = "pmtest", network: str = "private", extra_args: Iterable[str] = ()
+) -> Iterator[Container]:
     """A booted container on a fresh copy of the rootfs, powered off and removed afterwards."""
     with fresh_tree(tarball) as root:
-        c = Container(root, name, network)
+        c = Container(root, name, network, extra_args)
         try:
             c.start()
             yield c
