@@ -1,0 +1,248 @@
+"""Package tests of polymarket-backup: contents, modes, conffiles, scripts, units, lintian, CLI."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.machinery
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PAYLOAD = REPO / "packages" / "polymarket-backup"
+PLAIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+TIMERS = ("polymarket-backup", "polymarket-backup-verify", "polymarket-backup-prune", "polymarket-backup-offsite")
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool, path=PLAIN_ENV["PATH"]) is None:
+        pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    """dist/polymarket-backup_*.deb, built by the builder when missing."""
+    found = sorted((REPO / "dist").glob("polymarket-backup_*_all.deb"))
+    if not found:
+        _need("dpkg-buildpackage")
+        subprocess.run(["/usr/bin/python3", "-m", "builder", "build", "polymarket-backup"],
+                       cwd=REPO, env=PLAIN_ENV, check=True)  # fmt: skip
+        found = sorted((REPO / "dist").glob("polymarket-backup_*_all.deb"))
+    assert found, "the builder did not produce polymarket-backup"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def control(deb: Path) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["dpkg-deb", "-e", str(deb), tmp], check=True)
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="module")
+def members(deb: Path) -> dict[str, tarfile.TarInfo]:
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/data.tar", "wb") as out:
+            subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, stdout=out)
+        with tarfile.open(f"{tmp}/data.tar") as tar:
+            return {m.name.removeprefix("."): m for m in tar.getmembers()}
+
+
+def cli() -> ModuleType:
+    path = str(PAYLOAD / "polymarket-backup")
+    loader = importlib.machinery.SourceFileLoader("polymarket_backup", path)
+    spec = importlib.util.spec_from_loader("polymarket_backup", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["polymarket_backup"] = module  # dataclasses look their module up
+    loader.exec_module(module)
+    return module
+
+
+FILES = {
+    "/usr/sbin/polymarket-backup": 0o755,
+    "/etc/polymarket-backup/backup.conf": 0o644,
+    "/usr/share/polymarket-backup/offsite.conf.example": 0o644,
+    "/usr/share/man/man8/polymarket-backup.8.gz": 0o644,
+    **{f"/lib/systemd/system/{t}.{kind}": 0o644 for t in TIMERS for kind in ("service", "timer")},
+}
+
+
+def test_files_and_modes(members: dict[str, tarfile.TarInfo]) -> None:
+    for path, mode in FILES.items():
+        assert path in members, f"{path} missing from the package"
+        m = members[path]
+        assert m.isfile() and m.mode == mode, f"{path}: mode {m.mode:o}"
+        assert (m.uname, m.gname) == ("root", "root")
+
+
+def test_no_secret_or_data_is_shipped(members: dict[str, tarfile.TarInfo]) -> None:
+    """The password and the offsite credentials are made at install, never shipped."""
+    assert "/etc/polymarket-backup/repository-password" not in members
+    assert "/etc/polymarket-backup/offsite.conf" not in members
+    assert not any(p.startswith("/var/") for p in members)
+
+
+def test_conffiles(control: Path) -> None:
+    assert (control / "conffiles").read_text().split() == ["/etc/polymarket-backup/backup.conf"]
+
+
+def test_depends(deb: Path) -> None:
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    for pkg in ("restic", "python3", "sqlite3"):
+        assert re.search(rf"\b{pkg}\b", depends), pkg
+    arch = subprocess.run(["dpkg-deb", "-f", str(deb), "Architecture"], capture_output=True, text=True).stdout
+    assert arch.strip() == "all"
+
+
+@pytest.mark.parametrize("script", ["postinst", "prerm", "postrm"])
+def test_maintainer_scripts_shellcheck_clean(control: Path, script: str) -> None:
+    path = control / script
+    if not path.exists():
+        pytest.skip(f"no {script}")
+    _need("shellcheck")
+    text = path.read_text()
+    assert text.startswith("#!/bin/sh") and "set -e" in text
+    proc = subprocess.run(["shellcheck", "-s", "sh", "-S", "warning", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_only_the_timers_are_started(control: Path) -> None:
+    postinst = (control / "postinst").read_text()
+    starts = re.findall(r"deb-systemd-invoke \$_dh_action (.*) >", postinst)
+    assert len(starts) == 1
+    assert sorted(re.findall(r"'([^']+)'", starts[0])) == sorted(f"{t}.timer" for t in TIMERS)
+
+
+def test_password_is_random_and_kept(control: Path) -> None:
+    postinst = (control / "postinst").read_text()
+    assert "/dev/urandom" in postinst and 'if [ ! -s "$PASSWORD" ]' in postinst
+    assert "chmod 0600" in postinst
+    postrm = (control / "postrm").read_text()
+    purge = postrm.split("purge)", 1)[1].split(";;", 1)[0]
+    assert "/var/backups" not in purge.replace("REPOSITORY=/var/backups/polymarket/restic", "")
+    assert 'if [ -e "$REPOSITORY/config" ]' in postrm
+
+
+def test_lintian_clean(deb: Path) -> None:
+    _need("lintian")
+    proc = subprocess.run(["lintian", "--fail-on", "error,warning", str(deb)], capture_output=True, text=True,
+                          env=PLAIN_ENV)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not re.search(r"^[EW]: ", proc.stdout, re.M), proc.stdout
+
+
+def test_timers_meet_the_plan() -> None:
+    """RPO 15 minutes; verify daily at 02:00 (plan 4.1); all catch up after downtime."""
+    sysd = PAYLOAD / "systemd"
+    assert "OnCalendar=*:0/15" in (sysd / "polymarket-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 02:00:00" in (sysd / "polymarket-backup-verify.timer").read_text()
+    for t in TIMERS:
+        timer = (sysd / f"{t}.timer").read_text()
+        assert "Persistent=true" in timer and "WantedBy=timers.target" in timer
+        service = (sysd / f"{t}.service").read_text()
+        assert f"ExecStart=/usr/sbin/polymarket-backup {t.removeprefix('polymarket-backup').lstrip('-') or 'backup'}" \
+            in service  # fmt: skip
+        for word in ("ProtectSystem=strict", "ReadWritePaths=/var/backups/polymarket", "PrivateTmp=yes",
+                     "NoNewPrivileges=yes", "ProtectHome=yes", "Type=oneshot"):  # fmt: skip
+            assert word in service, (t, word)
+        assert ("PrivateNetwork=yes" in service) == (t != "polymarket-backup-offsite"), t
+
+
+def test_systemd_analyze_verify() -> None:
+    _need("systemd-analyze")
+    units = [str(PAYLOAD / "systemd" / f"{t}.{k}") for t in TIMERS for k in ("service", "timer")]
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
+    # The command itself is not installed here; any unknown or invalid setting is a failure.
+    problems = [line for line in proc.stderr.splitlines()
+                if re.search(r"Unknown (key|section)|[Ii]nvalid|[Ff]ailed to parse", line)]  # fmt: skip
+    assert problems == [], proc.stderr
+
+
+def test_help_and_exit_codes() -> None:
+    tool = str(PAYLOAD / "polymarket-backup")
+    proc = subprocess.run(["/usr/bin/python3", tool, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Exit status" in proc.stdout
+    for word in ("backup", "verify", "list", "restore", "prune", "offsite"):
+        assert word in proc.stdout
+    restore = subprocess.run(["/usr/bin/python3", tool, "restore", "--help"], capture_output=True, text=True)
+    assert "--snapshot" in restore.stdout and "--time" in restore.stdout
+    assert subprocess.run(["/usr/bin/python3", tool, "bogus"], capture_output=True).returncode == 2
+    if os.geteuid() != 0:
+        proc = subprocess.run(["/usr/bin/python3", tool, "list"], capture_output=True, text=True)
+        assert proc.returncode == 3 and proc.stderr == "error: must be run as root\n"
+
+
+def test_point_in_time_picks_the_newest_at_or_before() -> None:
+    mod = cli()
+    snaps = [{"id": "a", "time": "2026-01-01T01:00:00.123456789+00:00"},
+             {"id": "b", "time": "2026-01-01T01:15:00.5Z"},
+             {"id": "c", "time": "2026-01-01T01:30:00+00:00"}]  # fmt: skip
+    utc = datetime.UTC
+    assert mod.pick_snapshot(snaps, datetime.datetime(2026, 1, 1, 1, 15, 0, 500000, tzinfo=utc))["id"] == "b"
+    assert mod.pick_snapshot(snaps, datetime.datetime(2026, 1, 1, 1, 29, tzinfo=utc))["id"] == "b"
+    assert mod.pick_snapshot(snaps, datetime.datetime(2027, 1, 1, tzinfo=utc))["id"] == "c"
+    with pytest.raises(mod.BackupError, match="no snapshot at or before"):
+        mod.pick_snapshot(snaps, datetime.datetime(2026, 1, 1, 0, 59, tzinfo=utc))
+    assert mod.parse_when("2026-01-01 01:15").tzinfo is not None
+    with pytest.raises(mod.BackupError) as exc:
+        mod.parse_when("yesterday")
+    assert exc.value.code == mod.EXIT_USAGE
+
+
+def test_config_is_parsed_not_sourced(tmp_path: Path) -> None:
+    mod = cli()
+    conf = tmp_path / "backup.conf"
+    conf.write_text((PAYLOAD / "backup.conf").read_text())
+    cfg = mod.load_config(conf)
+    assert cfg.keep_within == "30d" and cfg.read_data_subset == "10%"
+    assert cfg.config_paths == ("/etc/polymarket", "/etc/polymarket-*")
+    conf.write_text("KEEP_WITHIN=$(rm -rf /)\n")
+    with pytest.raises(mod.BackupError, match="KEEP_WITHIN"):
+        mod.load_config(conf)
+
+
+def test_offsite_config(tmp_path: Path) -> None:
+    mod = cli()
+    conf = tmp_path / "offsite.conf"
+    conf.write_text((PAYLOAD / "offsite.conf.example").read_text())
+    conf.chmod(0o600)
+    assert mod.load_offsite(conf) is None  # shipped unconfigured
+    conf.write_text("S3_ENDPOINT=http://127.0.0.1:9000\nS3_BUCKET=polymarket-backups/production\n"
+                    "AWS_ACCESS_KEY_ID=id\nAWS_SECRET_ACCESS_KEY='s3cr3t'\n")  # fmt: skip
+    off = mod.load_offsite(conf)
+    assert off is not None
+    assert off.repository == "s3:http://127.0.0.1:9000/polymarket-backups/production"
+    assert off.env["AWS_SECRET_ACCESS_KEY"] == "s3cr3t" and "s3cr3t" not in off.repository
+    conf.chmod(0o644)
+    with pytest.raises(mod.BackupError, match="readable by others"):
+        mod.load_offsite(conf)
+
+
+def test_snapshot_uses_the_backup_api_and_checks_integrity(tmp_path: Path) -> None:
+    import sqlite3
+
+    mod = cli()
+    src = tmp_path / "live.db"
+    con = sqlite3.connect(src)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.commit()  # still in the WAL, not in the main file
+    mod.snapshot_ledger(src, tmp_path / "snap.db")
+    con.close()
+    assert mod.integrity(tmp_path / "snap.db") == "ok"
+    assert sqlite3.connect(tmp_path / "snap.db").execute("SELECT x FROM t").fetchall() == [(1,)]
+    (tmp_path / "junk.db").write_bytes(b"SQLite format 3\0" + b"\xff" * 4000)
+    assert mod.integrity(tmp_path / "junk.db") != "ok"
