@@ -168,7 +168,7 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
         "polymarket-hardening polymarket-hardening/allow_users string admin polymarket-bot",
         "polymarket-hardening polymarket-hardening/admin_network string 192.168.1.0/24",
     ]
-    assert _late(rendered, "primary")[-1][8:] == ["polymarket-hardening", "polymarket-bot"]
+    assert _late(rendered, "primary")[-1][8:] == ["polymarket-hardening", "polymarket-bot", "polymarket-backup"]
     lb = yaml.safe_load((rendered / "lb" / "user-data").read_text())["autoinstall"]
     assert "allow_users string admin\n" in lb["debconf-selections"]
     assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening"]
