@@ -34,6 +34,8 @@ ROOTFS_PACKAGES = (
     "apt-utils", "gpgv", "curl", "less",
     # polymarket-bot's runtime dependencies (packages/polymarket-bot/DEPENDS)
     "python3-pycryptodome", "python3-ecdsa",
+    # polymarket-ha's
+    "keepalived", "haproxy", "rsync", "iputils-arping", "openssh-client",
     # polymarket-backup's
     "restic",
 )  # fmt: skip

@@ -1,0 +1,620 @@
+#!/usr/bin/python3
+"""polymarket-ha: high availability of the Polymarket deployment.
+
+keepalived (VRRP) owns the virtual IP; this tool renders its configuration and
+HAProxy's from /etc/polymarket-ha/ha.conf, is keepalived's notify script
+(MASTER: promote, then let the bot trade; anything else: make the bot passive),
+snapshots the SQLite ledger with the online backup API and ships it to the peer
+with rsync over ssh, and reports the HA state. Only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("polymarket-ha")
+
+SETTINGS = Path("/etc/polymarket-ha/ha.conf")
+STATE_DIR = Path("/var/lib/polymarket-ha")
+RUN_DIR = Path("/run/polymarket-ha")
+PASSIVE = Path("/run/polymarket/passive")
+STATUS_JSON = Path("/run/polymarket/ha-status.json")
+LEDGER = Path("/var/lib/polymarket/trade_history.db")
+BOT_UNIT = "polymarket-bot.service"
+BOT_USER = "polymarket-bot"
+HA_USER = "polymarket-ha"
+REPLICA_DIR = STATE_DIR / "replica"
+OUTGOING_DIR = STATE_DIR / "outgoing"
+PREVIOUS_DIR = STATE_DIR / "previous"
+SSH_DIR = STATE_DIR / ".ssh"
+KEY = SSH_DIR / "id_ed25519"
+LAST_ACTIVE = STATE_DIR / "last-active"
+LAST_REPLICATION = STATE_DIR / "last-replication.json"
+VRRP_STATE = RUN_DIR / "vrrp-state"
+PROMOTING = RUN_DIR / "promoting"
+NOTIFY_LOCK = RUN_DIR / "notify.lock"
+RRSYNC = "/usr/bin/rrsync"
+ROLES = ("primary", "standby", "lb")
+PRIORITY = {"primary": 150, "standby": 100}
+
+
+class HAError(Exception):
+    """A failure with a one-line message and a hint for the operator."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Settings:
+    role: str
+    own_address: str
+    peer_address: str
+    virtual_ip: str  # address/prefix
+    interface: str
+    router_id: int
+    backends: tuple[str, ...]
+    bot_port: int = 8080
+
+    @property
+    def vip_address(self) -> str:
+        return self.virtual_ip.split("/", 1)[0]
+
+    @property
+    def ha_node(self) -> bool:
+        return self.role in PRIORITY
+
+
+def _address(value: str, what: str, *, empty_ok: bool = False) -> str:
+    if not value and empty_ok:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise HAError(f"{what} {value!r} is not an IP address", f"fix it in {SETTINGS}") from None
+
+
+def parse_settings(text: str) -> Settings:
+    """Parse ha.conf (KEY="value" lines, as the postinst writes them)."""
+    raw: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise HAError(f"{SETTINGS}:{number}: not KEY=value", "see the comments in the file")
+        raw[key.strip()] = value.strip().strip('"')
+    role = raw.get("ROLE", "")
+    if role not in ROLES:
+        raise HAError(f"ROLE {role!r} is not one of {', '.join(ROLES)}", "dpkg-reconfigure polymarket-ha")
+    vip = raw.get("VIRTUAL_IP", "")
+    try:
+        net = ipaddress.ip_interface(vip if "/" in vip else f"{vip}/32")
+    except ValueError:
+        raise HAError(f"VIRTUAL_IP {vip!r} is not an address[/prefix]", "dpkg-reconfigure polymarket-ha") from None
+    interface = raw.get("INTERFACE", "enp1s0")
+    if not interface or len(interface) > 15 or not all(c.isalnum() or c in "-_.@" for c in interface):
+        raise HAError(f"INTERFACE {interface!r} is not an interface name", "dpkg-reconfigure polymarket-ha")
+    try:
+        router_id = int(raw.get("ROUTER_ID", "51"))
+    except ValueError:
+        router_id = 0
+    if not 1 <= router_id <= 255:
+        raise HAError(f"ROUTER_ID {raw.get('ROUTER_ID')!r} is not 1-255", "dpkg-reconfigure polymarket-ha")
+    own = _address(raw.get("OWN_ADDRESS", ""), "OWN_ADDRESS")
+    peer = _address(raw.get("PEER_ADDRESS", ""), "PEER_ADDRESS", empty_ok=True)
+    if role in PRIORITY and not peer:
+        raise HAError(f"PEER_ADDRESS is empty on the {role}", "dpkg-reconfigure polymarket-ha")
+    backends = tuple(_address(b, "BACKENDS entry") for b in raw.get("BACKENDS", "").split())
+    return Settings(role, own, peer, f"{net.ip}/{net.network.prefixlen}", interface, router_id, backends)
+
+
+def load_settings(path: Path = SETTINGS) -> Settings:
+    try:
+        return parse_settings(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HAError(f"{path} is missing", "dpkg-reconfigure polymarket-ha") from None
+
+
+# -- rendering --------------------------------------------------------------------
+
+HEADER = ("# Generated by polymarket-ha from {src}; edits here are kept by ucf.\n"
+          "# Change the settings with: dpkg-reconfigure polymarket-ha\n")
+
+
+def render_keepalived(s: Settings) -> str:
+    """keepalived.conf of a primary or standby node."""
+    if not s.ha_node:
+        raise HAError(f"the {s.role} runs no keepalived")
+    return HEADER.format(src=SETTINGS) + f"""
+global_defs {{
+    router_id polymarket-{s.role}
+    # Scripts run as root and must not be writable by anyone else.
+    script_user root
+    enable_script_security
+    vrrp_garp_master_refresh 60
+}}
+
+# The node is fit to hold the VIP only while its bot answers /health with 200
+# (active or passive). During a promotion the bot restarts: check-bot says ok.
+vrrp_script polymarket_bot {{
+    script "/usr/lib/polymarket-ha/check-bot {s.own_address} {s.bot_port}"
+    interval 2
+    timeout 3
+    fall 2
+    rise 2
+}}
+
+vrrp_instance polymarket {{
+    # Both nodes start as BACKUP with nopreempt: a recovered primary does not
+    # take the VIP back from a healthy standby (one failover, not two).
+    state BACKUP
+    nopreempt
+    interface {s.interface}
+    virtual_router_id {s.router_id}
+    priority {PRIORITY[s.role]}
+    advert_int 1
+    # Unicast to the one peer; adverts from any other source are dropped.
+    # No "authentication": VRRPv2 PASS is a cleartext password on the wire
+    # and VRRPv3 removed authentication altogether.
+    unicast_src_ip {s.own_address}
+    unicast_peer {{
+        {s.peer_address}
+    }}
+    check_unicast_src
+    virtual_ipaddress {{
+        {s.virtual_ip} dev {s.interface}
+    }}
+    track_script {{
+        polymarket_bot
+    }}
+    notify "/usr/sbin/polymarket-ha notify"
+}}
+"""
+
+
+def render_haproxy(s: Settings) -> str:
+    """The HAProxy part of the lb: /health checked, only the active node gets traffic."""
+    if s.role != "lb":
+        raise HAError(f"the {s.role} runs no HAProxy for polymarket")
+    servers = list(s.backends) or [s.vip_address]
+    lines = []
+    for i, addr in enumerate(servers):
+        name = ("primary", "standby")[i] if len(servers) == 2 else f"node{i + 1}"
+        backup = " backup" if i > 0 and len(servers) == 2 else ""
+        lines.append(f"    server {name} {addr}:{s.bot_port} check inter 2s fall 2 rise 2{backup}")
+    tls = ""
+    if Path("/etc/ssl/private/polymarket.pem").exists():
+        tls = f"""
+frontend polymarket_https
+    bind {s.own_address}:443 ssl crt /etc/ssl/private/polymarket.pem
+    mode http
+    default_backend polymarket_bots
+"""
+    return HEADER.format(src=SETTINGS) + f"""
+frontend polymarket_http
+    bind {s.own_address}:{s.bot_port}
+    mode http
+    timeout client 30s
+    default_backend polymarket_bots
+{tls}
+backend polymarket_bots
+    mode http
+    timeout connect 3s
+    timeout server 30s
+    # Healthy (200) and active: a passive bot answers 200 too but must get no traffic.
+    option httpchk GET /health
+    http-check expect status 200
+    http-check expect rstring '"role": *"active"'
+""" + "\n".join(lines) + "\n"
+
+
+def render_bot_env(s: Settings) -> str:
+    return HEADER.format(src=SETTINGS) + (
+        "# Read by polymarket-bot.service through polymarket-ha's drop-in; overrides /etc/polymarket/.env.\n"
+        f"BIND_ADDRESS={s.own_address}\n"
+    )
+
+
+def render_haproxy_env(s: Settings) -> str:
+    return HEADER.format(src=SETTINGS) + (
+        "# Read by haproxy.service through polymarket-ha's drop-in.\n"
+        'CONFIG="/etc/haproxy/haproxy.cfg -f /etc/polymarket-ha/haproxy.cfg"\n'
+    )
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    s = load_settings(Path(args.settings))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"bot.env": render_bot_env(s)}
+    if s.ha_node:
+        files["keepalived.conf"] = render_keepalived(s)
+    else:
+        files["haproxy.cfg"] = render_haproxy(s)
+        files["haproxy.env"] = render_haproxy_env(s)
+    for name, text in sorted(files.items()):
+        (out / name).write_text(text, encoding="utf-8")
+        print(name)
+    return 0
+
+
+# -- state ------------------------------------------------------------------------
+
+def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    log.debug("+ %s", " ".join(argv))
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, check=False, **kw)
+
+
+def holds_vip(s: Settings) -> bool:
+    proc = run(["ip", "-o", "addr", "show", "dev", s.interface])
+    return any(f" {s.vip_address}/" in line for line in proc.stdout.splitlines())
+
+
+def vrrp_state() -> str:
+    try:
+        return VRRP_STATE.read_text(encoding="ascii").strip() or "UNKNOWN"
+    except OSError:
+        return "UNKNOWN"
+
+
+def http_health(address: str, port: int, timeout: float = 3) -> dict[str, Any]:
+    host = f"[{address}]" if ":" in address else address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout) as resp:
+            body = json.loads(resp.read() or b"{}")
+            return {"http": resp.status, "role": body.get("role"), "status": body.get("status")}
+    except urllib.error.HTTPError as exc:
+        return {"http": exc.code, "role": None, "status": "unhealthy"}
+    except (OSError, ValueError) as exc:
+        return {"http": None, "role": None, "status": f"unreachable ({exc.__class__.__name__})"}
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def gather(s: Settings) -> dict[str, Any]:
+    status: dict[str, Any] = {"role": s.role, "hostname": socket.gethostname(), "virtual_ip": s.virtual_ip,
+                              "checked_at": _iso(time.time())}
+    if s.ha_node:
+        local = http_health(s.own_address, s.bot_port)
+        peer = http_health(s.peer_address, s.bot_port)
+        status.update({
+            "vrrp_state": vrrp_state(),
+            "vip_held": holds_vip(s),
+            "passive": PASSIVE.exists(),
+            "bot": local,
+            "peer": {"address": s.peer_address, **peer},
+            "replica_at": _iso(_mtime(REPLICA_DIR / LEDGER.name)),
+        })
+        try:
+            status["last_replication"] = json.loads(LAST_REPLICATION.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status["last_replication"] = None
+        status["split_brain"] = local.get("role") == "active" and peer.get("role") == "active"
+    else:
+        status["backends"] = {b: http_health(b, s.bot_port) for b in (s.backends or (s.vip_address,))}
+    return status
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = load_settings()
+    st = gather(s)
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    else:
+        print(f"role:        {st['role']} ({st['hostname']})")
+        print(f"virtual IP:  {st['virtual_ip']}")
+        if s.ha_node:
+            print(f"VRRP state:  {st['vrrp_state']}")
+            print(f"VIP held:    {'yes' if st['vip_held'] else 'no'}")
+            print(f"bot:         {'passive' if st['passive'] else 'active'}; /health {st['bot']['http']}")
+            peer = st["peer"]
+            print(f"peer:        {peer['address']} /health {peer['http']} role {peer['role']}")
+            last = st["last_replication"]
+            print(f"replication: last sent {last['at'] if last else 'never'}"
+                  f"{' (' + last['result'] + ')' if last else ''}; replica here from {st['replica_at'] or 'never'}")
+            if st["split_brain"]:
+                print("WARNING:     both nodes report an active bot (split brain)")
+        else:
+            for addr, h in st["backends"].items():
+                print(f"backend:     {addr} /health {h['http']} role {h['role']}")
+    if s.ha_node and st["split_brain"]:
+        return 2
+    return 0
+
+
+def cmd_heartbeat(_args: argparse.Namespace) -> int:
+    """Every minute (plan 3.5): peer health and VRRP state, logged and written as JSON."""
+    s = load_settings()
+    st = gather(s)
+    if STATUS_JSON.parent.is_dir():
+        _write_atomic(STATUS_JSON, json.dumps(st, indent=2, sort_keys=True) + "\n")
+    if not s.ha_node:
+        down = [a for a, h in st["backends"].items() if h["http"] != 200]
+        log.log(logging.WARNING if down else logging.INFO, "lb backends: %s",
+                ", ".join(f"{a}={h['http']}/{h['role']}" for a, h in st["backends"].items()))
+        return 0
+    if st["vrrp_state"] == "MASTER" and st["vip_held"]:
+        LAST_ACTIVE.touch()
+    if st["split_brain"]:
+        log.critical("split brain: this node and %s both report an active bot", s.peer_address)
+        return 2
+    level = logging.INFO if st["peer"]["http"] == 200 else logging.WARNING
+    log.log(level, "state %s, vip %s, peer %s /health %s role %s", st["vrrp_state"],
+            "held" if st["vip_held"] else "not held", s.peer_address, st["peer"]["http"], st["peer"]["role"])
+    return 0
+
+
+# -- keepalived notify: promotion and demotion ------------------------------------
+
+@contextlib.contextmanager
+def notify_lock() -> Iterator[None]:
+    RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+    with open(NOTIFY_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def make_passive() -> None:
+    if PASSIVE.parent.is_dir():
+        PASSIVE.touch(mode=0o644)
+
+
+def integrity_ok(db: Path) -> bool:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return bool(con.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+    except sqlite3.Error:
+        return False
+
+
+def bot_healthy(s: Settings, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if http_health(s.own_address, s.bot_port, timeout=2)["http"] == 200:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def adopt_replica(s: Settings) -> str:
+    """Put the newest replica in place of the ledger, if it is newer than this node's own trading."""
+    replica = REPLICA_DIR / LEDGER.name
+    replica_at = _mtime(replica)
+    if replica_at is None:
+        return "no replica: keeping the local ledger"
+    active_at = _mtime(LAST_ACTIVE)
+    if active_at is not None and active_at >= replica_at:
+        return f"replica of {_iso(replica_at)} is older than this node's own trading ({_iso(active_at)}): kept local"
+    staged = LEDGER.with_name(".trade_history.db.promote")
+    shutil.copyfile(replica, staged)
+    if not integrity_ok(staged):
+        staged.unlink()
+        return f"replica of {_iso(replica_at)} fails integrity_check: kept the local ledger"
+    bot = pwd.getpwnam(BOT_USER)
+    os.chown(staged, bot.pw_uid, bot.pw_gid)
+    staged.chmod(0o600)
+    run(["systemctl", "stop", BOT_UNIT])
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    PREVIOUS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        old = LEDGER.with_name(LEDGER.name + suffix)
+        if old.exists():
+            shutil.move(old, PREVIOUS_DIR / f"{LEDGER.name}{suffix}.{stamp}")
+    staged.replace(LEDGER)
+    run(["systemctl", "start", BOT_UNIT])
+    return f"adopted the replica of {_iso(replica_at)}; previous ledger in {PREVIOUS_DIR}"
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """keepalived's notify script: TYPE NAME STATE [PRIORITY]."""
+    state = args.state.upper()
+    RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+    _write_atomic(VRRP_STATE, state + "\n")
+    if state != "MASTER":
+        make_passive()  # at once, before any lock: never two trading nodes
+    with notify_lock():
+        if vrrp_state() != "MASTER":
+            make_passive()
+            if state != "MASTER":
+                log.warning("VRRP %s: bot passive", state)
+                with contextlib.suppress(OSError):
+                    if LAST_ACTIVE.exists():
+                        LAST_ACTIVE.touch()
+            return 0
+        s = load_settings()
+        held_by = time.monotonic() + 10
+        while not holds_vip(s):  # keepalived adds the VIP around the notify; trade only once it is really here
+            if time.monotonic() > held_by:
+                log.error("VRRP MASTER but %s is not on %s: bot stays passive", s.vip_address, s.interface)
+                return 1
+            time.sleep(0.2)
+        PROMOTING.touch()
+        try:
+            detail = adopt_replica(s) if LEDGER.parent.is_dir() else "no ledger directory"
+            log.warning("VRRP MASTER: %s", detail)
+            if not bot_healthy(s, 60):
+                log.error("the bot is not healthy after promotion; staying passive")
+                return 1
+            if vrrp_state() == "MASTER":  # still: a BACKUP meanwhile waits for the lock, then re-asserts passive
+                LAST_ACTIVE.touch()
+                PASSIVE.unlink(missing_ok=True)
+                log.warning("VRRP MASTER: bot active")
+        finally:
+            PROMOTING.unlink(missing_ok=True)
+    return 0
+
+
+# -- replication ------------------------------------------------------------------
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Run as polymarket-bot: a consistent copy with the online backup API."""
+    src, dest = Path(args.source), Path(args.dest)
+    tmp = dest.with_name(f".{dest.name}.new")
+    tmp.unlink(missing_ok=True)
+    # Opened read-write as the ledger's owner (a WAL reader needs the -shm); backup() only reads it.
+    with contextlib.closing(sqlite3.connect(src, timeout=30)) as con, \
+            contextlib.closing(sqlite3.connect(tmp)) as out:
+        con.backup(out)
+        out.execute("PRAGMA journal_mode=DELETE")  # a self-contained file: no -wal to ship along
+    tmp.chmod(0o640)
+    if not integrity_ok(tmp):
+        tmp.unlink()
+        raise HAError("the snapshot fails integrity_check", "check the ledger with sqlite3")
+    tmp.replace(dest)
+    return 0
+
+
+def ssh_command() -> str:
+    return (f"ssh -i {KEY} -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+            f"-o UserKnownHostsFile={SSH_DIR}/known_hosts -o ConnectTimeout=10")
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    s = load_settings()
+    if not s.ha_node:
+        log.info("the %s keeps no ledger", s.role)
+        return 0
+    if not (vrrp_state() == "MASTER" and holds_vip(s)):
+        log.info("not the active node: nothing to send")
+        return 0
+    if not LEDGER.exists():
+        log.info("no ledger yet: nothing to send")
+        return 0
+    snap = OUTGOING_DIR / LEDGER.name
+    started = time.time()
+    proc = run([sys.executable, "-I", os.path.realpath(__file__), "snapshot", str(LEDGER), str(snap)],
+               user=BOT_USER, group=HA_USER, extra_groups=[])
+    result = "ok"
+    if proc.returncode != 0:
+        result = "snapshot failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+    else:
+        argv = ["rsync", "-t", "--chmod=F0600", "-e", ssh_command()]
+        if args.full:
+            argv.append("--whole-file")
+        argv += [str(snap), f"{HA_USER}@{s.peer_address}:{LEDGER.name}"]
+        sent = run(argv, user=HA_USER, group=HA_USER, extra_groups=[], cwd=str(STATE_DIR))
+        if sent.returncode != 0:
+            result = f"rsync exit {sent.returncode}: " + (sent.stderr.strip().splitlines() or ["?"])[-1]
+    record = {"at": _iso(started), "kind": "full" if args.full else "incremental", "peer": s.peer_address,
+              "result": result, "seconds": round(time.time() - started, 3)}
+    _write_atomic(LAST_REPLICATION, json.dumps(record) + "\n")
+    if result != "ok":
+        raise HAError(f"replication to {s.peer_address} failed: {result}", "polymarket-ha status; journalctl -u "
+                      "polymarket-ha-replicate")
+    log.info("snapshot of %s sent to %s (%s)", LEDGER, s.peer_address, record["kind"])
+    return 0
+
+
+def cmd_pubkey(_args: argparse.Namespace) -> int:
+    print(Path(f"{KEY}.pub").read_text(encoding="ascii").strip())
+    return 0
+
+
+def cmd_trust_peer(args: argparse.Namespace) -> int:
+    """Let the peer's replication key write into our replica directory, and nothing else."""
+    s = load_settings()
+    if not s.ha_node:
+        raise HAError("only the primary and the standby replicate")
+    fields = args.key.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519" or not fields[1].startswith("AAAA"):
+        raise HAError("not an ssh-ed25519 public key", "on the peer run: polymarket-ha pubkey")
+    line = (f'restrict,from="{s.peer_address}",command="{RRSYNC} -wo {REPLICA_DIR}" '
+            f"{fields[0]} {fields[1]} polymarket-ha@{s.peer_address}\n")
+    ha = pwd.getpwnam(HA_USER)
+    SSH_DIR.mkdir(mode=0o700, exist_ok=True)
+    path = SSH_DIR / "authorized_keys"
+    _write_atomic(path, line, 0o600)
+    os.chown(path, ha.pw_uid, ha.pw_gid)
+    print(f"{path}: the key of {s.peer_address} may write replicas into {REPLICA_DIR} only")
+    return 0
+
+
+# -- CLI --------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polymarket-ha", description="Polymarket HA: status and helpers.")
+    parser.add_argument("--debug", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("status", help="role, VRRP state, VIP, peer health, last replication")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    sub.add_parser("heartbeat", help="check the peer and write the status JSON").set_defaults(func=cmd_heartbeat)
+    p = sub.add_parser("replicate", help="snapshot the ledger and send it to the peer")
+    p.add_argument("--full", action="store_true", help="send the whole file (the daily run)")
+    p.set_defaults(func=cmd_replicate)
+    sub.add_parser("pubkey", help="print this node's replication key").set_defaults(func=cmd_pubkey)
+    p = sub.add_parser("trust-peer", help="accept the peer's replication key")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_trust_peer)
+    p = sub.add_parser("render", help="render the generated configuration files")
+    p.add_argument("--settings", default=str(SETTINGS))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("notify", help="keepalived's notify script")
+    p.add_argument("type", nargs="?", default="INSTANCE")
+    p.add_argument("name", nargs="?", default="polymarket")
+    p.add_argument("state")
+    p.add_argument("priority", nargs="?")
+    p.set_defaults(func=cmd_notify)
+    p = sub.add_parser("snapshot", help=argparse.SUPPRESS)
+    p.add_argument("source")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_snapshot)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="polymarket-ha: %(message)s")
+    try:
+        return int(args.func(args))
+    except HAError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}" + (f" (hint: {exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc} (hint: run as root)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

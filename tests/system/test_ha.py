@@ -1,0 +1,209 @@
+"""polymarket-ha with real keepalived, HAProxy, rsync and ssh in three booted containers.
+
+The containers share a private L2 segment made for the test: a bridge inside a
+network namespace of its own and one veth pair per container, one end in the
+bridge, the other in a namespace that the container boots in
+(--network-namespace-path=). Nothing is created in this machine's own network
+namespace; all addresses (10.213.0.0/24) live inside those namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.system import harness
+from tests.system.conftest import deb
+from tests.system.harness import Container
+
+NET = "10.213.0"
+VIP = f"{NET}.10"
+ADDR = {"primary": f"{NET}.11", "standby": f"{NET}.12", "lb": f"{NET}.13"}
+PEER = {"primary": ADDR["standby"], "standby": ADDR["primary"], "lb": ""}
+DB = "/var/lib/polymarket/trade_history.db"
+
+
+def wait(pred: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Lan:
+    nodes: dict[str, Container]
+    iface: dict[str, str]
+
+
+@contextlib.contextmanager
+def lan(rootfs: Path) -> Iterator[Lan]:
+    tag = f"pmha{os.getpid() % 10000}"
+    spaces = {role: f"{tag}-{role}" for role in ADDR}
+    ifaces = {role: f"lan{role[0]}" for role in ADDR}
+    bridge_ns = f"{tag}-lan"
+    made = []
+    try:
+        for ns in (bridge_ns, *spaces.values()):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+        sh("ip", "-n", bridge_ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", bridge_ns, "link", "set", "br0", "up")
+        for role, name in ifaces.items():
+            # Both ends are created inside namespaces of this test: nothing on this machine's network.
+            sh("ip", "-n", bridge_ns, "link", "add", f"b{role[0]}", "type", "veth", "peer", "name", name,
+               "netns", spaces[role])  # fmt: skip
+            sh("ip", "-n", bridge_ns, "link", "set", f"b{role[0]}", "master", "br0", "up")
+        with contextlib.ExitStack() as stack:
+            nodes = {}
+            for role, name in ifaces.items():
+                netns = f"--network-namespace-path=/run/netns/{spaces[role]}"
+                caps = "--capability=CAP_NET_ADMIN,CAP_NET_RAW"  # keepalived's, as on a real host
+                boot = harness.booted(rootfs, name=f"ha-{role}", network="none", extra_args=[netns, caps])
+                c = stack.enter_context(boot)
+                c.sh(f"ip addr add {ADDR[role]}/24 dev {name} && ip link set {name} up && ip link set lo up")
+                nodes[role] = c
+            yield Lan(nodes, ifaces)
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def preseed(c: Container, role: str, iface: str) -> None:
+    answers = {"role": ("select", role), "own_address": ("string", ADDR[role]),
+               "peer_address": ("string", PEER[role]), "virtual_ip": ("string", f"{VIP}/24"),
+               "interface": ("string", iface),
+               "backends": ("string", f"{ADDR['primary']} {ADDR['standby']}" if role == "lb" else "")}  # fmt: skip
+    c.sh("debconf-set-selections", input="".join(f"polymarket-ha polymarket-ha/{k} {t} {v}\n"
+                                                 for k, (t, v) in answers.items()))  # fmt: skip
+
+
+def health(c: Container, address: str) -> dict[str, object]:
+    out = c.sh(f"curl -s --max-time 2 http://{address}:8080/health", check=False).stdout
+    try:
+        result = json.loads(out)
+    except ValueError:
+        return {}
+    assert isinstance(result, dict)
+    return result
+
+
+def holds_vip(c: Container) -> bool:
+    return f" {VIP}/" in c.sh("ip -o -4 addr show", check=False).stdout
+
+
+@pytest.fixture(scope="module")
+def ha(rootfs: Path, dist: Path) -> Iterator[Lan]:
+    with lan(rootfs) as net:
+        for role, c in net.nodes.items():
+            preseed(c, role, net.iface[role])
+            debs = [deb(dist, "polymarket-ha")] if role == "lb" else [deb(dist, "polymarket-bot"),
+                                                                         deb(dist, "polymarket-ha")]  # fmt: skip
+            c.install_debs(debs)
+        p, s = net.nodes["primary"], net.nodes["standby"]
+        # The one-time key exchange of the README.
+        for a, b in ((p, s), (s, p)):
+            key = a.sh("polymarket-ha pubkey").stdout.strip()
+            b.sh(f"polymarket-ha trust-peer '{key}'")
+        yield net
+
+
+def test_installed_layout_and_generated_config(ha: Lan) -> None:
+    p, lb = ha.nodes["primary"], ha.nodes["lb"]
+    conf = p.sh("cat /etc/polymarket-ha/keepalived.conf").stdout
+    assert "priority 150" in conf and "nopreempt" in conf and f"unicast_peer {{\n        {ADDR['standby']}" in conf
+    assert "auth_pass" not in conf
+    assert p.sh("systemctl is-active keepalived").stdout.strip() == "active"
+    assert "polymarket-ha.conf" in p.sh("systemctl cat keepalived").stdout
+    for t in ("heartbeat", "replicate", "replicate-full"):
+        assert p.sh(f"systemctl is-enabled polymarket-ha-{t}.timer").stdout.strip() == "enabled"
+    auth = p.sh("cat /var/lib/polymarket-ha/.ssh/authorized_keys").stdout
+    assert auth.startswith(f'restrict,from="{ADDR["standby"]}",command="/usr/bin/rrsync -wo ')
+    assert p.sh("stat -c '%a %U' /var/lib/polymarket-ha/.ssh/id_ed25519").stdout.split() == ["600", "polymarket-ha"]
+    cfg = lb.sh("cat /etc/polymarket-ha/haproxy.cfg").stdout
+    assert "option httpchk GET /health" in cfg and "http-check expect status 200" in cfg
+    assert not lb.path("/etc/polymarket-ha/keepalived.conf").exists()
+
+
+def test_primary_holds_vip_and_trades_standby_passive(ha: Lan) -> None:
+    p, s = ha.nodes["primary"], ha.nodes["standby"]
+    wait(lambda: holds_vip(p), 40, "the VIP on the primary")
+    wait(lambda: health(p, ADDR["primary"]).get("role") == "active", 60, "the primary's bot active")
+    assert not holds_vip(s)
+    wait(lambda: health(s, ADDR["standby"]).get("role") == "passive", 30, "the standby's bot passive (and healthy)")
+    st = json.loads(p.sh("polymarket-ha status --json").stdout)
+    assert st["vrrp_state"] == "MASTER" and st["vip_held"] and st["peer"]["role"] == "passive"
+    assert p.sh("polymarket-floating-ip check").returncode == 0
+    assert s.sh("polymarket-floating-ip check", check=False).returncode == 1
+    assert s.sh("polymarket-floating-ip check 300.1.1.1", check=False).returncode == 2
+    # The heartbeat writes the status the bot's /ha page can show.
+    p.sh("systemctl start polymarket-ha-heartbeat.service")
+    assert json.loads(p.sh("cat /run/polymarket/ha-status.json").stdout)["vip_held"] is True
+
+
+def test_replication_ships_a_consistent_snapshot(ha: Lan) -> None:
+    p, s = ha.nodes["primary"], ha.nodes["standby"]
+    wait(lambda: p.path(DB).exists(), 30, "the primary's ledger")
+    p.sh(f"runuser -u polymarket-bot -- sqlite3 {DB} "
+         "\"create table if not exists ha_marker(v text); insert into ha_marker values ('from-primary');\"")
+    p.sh("systemctl start polymarket-ha-replicate.service")
+    replica = "/var/lib/polymarket-ha/replica/trade_history.db"
+    assert s.sh(f"sqlite3 'file:{replica}?mode=ro' 'PRAGMA integrity_check'").stdout.strip() == "ok"
+    assert s.sh(f"sqlite3 'file:{replica}?mode=ro' 'select v from ha_marker'").stdout.strip() == "from-primary"
+    assert json.loads(p.sh("cat /var/lib/polymarket-ha/last-replication.json").stdout)["result"] == "ok"
+    # The standby is not active: its replicate run sends nothing.
+    assert "not the active node" in s.sh("polymarket-ha replicate 2>&1").stdout
+    # The peer's key can write replicas, nothing else (no shell).
+    denied = p.sh(f"runuser -u polymarket-ha -- ssh -i /var/lib/polymarket-ha/.ssh/id_ed25519 -o BatchMode=yes "
+                  f"-o UserKnownHostsFile=/var/lib/polymarket-ha/.ssh/known_hosts polymarket-ha@{ADDR['standby']} id",
+                  check=False)  # fmt: skip
+    assert "uid=" not in denied.stdout
+
+
+def test_haproxy_on_the_lb_reaches_the_active_node(ha: Lan) -> None:
+    lb = ha.nodes["lb"]
+    wait(lambda: health(lb, ADDR["lb"]).get("role") == "active", 30, "HAProxy to the active bot")
+
+
+def test_failover_moves_vip_promotes_replica_and_lb_follows(ha: Lan) -> None:
+    p, s, lb = ha.nodes["primary"], ha.nodes["standby"], ha.nodes["lb"]
+    wait(lambda: holds_vip(p), 20, "the VIP on the primary")
+    p.sh("systemctl stop keepalived")
+    started = time.monotonic()
+    wait(lambda: holds_vip(s), 15, "the VIP on the standby")
+    assert time.monotonic() - started < 10
+    assert not holds_vip(p)
+    wait(lambda: health(s, ADDR["standby"]).get("role") == "active", 60, "the standby's bot active")
+    wait(lambda: health(p, ADDR["primary"]).get("role") == "passive", 15, "the old primary passive")
+    # Promotion put the primary's replica in place before the bot left passive.
+    assert s.sh(f"sqlite3 {DB} 'select v from ha_marker'").stdout.strip() == "from-primary"
+    assert s.sh("ls /var/lib/polymarket-ha/previous").stdout.strip()
+    wait(lambda: health(lb, ADDR["lb"]).get("role") == "active", 20, "HAProxy to the new active bot")
+    # The old primary comes back as BACKUP (nopreempt): still one trading node.
+    p.sh("systemctl start keepalived")
+    time.sleep(5)
+    assert holds_vip(s) and not holds_vip(p)
+    assert health(p, ADDR["primary"]).get("role") == "passive"
+
+
+def test_a_dead_bot_gives_up_the_vip(ha: Lan) -> None:
+    p, s = ha.nodes["primary"], ha.nodes["standby"]
+    active, other = (s, p) if holds_vip(s) else (p, s)
+    active.sh("systemctl stop polymarket-bot")
+    wait(lambda: holds_vip(other), 20, "the VIP on the node with a healthy bot")
+    wait(lambda: health(other, ADDR["primary" if other is p else "standby"]).get("role") == "active", 60,
+         "the other bot active")  # fmt: skip
