@@ -167,11 +167,18 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
     assert primary["debconf-selections"].splitlines() == [
         "polymarket-hardening polymarket-hardening/allow_users string admin polymarket-bot",
         "polymarket-hardening polymarket-hardening/admin_network string 192.168.1.0/24",
+        "polymarket-ha polymarket-ha/role select primary",
+        "polymarket-ha polymarket-ha/own_address string 192.168.1.100",
+        "polymarket-ha polymarket-ha/peer_address string 192.168.1.101",
+        "polymarket-ha polymarket-ha/virtual_ip string 192.168.1.10",
     ]
-    assert _late(rendered, "primary")[-1][8:] == ["polymarket-hardening", "polymarket-bot", "polymarket-backup"]
+    assert _late(rendered, "primary")[-1][8:] == [
+        "polymarket-hardening", "polymarket-bot", "polymarket-backup", "polymarket-ha"]  # fmt: skip
     lb = yaml.safe_load((rendered / "lb" / "user-data").read_text())["autoinstall"]
     assert "allow_users string admin\n" in lb["debconf-selections"]
-    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening"]
+    assert "polymarket-ha polymarket-ha/role select lb\n" in lb["debconf-selections"]
+    assert "polymarket-ha polymarket-ha/peer_address string\n" in lb["debconf-selections"]
+    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha"]
 
 
 def test_meta_data(rendered: Path) -> None:
@@ -441,8 +448,9 @@ def test_check_seed_refuses_a_wrong_label(tmp_path: Path, rendered: Path) -> Non
 def test_a_role_naming_a_package_not_built_here_is_refused(tmp_path: Path) -> None:
     src = (REPO / "autoinstall" / "inventory.yaml").read_text()
     bad = tmp_path / "inventory.yaml"
-    bad.write_text(src.replace("lb: [polymarket-hardening]", "lb: [polymarket-hardening, polymarket-ha]"))
+    lb = "lb: [polymarket-hardening, polymarket-ha]"
+    bad.write_text(src.replace(lb, "lb: [polymarket-hardening, polymarket-web]"))
     with pytest.raises(
-        InputError, match=r"inventory.yaml: role lb: package polymarket-ha is not built by this project"
+        InputError, match=r"inventory.yaml: role lb: package polymarket-web is not built by this project"
     ):
         autoinstall.render_files(load_project(REPO), inventory.load(bad), b"placeholder key")

@@ -32,9 +32,10 @@ def test_example_is_the_plans_deployment() -> None:
     assert str(hosts["standby"].address) == "192.168.1.101" and hosts["standby"].role is Role.STANDBY
     assert hosts["lb"].role is Role.LB
     assert len(hosts["primary"].disks) == 2 and len(hosts["standby"].disks) == 2 and len(hosts["lb"].disks) == 1
-    assert inv.packages(hosts["primary"]) == ("polymarket-hardening", "polymarket-bot", "polymarket-backup")
-    assert inv.packages(hosts["standby"]) == ("polymarket-hardening", "polymarket-bot", "polymarket-backup")
-    assert inv.packages(hosts["lb"]) == ("polymarket-hardening",)
+    node = ("polymarket-hardening", "polymarket-bot", "polymarket-backup", "polymarket-ha")
+    assert inv.packages(hosts["primary"]) == node
+    assert inv.packages(hosts["standby"]) == node
+    assert inv.packages(hosts["lb"]) == ("polymarket-hardening", "polymarket-ha")
     assert inv.peer(hosts["primary"]) == hosts["standby"] and inv.peer(hosts["standby"]) == hosts["primary"]
     assert inv.peer(hosts["lb"]) is None
     assert inv.allow_users(hosts["primary"]) == ("admin", "polymarket-bot")
