@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from conftest import COND, LEADERS, ME, NEG_COND, NO, NYES, YES, Harness
 from polymarket_bot import crypto, signing
+from polymarket_bot import engine as engine_mod
 
 
 def test_live_buy_becomes_one_signed_accepted_order(h: Harness) -> None:
@@ -282,3 +283,46 @@ def test_fake_rejects_bad_signature_and_bad_hmac(h: Harness) -> None:
         c.get("/auth/derive-api-key", headers=l1)
     assert exc.value.status == 401
     assert NEG_COND and NYES and NO
+
+
+def test_markets_of_recent_activity_are_warmed_off_the_hot_path(h: Harness) -> None:
+    h.trade(leader=0, ago=90)                   # too old to copy, but its market is warmed
+    h.trade(leader=1, asset=NYES, ago=90)
+    e = h.engine()
+    e.warm_up()
+    assert e.creds is not None                  # the API key is derived before the first trade
+    e.poll_once()
+    assert set(e.markets) == {COND, NEG_COND} and h.ex.s.requests["/markets"] == 2
+    h.trade(leader=0)
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1 and h.ex.s.requests["/markets"] == 2  # copied from the cache
+    # a cache entry near expiry is refreshed between polls; one unused for long is dropped
+    at, m = e.markets[COND]
+    e.markets[COND] = (at - 0.9 * engine_mod.MARKET_TTL, m)
+    e.markets[NEG_COND] = (at - 0.9 * engine_mod.MARKET_TTL, e.markets[NEG_COND][1])
+    e.market_used[NEG_COND] = at - 2 * engine_mod.MARKET_KEEP_UNUSED
+    e.poll_once()
+    assert e.markets[COND][0] >= at and NEG_COND not in e.markets and h.ex.s.requests["/markets"] == 3
+
+
+def test_high_water_marks_written_once_per_leader_that_moved(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    e = h.engine()
+    for _ in range(5):
+        h.trade(leader=0)
+    writes: list[str] = []
+    real = e.ledger.set_mark
+    monkeypatch.setattr(e.ledger, "set_mark", lambda k, v: (writes.append(k), real(k, v)))
+    e.poll_once()
+    assert writes == [f"hwm:{LEADERS[0]}"]
+    e.poll_once()                               # nothing new: no write
+    assert writes == [f"hwm:{LEADERS[0]}"]
+
+
+def test_wal_checkpoint_runs_between_polls_not_in_the_order_commit(h: Harness) -> None:
+    e = h.engine()
+    assert e.ledger.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    h.trade()
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1 and not e.wal_dirty
+    busy, log_pages, done = e.ledger.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log_pages == done  # nothing left behind in the WAL

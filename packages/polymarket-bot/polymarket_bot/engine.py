@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import secrets
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -27,6 +28,9 @@ PAGE = 500
 GLOBAL_PAGE = 1000
 AUTO_GLOBAL_ABOVE = 5
 MARKET_TTL = 300.0
+MARKET_REFRESH_AFTER = 0.8 * MARKET_TTL  # refreshed off the hot path once this old, if still in use
+MARKET_KEEP_UNUSED = 3600.0              # cache entries unused this long are dropped, not refreshed
+MARKET_WARM_RPS = 2.0                    # market look-ups per second spent on warming (3 requests each)
 DRY_RUN_BALANCE_USD = 1000.0
 
 
@@ -124,6 +128,16 @@ class Engine:
         self.maker = cfg.wallet_address or self.address
         self.creds: signing.ApiCreds | None = None
         self.markets: dict[str, tuple[float, Market]] = {}
+        self.market_used: dict[str, float] = {}
+        self.to_warm: set[str] = set()  # condition ids seen in the leaders' activity, not yet cached
+        self.warm_budget = RateLimiter(MARKET_WARM_RPS, burst=10)
+        self.marks: dict[str, float] = {}  # high-water marks already written to the ledger
+        # SQLite's automatic WAL checkpoint runs inside the commit that crosses 1000 pages and
+        # fsyncs the database there: 15-25 ms on the order path. This connection checkpoints
+        # between polls instead (``checkpoint``); other connections keep the default.
+        with ledger.lock:
+            ledger.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.wal_dirty = False
         self.leader_values: dict[str, tuple[float, float]] = {}
         self.recent: deque[str] = deque(maxlen=200_000)
         self.recent_set: set[str] = set()
@@ -142,6 +156,7 @@ class Engine:
     # ---- main loop ------------------------------------------------------------------
     def run(self) -> None:
         log.info("engine started: mode=%s leaders=%d feed=%s", self.mode, len(self.cfg.leaders), self.feed)
+        self.warm_up()
         while not self.stop.is_set():
             started = time.monotonic()
             try:
@@ -167,11 +182,64 @@ class Engine:
         for key, t in trades:
             if self.handle(key, t, visible_at):
                 handled += 1
+        self.maintain_markets()
+        self.checkpoint(handled > 0)
         self.probe_exchange()
         if self.cfg.stop_loss_pct > 0 and time.time() - self.last_stop_loss >= 5:
             self.last_stop_loss = time.time()
             self.check_stop_loss()
         return handled
+
+    def warm_up(self) -> None:
+        """Before the first poll: what the first copied trade would otherwise wait for.
+
+        The CLOB API key (an L1-signed request), and the markets of our open positions
+        (a leader's sell is copied against them). Markets in the leaders' recent activity
+        are warmed by ``maintain_markets`` once the start-up catch-up has read it."""
+        if self.mode is TradingMode.LIVE and self.cfg.private_key:
+            try:
+                self.api_creds()
+            except HttpError as exc:
+                log.warning("could not derive the CLOB API key yet: %s", exc)
+        self.to_warm.update(p.condition_id for p in self.ledger.positions(str(self.mode)) if p.condition_id)
+
+    def maintain_markets(self) -> None:
+        """Between polls, off the hot path: look up markets the leaders traded recently, and
+        refresh cached ones before they expire, so a copied trade finds its market (tokens,
+        tick size, neg-risk) cached. Bounded by ``MARKET_WARM_RPS`` against the Gamma and
+        CLOB limits; entries unused for ``MARKET_KEEP_UNUSED`` are dropped instead."""
+        now = time.time()
+        due = [cid for cid, (at, _) in self.markets.items() if now - at >= MARKET_REFRESH_AFTER]
+        for cid in due:
+            if now - self.market_used.get(cid, 0.0) > MARKET_KEEP_UNUSED:
+                del self.markets[cid]
+                self.market_used.pop(cid, None)
+        todo = [cid for cid in due if cid in self.markets] + sorted(self.to_warm - self.markets.keys())
+        self.to_warm.clear()
+        for i, cid in enumerate(todo):
+            if self.stop.is_set() or not self.warm_budget.try_acquire():
+                self.to_warm.update(c for c in todo[i:] if c not in self.markets)
+                break
+            try:
+                self.market(cid, refresh=True)
+            except Skip:
+                pass  # unknown market: the trade (if any) will say so
+            except HttpError as exc:
+                log.debug("market warm-up of %s failed: %s", cid, exc)
+        if len(self.to_warm) > 10_000:  # bounded memory even if Gamma is down for long
+            self.to_warm.clear()
+
+    def checkpoint(self, wrote: bool) -> None:
+        """Copy the WAL into the database off the hot path, after a poll that wrote orders."""
+        self.wal_dirty = self.wal_dirty or wrote
+        if not self.wal_dirty:
+            return
+        try:
+            with self.ledger.lock:
+                self.ledger.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.wal_dirty = False
+        except sqlite3.Error as exc:
+            log.debug("WAL checkpoint deferred: %s", exc)
 
     def probe_exchange(self) -> None:
         if time.time() - max(self.last_probe, self.clob.last_ok) < self.cfg.health_check_interval:
@@ -230,8 +298,18 @@ class Engine:
                 if key not in self.recent_set:
                     fresh.append((key, r))
         fresh.sort(key=lambda kr: int(kr[1]["timestamp"]))
+        newest: dict[str, int] = {}
         for r in rows:
-            self.ledger.set_mark(f"hwm:{r['proxyWallet'].lower()}", int(r["timestamp"]))
+            who, ts = str(r["proxyWallet"]).lower(), int(r["timestamp"])
+            newest[who] = max(ts, newest.get(who, ts))
+            cid = str(r.get("conditionId") or "")
+            if cid and cid not in self.markets:
+                self.to_warm.add(cid)
+        for who, ts in newest.items():  # one write per leader that moved, not one per row
+            if ts > self.marks.get(who, -math.inf):
+                self.ledger.set_mark(f"hwm:{who}", ts)
+                self.marks[who] = ts
+                self.wal_dirty = True
         return fresh
 
     def _global_page(self, leaders: set[str]) -> list[dict[str, Any]]:
@@ -277,9 +355,13 @@ class Engine:
             log.warning("trade %s failed: %s", key, exc)
         return True
 
-    def market(self, condition_id: str) -> Market:
+    def market(self, condition_id: str, refresh: bool = False) -> Market:
+        """Tokens, tick size and neg-risk of a market, cached for ``MARKET_TTL``; ``refresh``
+        (warm-up) looks it up anyway and does not count as a use."""
+        if not refresh or condition_id not in self.market_used:
+            self.market_used[condition_id] = time.time()
         hit = self.markets.get(condition_id)
-        if hit and time.time() - hit[0] < MARKET_TTL:
+        if hit and not refresh and time.time() - hit[0] < MARKET_TTL:
             return hit[1]
         rows = self.gamma.get("/markets", {"condition_ids": condition_id})
         if not isinstance(rows, list) or not rows:

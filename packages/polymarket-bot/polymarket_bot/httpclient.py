@@ -39,6 +39,17 @@ class RateLimiter:
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is available now; never waits."""
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
     def acquire(self) -> None:
         while True:
             with self.lock:
