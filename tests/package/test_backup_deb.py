@@ -170,6 +170,17 @@ def test_systemd_analyze_verify() -> None:
     assert problems == [], proc.stderr
 
 
+def test_cli_is_mypy_strict_clean(tmp_path: Path) -> None:
+    mypy = Path(sys.executable).parent / "mypy"
+    if not mypy.exists():
+        pytest.skip("mypy missing from the test venv")
+    module = tmp_path / "polymarket_backup.py"
+    shutil.copy(PAYLOAD / "polymarket-backup", module)
+    proc = subprocess.run([str(mypy), "--strict", "--python-version", "3.11", str(module)], capture_output=True,
+                          text=True, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_help_and_exit_codes() -> None:
     tool = str(PAYLOAD / "polymarket-backup")
     proc = subprocess.run(["/usr/bin/python3", tool, "--help"], capture_output=True, text=True)

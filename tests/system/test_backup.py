@@ -94,8 +94,13 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     c.sh("polymarket-backup backup --kind manual")
     assert {"pit-before", "pit-after"} <= kinds(c)
     owner = c.sh(f"stat -c '%U %G %a' {LEDGER}").stdout.strip()
+    bot_before = c.sh("systemctl is-active polymarket-bot.service", check=False).stdout.strip()
     restore = c.sh(f"polymarket-backup restore --time '{t1}'")
     assert "ledger restored from snapshot" in restore.stdout
+    # The bot is stopped for the swap and running again afterwards.
+    assert bot_before == "active"
+    assert "stopping polymarket-bot.service" in restore.stderr and "starting polymarket-bot.service" in restore.stderr
+    assert c.sh("systemctl is-active polymarket-bot.service", check=False).stdout.strip() == "active"
     after = kinds(c)
     assert "pit-before" in after and "pit-after" not in after, after
     assert c.sh(f"stat -c '%U %G %a' {LEDGER}").stdout.strip() == owner
@@ -108,6 +113,12 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     # Before the first snapshot: refused, nothing changed.
     refused = c.sh("polymarket-backup restore --time '2000-01-01 00:00'", check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("error: no snapshot at or before")
+
+    # The daily verify and prune run under their units' sandboxes.
+    c.sh("systemctl start polymarket-backup-verify.service polymarket-backup-prune.service")
+    assert "passes integrity_check" in c.sh("journalctl -u polymarket-backup-verify.service -o cat").stdout
+    assert "snapshots of the last 30d kept" in c.sh("journalctl -u polymarket-backup-prune.service -o cat").stdout
+    assert "3 snapshot(s)" in c.sh("polymarket-backup list").stdout  # none older than 30 days
 
     # A damaged pack is found by verify and named.
     pack = c.sh(f"find {REPO_DIR}/data -type f -size +2k | sort | head -n 1").stdout.strip()
