@@ -207,3 +207,29 @@ def test_a_dead_bot_gives_up_the_vip(ha: Lan) -> None:
     wait(lambda: holds_vip(other), 20, "the VIP on the node with a healthy bot")
     wait(lambda: health(other, ADDR["primary" if other is p else "standby"]).get("role") == "active", 60,
          "the other bot active")  # fmt: skip
+
+
+def test_remove_leaves_no_active_config_and_purge_cleans_up(ha: Lan) -> None:
+    s = ha.nodes["standby"] if not holds_vip(ha.nodes["standby"]) else ha.nodes["primary"]
+    s.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y polymarket-ha")
+    assert s.sh("systemctl is-active keepalived", check=False).stdout.strip() != "active"
+    assert "polymarket-ha" not in s.sh("systemctl cat keepalived", check=False).stdout
+    assert s.sh("test -e /run/polymarket/passive", check=False).returncode == 0  # the operator decides who trades next
+    s.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-ha")
+    assert not s.path("/etc/polymarket-ha").exists() and not s.path("/var/lib/polymarket-ha").exists()
+
+
+def test_install_in_a_plain_chroot_touches_no_running_network(rootfs: Path, dist: Path) -> None:
+    with harness.fresh_tree(rootfs) as root:
+        for d in (deb(dist, "polymarket-bot"), deb(dist, "polymarket-ha")):
+            (root / "tmp" / d.name).write_bytes(d.read_bytes())
+        harness.chroot_sh(root, "echo 'polymarket-ha polymarket-ha/role select primary\n"
+                                f"polymarket-ha polymarket-ha/own_address string {ADDR['primary']}\n"
+                                f"polymarket-ha polymarket-ha/peer_address string {ADDR['standby']}\n"
+                                f"polymarket-ha polymarket-ha/virtual_ip string {VIP}' | debconf-set-selections")
+        out = harness.chroot_sh(root, "DEBIAN_FRONTEND=noninteractive apt-get install -y /tmp/*.deb 2>&1").stdout
+        assert "keepalived did not start" not in out
+        assert "priority 150" in (root / "etc/polymarket-ha/keepalived.conf").read_text()
+        assert (root / "var/lib/polymarket-ha/.ssh/id_ed25519").exists()
+        # Enabled for the first boot, not started.
+        assert (root / "etc/systemd/system/multi-user.target.wants/keepalived.service").is_symlink()
