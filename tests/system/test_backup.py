@@ -91,12 +91,13 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     t1 = c.sh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     time.sleep(1.1)
     mark(c, "pit-after")
+    c.sh("echo '# changed after T1' >> /etc/polymarket/.env")
     c.sh("polymarket-backup backup --kind manual")
     assert {"pit-before", "pit-after"} <= kinds(c)
     owner = c.sh(f"stat -c '%U %G %a' {LEDGER}").stdout.strip()
     bot_before = c.sh("systemctl is-active polymarket-bot.service", check=False).stdout.strip()
-    restore = c.sh(f"polymarket-backup restore --time '{t1}'")
-    assert "ledger restored from snapshot" in restore.stdout
+    restore = c.sh(f"polymarket-backup restore --time '{t1}' --with-config")
+    assert "ledger restored from snapshot" in restore.stdout and "configuration file(s)" in restore.stdout
     # The bot is stopped for the swap and running again afterwards.
     assert bot_before == "active"
     assert "stopping polymarket-bot.service" in restore.stderr and "starting polymarket-bot.service" in restore.stderr
@@ -105,11 +106,19 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     assert "pit-before" in after and "pit-after" not in after, after
     assert c.sh(f"stat -c '%U %G %a' {LEDGER}").stdout.strip() == owner
     assert c.sh(f"sqlite3 {LEDGER} 'PRAGMA integrity_check'").stdout.strip() == "ok"
-    safety = c.sh("ls /var/backups/polymarket/pre-restore/").stdout.split()
+    safety = c.sh("cd /var/backups/polymarket/pre-restore && ls -d trade_history.db.*").stdout.split()
     assert len(safety) == 1, safety
     safe_kinds = c.sh(f"sqlite3 /var/backups/polymarket/pre-restore/{safety[0]} "
                       "'SELECT DISTINCT kind FROM decisions'").stdout.split()  # fmt: skip
     assert "pit-after" in safe_kinds
+    # The configuration of T1 is back, with its owner and mode; the later one is kept aside.
+    assert "changed after T1" not in c.sh("cat /etc/polymarket/.env").stdout
+    assert c.sh("stat -c '%a %U' /etc/polymarket/.env").stdout.split() == ["600", "polymarket-bot"]
+    assert c.sh("grep -l 'changed after T1' /var/backups/polymarket/pre-restore/config.*/etc/polymarket/.env").stdout
+    assert c.sh("ls -A /etc/polymarket | grep pmrestore", check=False).returncode == 1
+    files = c.sh(f"restic -r {REPO_DIR} --password-file /etc/polymarket-backup/repository-password ls latest").stdout
+    assert "/etc/polymarket/.env" in files and "/etc/polymarket-backup/offsite.conf" in files
+    assert "repository-password" not in files
     # Before the first snapshot: refused, nothing changed.
     refused = c.sh("polymarket-backup restore --time '2000-01-01 00:00'", check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("error: no snapshot at or before")
