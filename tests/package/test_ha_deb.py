@@ -66,6 +66,8 @@ FILES = {
     "/usr/lib/polymarket-ha/polymarket_ha.py": 0o755,
     "/usr/lib/polymarket-ha/check-bot": 0o755,
     "/usr/lib/polymarket-ha/apply": 0o755,
+    "/usr/lib/polymarket-ha/firewall": 0o755,
+    "/lib/systemd/system/polymarket-ha-firewall.service": 0o644,
     "/usr/sbin/polymarket-floating-ip": 0o755,
     "/lib/systemd/system/keepalived.service.d/polymarket-ha.conf": 0o644,
     "/lib/systemd/system/haproxy.service.d/polymarket-ha.conf": 0o644,
@@ -125,7 +127,7 @@ def test_maintainer_scripts_shellcheck_clean(control: Path, script: str) -> None
 
 def test_payload_scripts_shellcheck_clean() -> None:
     _need("shellcheck")
-    scripts = [PAYLOAD / n for n in ("apply", "check-bot", "polymarket-floating-ip")]
+    scripts = [PAYLOAD / n for n in ("apply", "check-bot", "firewall", "polymarket-floating-ip")]
     proc = subprocess.run(["shellcheck", "-s", "sh", *map(str, scripts)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 

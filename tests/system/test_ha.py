@@ -110,6 +110,10 @@ def holds_vip(c: Container) -> bool:
 def ha(rootfs: Path, dist: Path) -> Iterator[Lan]:
     with lan(rootfs) as net:
         for role, c in net.nodes.items():
+            if role != "lb":
+                # As polymarket-hardening leaves a node: incoming denied but 22 and the admin network's 8080.
+                c.sh(f"ufw default deny incoming && ufw limit 22/tcp && ufw allow from {NET}.0/24 to any port 8080 "
+                     "proto tcp && ufw --force enable")  # fmt: skip
             preseed(c, role, net.iface[role])
             debs = [deb(dist, "polymarket-ha")] if role == "lb" else [deb(dist, "polymarket-bot"),
                                                                          deb(dist, "polymarket-ha")]  # fmt: skip
@@ -131,6 +135,9 @@ def test_installed_layout_and_generated_config(ha: Lan) -> None:
     assert "polymarket-ha.conf" in p.sh("systemctl cat keepalived").stdout
     for t in ("heartbeat", "replicate", "replicate-full"):
         assert p.sh(f"systemctl is-enabled polymarket-ha-{t}.timer").stdout.strip() == "enabled"
+    # VRRP, ssh and /health opened to the peer only (without VRRP both nodes would take the VIP).
+    rules = p.sh("ufw status").stdout
+    assert f"{ADDR['standby']}/vrrp" in rules and "# polymarket-ha" in rules
     auth = p.sh("cat /var/lib/polymarket-ha/.ssh/authorized_keys").stdout
     assert auth.startswith(f'restrict,from="{ADDR["standby"]}",command="/usr/bin/rrsync -wo ')
     assert p.sh("stat -c '%a %U' /var/lib/polymarket-ha/.ssh/id_ed25519").stdout.split() == ["600", "polymarket-ha"]
@@ -215,6 +222,7 @@ def test_remove_leaves_no_active_config_and_purge_cleans_up(ha: Lan) -> None:
     assert s.sh("systemctl is-active keepalived", check=False).stdout.strip() != "active"
     assert "polymarket-ha" not in s.sh("systemctl cat keepalived", check=False).stdout
     assert s.sh("test -e /run/polymarket/passive", check=False).returncode == 0  # the operator decides who trades next
+    assert "polymarket-ha" not in s.sh("ufw status").stdout
     s.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-ha")
     assert not s.path("/etc/polymarket-ha").exists() and not s.path("/var/lib/polymarket-ha").exists()
 
