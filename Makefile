@@ -26,7 +26,7 @@ BUILD_DEPS := debhelper dpkg-dev po-debconf lintian shellcheck fakeroot \
 TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring \
               util-linux uidmap
 # Python tools for the tests only (never needed at run time on a server).
-TEST_PIP   := pytest ruff mypy types-PyYAML py-clob-client-v2==1.2.1 "moto[server]==5.2.5"
+TEST_PIP   := pytest==9.2.0 ruff==0.17.6 mypy==2.4.1 types-PyYAML==6.0.12.20261113 py-clob-client-v2==1.2.1 "moto[server]==5.2.5"
 
 .PHONY: all deps test-deps venv build publish media lint check test test-unit test-system bench clean distclean
 
