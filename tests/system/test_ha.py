@@ -207,13 +207,19 @@ def test_failover_moves_vip_promotes_replica_and_lb_follows(ha: Lan) -> None:
     assert health(p, ADDR["primary"]).get("role") == "passive"
 
 
-def test_a_dead_bot_gives_up_the_vip(ha: Lan) -> None:
+def test_a_dead_bot_gives_up_the_vip_and_failback_adopts_the_reverse_replica(ha: Lan) -> None:
     p, s = ha.nodes["primary"], ha.nodes["standby"]
-    active, other = (s, p) if holds_vip(s) else (p, s)
-    active.sh("systemctl stop polymarket-bot")
-    wait(lambda: holds_vip(other), 20, "the VIP on the node with a healthy bot")
-    wait(lambda: health(other, ADDR["primary" if other is p else "standby"]).get("role") == "active", 60,
-         "the other bot active")  # fmt: skip
+    assert holds_vip(s)  # after the failover above
+    # The standby now trades and replicates the other way.
+    s.sh(f"runuser -u polymarket-bot -- sqlite3 {DB} \"insert into ha_marker values ('from-standby');\"")
+    s.sh("systemctl start polymarket-ha-replicate.service")
+    assert "VIP held:    yes" in s.sh("polymarket-ha status").stdout
+    s.sh("systemctl stop polymarket-bot")
+    wait(lambda: holds_vip(p), 20, "the VIP back on the primary, whose bot is healthy")
+    wait(lambda: health(p, ADDR["primary"]).get("role") == "active", 60, "the primary's bot active again")
+    # Its own ledger was older than the standby's replica: the replica was put in place.
+    rows = p.sh(f"sqlite3 {DB} 'select v from ha_marker order by rowid'").stdout.split()
+    assert rows == ["from-primary", "from-standby"]
 
 
 def test_remove_leaves_no_active_config_and_purge_cleans_up(ha: Lan) -> None:
