@@ -17,7 +17,7 @@ import yaml
 
 from builder import repo
 from builder.errors import InputError
-from builder.inventory import Host, Inventory
+from builder.inventory import Host, Inventory, Role
 
 # Where the repository's keyring and source go on the installed system: the
 # same files as dist/repo/polymarket.sources names, so adding that file later
@@ -60,7 +60,12 @@ def debconf_answers(inv: Inventory, host: Host) -> tuple[DebconfAnswer, ...]:
         DebconfAnswer("polymarket-ha", "own_address", "string", str(host.address)),
         DebconfAnswer("polymarket-ha", "peer_address", "string", str(peer.address) if peer else ""),
         DebconfAnswer("polymarket-ha", "virtual_ip", "string", str(inv.network.virtual_ip)),
+        DebconfAnswer("polymarket-ha", "interface", "string", inv.network.interface),
     ]
+    if host.role is Role.LB:
+        # HAProxy checks the primary first, the standby as its backup.
+        pair = [h for role in (Role.PRIMARY, Role.STANDBY) for h in inv.hosts if h.role is role]
+        answers.append(DebconfAnswer("polymarket-ha", "backends", "string", " ".join(str(h.address) for h in pair)))
     packages = inv.packages(host)
     return tuple(a for a in answers if a.package in packages)
 

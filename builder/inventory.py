@@ -115,10 +115,11 @@ class Inventory:
         return next((h for h in self.hosts if h.role is want), None)
 
     def allow_users(self, host: Host) -> tuple[str, ...]:
-        """The users sshd lets in: the admin, and polymarket-bot (ledger replication) where the bot runs."""
+        """The users sshd lets in: the admin, and polymarket-ha on the pair (its ledger replication
+        logs in over ssh as polymarket-ha; the bot's own user has no shell and never logs in)."""
         users = [self.admin.user]
-        if "polymarket-bot" in self.packages(host):
-            users.append("polymarket-bot")
+        if "polymarket-ha" in self.packages(host) and self.peer(host) is not None:
+            users.append("polymarket-ha")
         return tuple(users)
 
 

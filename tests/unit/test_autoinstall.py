@@ -165,12 +165,13 @@ def test_repository_is_added_signed_by_its_own_keyring(rendered: Path) -> None:
 def test_debconf_answers_and_packages(rendered: Path) -> None:
     primary = yaml.safe_load((rendered / "primary" / "user-data").read_text())["autoinstall"]
     assert primary["debconf-selections"].splitlines() == [
-        "polymarket-hardening polymarket-hardening/allow_users string admin polymarket-bot",
+        "polymarket-hardening polymarket-hardening/allow_users string admin polymarket-ha",
         "polymarket-hardening polymarket-hardening/admin_network string 192.168.1.0/24",
         "polymarket-ha polymarket-ha/role select primary",
         "polymarket-ha polymarket-ha/own_address string 192.168.1.100",
         "polymarket-ha polymarket-ha/peer_address string 192.168.1.101",
         "polymarket-ha polymarket-ha/virtual_ip string 192.168.1.10",
+        "polymarket-ha polymarket-ha/interface string enp1s0",
     ]
     assert _late(rendered, "primary")[-1][8:] == [
         "polymarket-hardening", "polymarket-bot", "polymarket-backup", "polymarket-ha"]  # fmt: skip
@@ -178,6 +179,7 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
     assert "allow_users string admin\n" in lb["debconf-selections"]
     assert "polymarket-ha polymarket-ha/role select lb\n" in lb["debconf-selections"]
     assert "polymarket-ha polymarket-ha/peer_address string\n" in lb["debconf-selections"]
+    assert "polymarket-ha polymarket-ha/backends string 192.168.1.100 192.168.1.101\n" in lb["debconf-selections"]
     assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha"]
 
 

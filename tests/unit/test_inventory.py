@@ -38,7 +38,7 @@ def test_example_is_the_plans_deployment() -> None:
     assert inv.packages(hosts["lb"]) == ("polymarket-hardening", "polymarket-ha")
     assert inv.peer(hosts["primary"]) == hosts["standby"] and inv.peer(hosts["standby"]) == hosts["primary"]
     assert inv.peer(hosts["lb"]) is None
-    assert inv.allow_users(hosts["primary"]) == ("admin", "polymarket-bot")
+    assert inv.allow_users(hosts["primary"]) == ("admin", "polymarket-ha")
     assert inv.allow_users(hosts["lb"]) == ("admin",)
     assert all(h.timezone == "UTC" for h in inv.hosts)
     assert inv.apt.key_file == REPO / "dist" / "repo" / "polymarket-archive-keyring.asc"
