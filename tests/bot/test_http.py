@@ -67,6 +67,24 @@ def test_health_dashboard_and_metrics(h: Harness, tmp_path: Path) -> None:
             s.server_close()
 
 
+def test_ha_page_shows_the_heartbeat_status(h: Harness, tmp_path: Path) -> None:
+    status_file = tmp_path / "ha-status.json"
+    e = h.engine(HA_STATUS_FILE=str(status_file))
+    dash, met = start_servers(e, 0, 0)
+    try:
+        base = f"http://127.0.0.1:{dash.server_address[1]}"
+        status, body = get(base + "/ha", "s3cret-token")
+        assert status == 200 and body["cluster"] is None and "not present" in body["detail"]
+        status_file.write_text('{"vrrp_state": "MASTER", "peer": {"health": 200}}')
+        status, body = get(base + "/ha", "s3cret-token")
+        assert body["cluster"] == {"vrrp_state": "MASTER", "peer": {"health": 200}}
+        assert body["role"] == "active"
+    finally:
+        for s in (dash, met):
+            s.shutdown()
+            s.server_close()
+
+
 def test_dashboard_refused_without_configured_token(h: Harness) -> None:
     e = h.engine(API_SECRET_KEY="your_api_secret_here")
     dash, met = start_servers(e, 0, 0)

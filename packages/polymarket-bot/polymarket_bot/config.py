@@ -234,6 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
             "while this file exists no order is sent"),
     Setting("LOG_FILE", "log_file", "/var/log/polymarket/bot.log", _optional_path,
             "log file besides the journal (rotated by polymarket-hardening's logrotate policy); empty: none"),
+    Setting("HA_STATUS_FILE", "ha_status_file", "/run/polymarket/ha-status.json", _path,
+            "polymarket-ha's heartbeat status, shown on /ha"),
     Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket/compliance/latest.json", _path,
             "report shown on /compliance"),
 )
@@ -281,6 +283,7 @@ class Config:
     passive_file: Path
     compliance_report: Path
     log_file: Path | None
+    ha_status_file: Path
     warnings: tuple[str, ...] = ()
 
     @property

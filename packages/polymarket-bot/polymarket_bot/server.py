@@ -121,8 +121,19 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
     def _ha(self) -> tuple[str, Any]:
         e = self.server.engine
-        return "HA status", {"role": "passive" if e.passive else "active", "passive_file": str(e.cfg.passive_file),
-                             "hostname": os.uname().nodename, "mode": str(e.mode)}
+        status: dict[str, Any] = {"role": "passive" if e.passive else "active", "passive_file": str(e.cfg.passive_file),
+                                  "hostname": os.uname().nodename, "mode": str(e.mode)}
+        # polymarket-ha's heartbeat writes the pair's view (VRRP state, peer health, replication).
+        path = e.cfg.ha_status_file
+        try:
+            status["cluster"] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            status["cluster"] = None
+            status["detail"] = f"{path} not present (polymarket-ha not installed or not running)"
+        except (OSError, ValueError) as exc:
+            status["cluster"] = None
+            status["detail"] = f"{path} unreadable: {exc.__class__.__name__}"
+        return "HA status", status
 
     def _compliance(self) -> tuple[str, Any]:
         path = self.server.engine.cfg.compliance_report
