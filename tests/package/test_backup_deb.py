@@ -11,51 +11,36 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.package import debs
+from tests.package.debs import PLAIN_ENV, REPO
+
 PAYLOAD = REPO / "packages" / "polymarket-backup"
-PLAIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 TIMERS = ("polymarket-backup", "polymarket-backup-verify", "polymarket-backup-prune", "polymarket-backup-offsite")
 
 
-def _need(tool: str) -> None:
-    if shutil.which(tool, path=PLAIN_ENV["PATH"]) is None:
-        pytest.skip(f"{tool} is not installed")
+_need = debs.need
 
 
 @pytest.fixture(scope="module")
 def deb() -> Path:
-    """dist/polymarket-backup_*.deb, built by the builder when missing."""
-    found = sorted((REPO / "dist").glob("polymarket-backup_*_all.deb"))
-    if not found:
-        _need("dpkg-buildpackage")
-        subprocess.run(["/usr/bin/python3", "-m", "builder", "build", "polymarket-backup"],
-                       cwd=REPO, env=PLAIN_ENV, check=True)  # fmt: skip
-        found = sorted((REPO / "dist").glob("polymarket-backup_*_all.deb"))
-    assert found, "the builder did not produce polymarket-backup"
-    return found[-1]
+    return debs.built_deb("polymarket-backup")
 
 
 @pytest.fixture(scope="module")
 def control(deb: Path) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["dpkg-deb", "-e", str(deb), tmp], check=True)
-        yield Path(tmp)
+    with debs.control_dir(deb) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 def members(deb: Path) -> dict[str, tarfile.TarInfo]:
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(f"{tmp}/data.tar", "wb") as out:
-            subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, stdout=out)
-        with tarfile.open(f"{tmp}/data.tar") as tar:
-            return {m.name.removeprefix("."): m for m in tar.getmembers()}
+    return debs.data_members(deb)
 
 
 def cli() -> ModuleType:
