@@ -177,3 +177,17 @@ def test_floating_ip_validates_input() -> None:
         proc = subprocess.run(["sh", script, *args], capture_output=True, text=True, env=PLAIN_ENV)
         assert proc.returncode == code, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_timers_do_nothing_successfully_on_an_unconfigured_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed by hand, before dpkg-reconfigure: the 5-minute and 1-minute timers must not leave failed units."""
+    import argparse
+
+    ha = ha_module()
+
+    def unconfigured() -> object:
+        raise ha.HAError("VIRTUAL_IP '' is not an address[/prefix]", "dpkg-reconfigure polymarket-ha")
+
+    monkeypatch.setattr(ha, "load_settings", unconfigured)
+    assert ha.cmd_replicate(argparse.Namespace(full=False)) == 0
+    assert ha.cmd_heartbeat(argparse.Namespace()) == 0
