@@ -39,25 +39,25 @@ class RateLimiter:
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
 
+    def _take(self) -> bool:
+        """Refill by the time elapsed and take a token if there is one (hold the lock)."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
     def try_acquire(self) -> bool:
         """Take a token if one is available now; never waits."""
         with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False
+            return self._take()
 
     def acquire(self) -> None:
         while True:
             with self.lock:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self._take():
                     return
                 wait = (1 - self.tokens) / self.rate
             time.sleep(wait)

@@ -55,9 +55,12 @@ def _rss_kb() -> int:
     return 0
 
 
-class DashboardHandler(BaseHTTPRequestHandler):
+class _Handler(BaseHTTPRequestHandler):
+    """What both listeners share: keep-alive, no Nagle delay, access log at debug level."""
+
     server: DashboardServer
     protocol_version = "HTTP/1.1"
+    log_prefix = "http"
 
     def setup(self) -> None:
         super().setup()
@@ -65,7 +68,10 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+        log.debug(self.log_prefix + ": " + format, *args)
+
+
+class DashboardHandler(_Handler):
 
     def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
         self.send_response(status)
@@ -145,17 +151,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             return "Compliance", {"report": None, "detail": f"{path} unreadable: {exc.__class__.__name__}"}
 
 
-class MetricsHandler(BaseHTTPRequestHandler):
-    server: DashboardServer
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        # headers and body go out in two writes: without this, Nagle + delayed ACK add 40 ms
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics: " + format, *args)
+class MetricsHandler(_Handler):
+    log_prefix = "metrics"
 
     def do_GET(self) -> None:  # noqa: N802
         body = self.server.engine.metrics.render().encode()
