@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -24,23 +23,8 @@ PAYLOAD = REPO / "packages" / "polymarket-backup"
 TIMERS = ("polymarket-backup", "polymarket-backup-verify", "polymarket-backup-prune", "polymarket-backup-offsite")
 
 
+PACKAGE = "polymarket-backup"
 _need = debs.need
-
-
-@pytest.fixture(scope="module")
-def deb() -> Path:
-    return debs.built_deb("polymarket-backup")
-
-
-@pytest.fixture(scope="module")
-def control(deb: Path) -> Iterator[Path]:
-    with debs.control_dir(deb) as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def members(deb: Path) -> dict[str, tarfile.TarInfo]:
-    return debs.data_members(deb)
 
 
 def cli() -> ModuleType:

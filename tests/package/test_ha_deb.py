@@ -6,7 +6,6 @@ import importlib.util
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -18,23 +17,8 @@ from tests.package.debs import PLAIN_ENV, REPO
 PAYLOAD = REPO / "packages" / "polymarket-ha"
 
 
+PACKAGE = "polymarket-ha"
 _need = debs.need
-
-
-@pytest.fixture(scope="module")
-def deb() -> Path:
-    return debs.built_deb("polymarket-ha")
-
-
-@pytest.fixture(scope="module")
-def control(deb: Path) -> Iterator[Path]:
-    with debs.control_dir(deb) as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def members(deb: Path) -> dict[str, tarfile.TarInfo]:
-    return debs.data_members(deb)
 
 
 def ha_module() -> ModuleType:

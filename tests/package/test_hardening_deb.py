@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -21,23 +20,8 @@ from tests.package.debs import PLAIN_ENV, REPO
 PAYLOAD = REPO / "packages" / "polymarket-hardening"
 
 
+PACKAGE = "polymarket-hardening"
 _need = debs.need
-
-
-@pytest.fixture(scope="module")
-def deb() -> Path:
-    return debs.built_deb("polymarket-hardening")
-
-
-@pytest.fixture(scope="module")
-def control(deb: Path) -> Iterator[Path]:
-    with debs.control_dir(deb) as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def members(deb: Path) -> dict[str, tarfile.TarInfo]:
-    return debs.data_members(deb)
 
 
 def compliance_module() -> ModuleType:
