@@ -19,12 +19,13 @@ SIGNING_GNUPGHOME ?=
 PUBLISH_ARGS := $(if $(REPO_URL),--url $(REPO_URL)) $(if $(SIGNING_KEY),--key $(SIGNING_KEY)) \
                 $(if $(SIGNING_GNUPGHOME),--gnupghome $(SIGNING_GNUPGHOME))
 
-BUILD_DEPS := debhelper dpkg-dev po-debconf lintian shellcheck fakeroot \
+BUILD_DEPS := build-essential debhelper dpkg-dev po-debconf lintian shellcheck fakeroot \
               python3 python3-debian python3-jinja2 python3-yaml python3-venv \
               python3-stdeb dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
               apt-utils gnupg gpgv xorriso python3-jsonschema
 TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring \
-              util-linux uidmap
+              util-linux uidmap \
+              $(shell cat packages/polymarket-bot/DEPENDS)
 # Python tools for the tests only (never needed at run time on a server).
 TEST_PIP   := pytest==9.2.0 ruff==0.17.6 mypy==2.4.1 types-PyYAML==6.0.12.20261113 py-clob-client-v2==1.2.1 "moto[server]==5.2.5"
 
