@@ -38,6 +38,13 @@ def test_defaults() -> None:
     assert (cfg.dashboard_port, cfg.metrics_port, cfg.bind_address) == (8080, 9090, "127.0.0.1")
     assert str(cfg.db_path) == "/var/lib/polymarket/trade_history.db"
     assert str(cfg.passive_file) == "/run/polymarket/passive"
+    # polymarket-compliance writes its reports outside the bot's own (bot-writable) directory
+    assert str(cfg.compliance_report) == "/var/lib/polymarket-hardening/compliance/latest.json"
+
+
+def test_url_with_an_explicit_valid_port_is_kept(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "POLYMARKET_CLOB_URL=http://[::1]:65535/\n"), {})
+    assert cfg.clob_url == "http://[::1]:65535"
 
 
 def test_plan_example_file_parses(tmp_path: Path) -> None:
@@ -84,6 +91,14 @@ TRADING_MODE=live
     ("POLYMARKET_CLOB_URL=ftp://x", "POLYMARKET_CLOB_URL: must be an http(s) URL"),
     ("POLYMARKET_DATA_API_URL=nope", "POLYMARKET_DATA_API_URL: must be an http(s) URL"),
     ("POLYMARKET_GAMMA_URL=", "POLYMARKET_GAMMA_URL: must be an http(s) URL"),
+    ("POLYMARKET_CLOB_URL=https://clob.polymarket.com:99999", "POLYMARKET_CLOB_URL: must be an http(s) URL with a"),
+    ("POLYMARKET_CLOB_URL=http://127.0.0.1:0", "POLYMARKET_CLOB_URL: must be an http(s) URL with a host and a port"),
+    ("POLYMARKET_CLOB_URL=http://127.0.0.1:http", "POLYMARKET_CLOB_URL: must be an http(s) URL with a host"),
+    ("POLYMARKET_CLOB_URL=http://:8080", "POLYMARKET_CLOB_URL: must be an http(s) URL with a host"),
+    ("POLYMARKET_DATA_API_URL=http://h:65536/", "POLYMARKET_DATA_API_URL: must be an http(s) URL with a host"),
+    ("POLYMARKET_GAMMA_URL=http://h:-1", "POLYMARKET_GAMMA_URL: must be an http(s) URL with a host"),
+    ("POLYGON_RPC_URL=https://polygon-rpc.com:100000", "POLYGON_RPC_URL: must be an http(s) URL with a host"),
+    ("POLYMARKET_CLOB_URL=http://h/ Trusted=yes", "POLYMARKET_CLOB_URL: must be an http(s) URL without spaces"),
     ("WALLET_ADDRESS=0xabc", "WALLET_ADDRESS: must be a 0x-prefixed"),
     ("LOG_LEVEL=LOUD", "LOG_LEVEL: must be DEBUG"),
     ("ORDER_TYPE=GTC", "ORDER_TYPE: must be one of FAK | FOK"),
@@ -193,3 +208,91 @@ def test_validate_main_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[
     p = write(tmp_path, "POLL_INTERVAL=-1\n")
     assert cli.main(["--config", str(p), "validate-config"]) == 1
     assert "POLL_INTERVAL" in capsys.readouterr().err
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under root, with the bytes of each file (None for a directory)."""
+    return {str(q.relative_to(root)): None if q.is_dir() else q.read_bytes() for q in sorted(root.rglob("*"))}
+
+
+def old_schema_ledger(path: Path) -> None:
+    """A ledger of an older release: fewer tables, WAL, one decision left pending by a crash."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE decisions (id INTEGER PRIMARY KEY, leader_trade_id INTEGER, kind TEXT NOT NULL, "
+               "decision TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, "
+               "updated_at REAL NOT NULL)")
+    db.execute("INSERT INTO decisions (kind, decision, created_at, updated_at) VALUES ('copy', 'pending', 1, 1)")
+    db.commit()
+    db.close()
+
+
+def test_validate_config_creates_nothing_for_a_new_db_path(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    root.mkdir()
+    env = write(tmp_path, f"DB_PATH={root}/new/dir/trade_history.db\nAPI_SECRET_KEY=tok\n")
+    r = run_cli("--config", str(env), "validate-config")
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_validate_config_leaves_an_old_ledger_byte_for_byte(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    root.mkdir()
+    old_schema_ledger(root / "trade_history.db")
+    before = snapshot(root)
+    assert list(before) == ["trade_history.db"]
+    env = write(tmp_path, f"DB_PATH={root}/trade_history.db\nAPI_SECRET_KEY=tok\n")
+    r = run_cli("--config", str(env), "validate-config")
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+    assert snapshot(root) == before  # no -wal/-shm, no new table, the pending decision untouched
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"not a database at all", "is not an SQLite database"),
+    (b"SQLite format 3\x00" + b"\xff" * 200, "cannot read"),
+])
+def test_validate_config_refuses_a_db_path_that_is_not_a_ledger(tmp_path: Path, content: bytes,
+                                                                 needle: str) -> None:
+    db = tmp_path / "lib" / "trade_history.db"
+    db.parent.mkdir()
+    db.write_bytes(content)
+    env = write(tmp_path, f"DB_PATH={db}\n")
+    r = run_cli("--config", str(env), "validate-config")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert r.returncode == 1 and len(errors) == 1 and needle in errors[0], r.stderr
+    assert errors[0].startswith("error: DB_PATH: ") and "Traceback" not in r.stderr
+    assert db.read_bytes() == content and sorted(p.name for p in db.parent.iterdir()) == ["trade_history.db"]
+
+
+@pytest.mark.parametrize("days", ["-1", "0", "0.5", "nan", "NaN", "inf", "-inf", "1e999", "abc", ""])
+def test_prune_refuses_days_below_one_or_not_finite(tmp_path: Path, days: str) -> None:
+    from polymarket_bot.ledger import Ledger
+
+    led = Ledger(tmp_path / "l.db")
+    t = {"proxyWallet": "0xA", "side": "BUY", "asset": "1", "size": 1, "price": 0.5, "timestamp": 1}
+    assert led.record_trade("recent", t) is not None
+    led.decide(1, "copied")
+    led.close()
+    before = snapshot(tmp_path)
+    env = write(tmp_path, f"DB_PATH={tmp_path}/l.db\n")
+    before["env"] = env.read_bytes()
+    r = run_cli("--config", str(env), "prune", f"--days={days}")
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--days" in errors[0] and "at least 1" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "usage:" not in r.stderr
+    assert snapshot(tmp_path) == before  # nothing deleted, the ledger not even opened
+    led = Ledger(tmp_path / "l.db")
+    assert led.seen("recent") and led.counts() == {"copied": 1}
+    led.close()
+
+
+def test_prune_accepts_one_day_and_fractions_above(tmp_path: Path) -> None:
+    env = write(tmp_path, f"DB_PATH={tmp_path}/l.db\n")
+    for days in ("1", "1.5", "3650"):
+        r = run_cli("--config", str(env), "prune", "--days", days)
+        assert r.returncode == 0 and f"older than {float(days):g} days" in r.stdout, r.stderr

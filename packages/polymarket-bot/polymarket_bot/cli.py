@@ -6,12 +6,17 @@ import argparse
 import ctypes
 import logging
 import logging.handlers
+import math
 import os
+import pwd
 import signal
+import sqlite3
 import sys
 import threading
 import traceback
+import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from . import __version__
@@ -44,15 +49,59 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    try:
-        from .ledger import Ledger
-
-        Ledger(cfg.db_path).close()
-    except Exception as exc:  # noqa: BLE001 - reported as one line
-        print(f"error: DB_PATH: cannot open {cfg.db_path}: {exc}", file=sys.stderr)
+    problem = check_ledger_path(cfg.db_path)
+    if problem:
+        print(f"error: DB_PATH: {problem}", file=sys.stderr)
         return 1
     print(f"configuration OK (mode {cfg.mode}, {len(cfg.leaders)} leader(s))")
     return 0
+
+
+def check_ledger_path(path: Path) -> str | None:
+    """What ``run`` needs of DB_PATH, checked read-only: nothing is created, opened for writing or migrated.
+
+    ``run`` creates the directories and the database and migrates the schema, as the service user;
+    validate-config (the unit's ExecStartPre, or root by hand) must leave the disk as it found it.
+    """
+    try:
+        who = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        who = f"uid {os.geteuid()}"
+    if not (path.exists() or path.is_symlink()):
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            return f"{ancestor} is not a directory, so {path} cannot be created"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"{ancestor} is not writable by {who}, so {path} cannot be created"
+        return None
+    if not path.is_file():
+        return f"{path} is not a regular file"
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if name.exists() and not os.access(name, os.R_OK | os.W_OK):
+            return f"{name} is not readable and writable by {who} (owner uid {name.stat().st_uid})"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{path.parent} is not writable by {who} (SQLite keeps its -wal and -shm files there)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if not head:
+        return None  # an empty file is an empty database to SQLite
+    if head != b"SQLite format 3\x00":
+        return f"{path} is not an SQLite database"
+    try:
+        # immutable=1: no lock, no -wal/-shm/-journal file, no write of any kind
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1", uri=True)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return f"cannot read {path} as an SQLite database: {exc}"
+    return None
 
 
 def _log_to_file(cfg: Config) -> None:
@@ -101,14 +150,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def retention_days(raw: str) -> float:
+    """--days: a finite number, at least 1 (-1 or nan would delete every row)."""
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days < 1:
+        raise BotError(f"--days: must be a number of days, at least 1, got {raw!r}; nothing deleted",
+                       "the service's timer runs: polymarket-bot prune --days 90")
+    return days
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
+    days = retention_days(args.days)
     cfg = _load(args)
     from .ledger import Ledger
 
     ledger = Ledger(cfg.db_path)
-    removed = ledger.prune(args.days)
+    removed = ledger.prune(days)
     ledger.close()
-    print("pruned " + ", ".join(f"{v} {k}" for k, v in removed.items()) + f" older than {args.days:g} days")
+    print("pruned " + ", ".join(f"{v} {k}" for k, v in removed.items()) + f" older than {days:g} days")
     return 0
 
 
@@ -127,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("validate-config", help="check the configuration; one line per problem"
                    ).set_defaults(func=cmd_validate)
     pr = sub.add_parser("prune", help="delete ledger rows older than --days (retention)")
-    pr.add_argument("--days", type=float, default=90.0, help="keep this many days (default 90)")
+    pr.add_argument("--days", default="90", metavar="N", help="keep this many days, at least 1 (default 90)")
     pr.set_defaults(func=cmd_prune)
     return p
 

@@ -98,9 +98,17 @@ def _choice(kind: type[enum.StrEnum]) -> Callable[[str], Any]:
 
 
 def _url(raw: str) -> str:
+    if any(c <= " " or c == "\x7f" for c in raw):
+        raise Invalid(f"must be an http(s) URL without spaces or control characters, got {raw!r}")
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(f"must be an http(s) URL, got {raw!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or not parts.hostname:
+        raise Invalid(f"must be an http(s) URL with a host and a port between 1 and 65535, got {raw!r}")
     return raw.rstrip("/")
 
 
@@ -236,8 +244,8 @@ SETTINGS: tuple[Setting, ...] = (
             "log file besides the journal (rotated by polymarket-hardening's logrotate policy); empty: none"),
     Setting("HA_STATUS_FILE", "ha_status_file", "/run/polymarket/ha-status.json", _path,
             "polymarket-ha's heartbeat status, shown on /ha"),
-    Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket/compliance/latest.json", _path,
-            "report shown on /compliance"),
+    Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket-hardening/compliance/latest.json",
+            _path, "polymarket-compliance's latest report, shown on /compliance"),
 )
 
 KNOWN = {s.key for s in SETTINGS}
