@@ -209,7 +209,7 @@ def write(project: Project, rendered: Rendered, output: Path) -> None:
 
 def check(project: Project, inventory_path: Path) -> Inventory:
     """Validate the inventory and everything rendered from it; write nothing."""
-    inv = inventory_mod.load(inventory_path)
+    inv = inventory_mod.load(inventory_path, project.service_users)
     rendered = render_files(project, inv, read_key(inv, placeholder_ok=True))
     log.info("inventory %s: %d hosts, %d files validated", inventory_path, len(inv.hosts), len(rendered.files))
     return inv
@@ -217,7 +217,7 @@ def check(project: Project, inventory_path: Path) -> Inventory:
 
 def render(project: Project, inventory_path: Path, output: Path) -> None:
     """Render the autoinstall media of every host in the inventory into ``output``."""
-    inv = inventory_mod.load(inventory_path)
+    inv = inventory_mod.load(inventory_path, project.service_users)
     rendered = render_files(project, inv, read_key(inv))
     write(project, rendered, output)
     for host in inv.hosts:

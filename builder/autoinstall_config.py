@@ -54,7 +54,9 @@ def debconf_answers(inv: Inventory, host: Host) -> tuple[DebconfAnswer, ...]:
     """The answers to the packages' questions for ``host`` (only for packages its role installs)."""
     peer = inv.peer(host)
     answers = [
-        DebconfAnswer("polymarket-hardening", "allow_users", "string", " ".join(inv.allow_users(host))),
+        # Only the admin: polymarket-hardening adds polymarket-ha (ledger replication) itself and never
+        # lets the bot's user in.
+        DebconfAnswer("polymarket-hardening", "allow_users", "string", inv.admin.user),
         DebconfAnswer("polymarket-hardening", "admin_network", "string", str(inv.network.admin_network)),
         DebconfAnswer("polymarket-ha", "role", "select", str(host.role)),
         DebconfAnswer("polymarket-ha", "own_address", "string", str(host.address)),

@@ -35,14 +35,15 @@ from debian.deb822 import Deb822
 from builder import autoinstall_config as config
 from builder.errors import CommandFailed, InputError, ToolMissing
 from builder.run import SAFE_PATH, run
+from builder.text import HTTP_URL
 
 log = logging.getLogger(__name__)
 
 SCHEMA = Path(__file__).resolve().parent.parent / "autoinstall" / "autoinstall-schema.json"
 
-SOURCE_LINE = re.compile(r"^deb \[signed-by=/\S+\] (https?|file):\S+ [a-z0-9][a-z0-9./-]* [a-z0-9][a-z0-9 ./-]*$")
+SOURCE_LINE = re.compile(r"deb \[signed-by=/\S+\] (https?|file):\S+ [a-z0-9][a-z0-9./-]* [a-z0-9][a-z0-9 ./-]*")
 DEBCONF_LINE = re.compile(
-    r"^([a-z0-9][a-z0-9+.-]+) (\1/[A-Za-z0-9_./-]+) (string|boolean|select|multiselect|note|password) ?(.*)$"
+    r"([a-z0-9][a-z0-9+.-]+) (\1/[A-Za-z0-9_./-]+) (string|boolean|select|multiselect|note|password) ?([^\n]*)"
 )
 
 # curtin storage actions this generator uses and the fields each may carry.
@@ -179,7 +180,7 @@ def check_apt(name: str, apt: Mapping[str, Any]) -> None:
                 "curtin would trust this key for every source (trusted.gpg.d); use a keyring with Signed-By",
             )
         line = src.get("source")
-        if not isinstance(line, str) or not SOURCE_LINE.match(line):
+        if not isinstance(line, str) or not SOURCE_LINE.fullmatch(line):
             raise fail(f"{where}.source", f"{line!r} is not 'deb [signed-by=/KEYRING] URL SUITE COMPONENT...'")
 
 
@@ -216,7 +217,7 @@ def check_late_commands(name: str, ai: Mapping[str, Any]) -> tuple[str, ...]:
     source = paragraphs[0]
     if source.get("Signed-By") != config.KEYRING_PATH or f"> /target{config.KEYRING_PATH};" not in cmd[2]:
         raise fail(repo_at, f"the source must be Signed-By the keyring it writes, {config.KEYRING_PATH}")
-    if source.get("Types") != "deb" or not re.match(r"^https?://\S+$", source.get("URIs", "")):
+    if source.get("Types") != "deb" or not HTTP_URL.fullmatch(source.get("URIs", "")):
         raise fail(repo_at, "the source must be 'Types: deb' with one http(s) URI")
     installs = [i for i, c in enumerate(commands) if c[:8] == config.install_command(())]
     if len(installs) != 1 or installs[0] < repo_at:
@@ -232,7 +233,7 @@ def check_debconf(name: str, text: Any, packages: Iterable[str]) -> None:
         raise InputError(f"{name}: autoinstall.debconf-selections: must be a string")
     installed = set(packages)
     for n, line in enumerate(text.splitlines(), 1):
-        m = DEBCONF_LINE.match(line)
+        m = DEBCONF_LINE.fullmatch(line)
         if not m:
             raise InputError(
                 f"{name}: autoinstall.debconf-selections line {n}: {line!r} is not 'owner question type value'"

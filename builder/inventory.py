@@ -3,8 +3,11 @@
 The inventory is parsed once into frozen dataclasses; everything downstream
 (autoinstall media, debconf answers) reads those, never the raw YAML.  Every
 problem is an InputError of one line naming the file, the host and the field,
-e.g. ``inventory.yaml: host standby: address 192.168.2.101 is outside
-network 192.168.1.0/24``.
+e.g. ``inventory.yaml:60: host standby: address 192.168.2.101 is outside
+network 192.168.1.0/24``.  Every key and value is one line of printable text
+(no newline, tab, NUL, DEL, C1 or Unicode line separator, which YAML's escapes
+and block scalars could otherwise carry into netplan, grub or authorized_keys),
+and every pattern matches the whole value.
 """
 
 from __future__ import annotations
@@ -23,16 +26,18 @@ from zoneinfo import available_timezones
 
 import yaml
 
+from builder import project
 from builder.errors import InputError
+from builder.text import control_problem, http_url
 
-HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-DISK = re.compile(r"^/dev/[A-Za-z0-9/_.:-]+$")
-INTERFACE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}\.UTF-8$")
-KEYBOARD = re.compile(r"^[a-z]{2,3}$")
+HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+DISK = re.compile(r"/dev/[A-Za-z0-9/_.:-]+")
+INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+LOCALE = re.compile(r"[a-z]{2,3}_[A-Z]{2}\.UTF-8")
+KEYBOARD = re.compile(r"[a-z]{2,3}")
 
 # The SSH public key types sshd on Ubuntu 24.04 accepts.  DSA is gone; RSA
 # keys must have at least 3072 bits.
@@ -46,6 +51,19 @@ SSH_KEY_TYPES = (
     "ssh-rsa",
 )
 MIN_RSA_BITS = 3072
+
+# Accounts every Ubuntu 24.04 server of ours has besides our packages' own
+# (base-passwd's static ones, those of the server install and of our
+# packages' dependencies): cloud-init would make one of them the NOPASSWD
+# sudo admin.
+SYSTEM_ACCOUNTS = frozenset(
+    {
+        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+        "www-data", "backup", "list", "irc", "_apt", "nobody", "systemd-network", "systemd-resolve",
+        "systemd-timesync", "systemd-coredump", "messagebus", "syslog", "sshd", "polkitd", "tss", "uuidd",
+        "tcpdump", "landscape", "fwupd-refresh", "usbmux", "dnsmasq", "haproxy", "_rpc", "statd",
+    }
+)  # fmt: skip
 
 
 class Role(StrEnum):
@@ -114,14 +132,6 @@ class Inventory:
         want = {Role.PRIMARY: Role.STANDBY, Role.STANDBY: Role.PRIMARY}.get(host.role)
         return next((h for h in self.hosts if h.role is want), None)
 
-    def allow_users(self, host: Host) -> tuple[str, ...]:
-        """The users sshd lets in: the admin, and polymarket-ha on the pair (its ledger replication
-        logs in over ssh as polymarket-ha; the bot's own user has no shell and never logs in)."""
-        users = [self.admin.user]
-        if "polymarket-ha" in self.packages(host) and self.peer(host) is not None:
-            users.append("polymarket-ha")
-        return tuple(users)
-
 
 T = TypeVar("T")
 
@@ -171,7 +181,7 @@ class _Reader:
         value = self.get(field, default)
         if not isinstance(value, str) or not value:
             self.fail_field(field, f"must be a non-empty string, not {_kind(value)}")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail_field(field, f"{value!r} is not valid (expected {pattern.pattern})")
         return str(value)
 
@@ -193,7 +203,7 @@ class _Reader:
             self.fail_field(field, "must list at least one entry")
         out: list[str] = []
         for i, item in enumerate(value):
-            if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
+            if not isinstance(item, str) or (pattern is not None and not pattern.fullmatch(item)):
                 self.fail_field(field, f"{item!r} is not {what}", item=i)
             if item in out:
                 self.fail_field(field, f"{item!r} is listed twice", item=i)
@@ -224,14 +234,11 @@ def _ipv4_net(value: str) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(value, strict=True)
 
 
-def _http_url(value: str) -> str:
-    if not re.match(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?$", value):
-        raise ValueError(value)
-    return value.rstrip("/")
-
-
 def ssh_key_problem(line: str) -> str | None:
     """Why ``line`` is not a usable authorized_keys public key (None when it is)."""
+    control = control_problem(line)
+    if control:  # a second line would be a second, unchecked authorized_keys entry
+        return control
     words = line.split()
     if line.startswith("-----BEGIN"):
         return "this is not a public key (give the line of the .pub file, never the private key)"
@@ -268,14 +275,47 @@ def ssh_key_problem(line: str) -> str | None:
     return None
 
 
+def _where(path: tuple[str, ...]) -> tuple[str, str]:
+    """The ``where`` and ``field`` of an error about ``path`` (as _Reader names them), items counted from 1."""
+    if path[:1] == ("hosts",) and len(path) > 1:
+        where, rest = f"host {path[1]}", path[2:]
+    elif path:
+        where, rest = path[0], path[1:]
+    else:
+        where, rest = "inventory", ()
+    field = ""
+    for part in rest:
+        if part.startswith("[") and part.endswith("]") and part[1:-1].isdigit():
+            field += f"[{int(part[1:-1]) + 1}]"
+        else:
+            field += f".{part}" if field else part
+    return where, field
+
+
+def _refuse_controls(text: str, path: tuple[str, ...], line: int, name: str, what: str = "") -> None:
+    """Every key and value is one line of printable text (yaml's escapes and block scalars can hold any)."""
+    problem = control_problem(text)
+    if problem:
+        where, field = _where(path)
+        shown = f"{what}{text!r}" if len(text) <= 80 else f"{what}{text[:77]!r}..."
+        raise InputError(
+            f"{name}:{line}: {where}: {field + ': ' if field else ''}{shown}: {problem}",
+            hint="every inventory value is one line of printable text",
+        )
+
+
 def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], name: str) -> None:
-    """Record the line of every mapping key and refuse a key given twice (PyYAML keeps the last)."""
+    """Record the line of every mapping key, refuse a key given twice (PyYAML keeps the last) and any
+    control character in a key or value."""
     lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+        _refuse_controls(node.value, path, lines[path], name)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
+            _refuse_controls(key, path, line, name, what="host " if path == ("hosts",) else "key ")
             if key in seen:
                 what = f"host {key}" if path == ("hosts",) else f"key {key!r}"
                 where = ".".join(path) or "inventory"
@@ -300,6 +340,9 @@ def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
         if node is not None:
             _walk(node, (), lines, name)
         return yaml.safe_load(text), lines
+    except yaml.reader.ReaderError as exc:  # a raw control character in the file
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError(f"{name}:{line}: a control character (U+{exc.character:04X}) is not allowed") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -307,8 +350,12 @@ def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
         raise InputError(f"{name}{where}: {problem}") from exc
 
 
-def load(path: Path) -> Inventory:
-    """Read and validate the inventory at ``path``."""
+ADMIN_HINT = "the admin is a person's login that gets sudo: pick a name of its own, such as admin"
+
+
+def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventory:
+    """Read and validate the inventory at ``path``.  ``service_users``, the accounts our packages
+    create (the admin may not be one), default to those of the builder's own tree."""
     name = str(path)
     data, lines = _load_yaml(path, name)
     top = _Reader(name, data, "inventory", (), lines)
@@ -341,8 +388,12 @@ def load(path: Path) -> Inventory:
     a = top.sub("admin")
     a.only("user", "ssh_keys")
     user = a.string("user", USERNAME)
-    if user in ("root", "polymarket-bot"):
-        a.fail_field("user", f"{user!r} is reserved")
+    if service_users is None:
+        service_users = project.service_users(Path(__file__).resolve().parents[1])
+    if user in service_users:
+        a.fail_field("user", f"{user!r} is reserved (the service account of {service_users[user]})", hint=ADMIN_HINT)
+    if user in SYSTEM_ACCOUNTS:
+        a.fail_field("user", f"{user!r} is reserved (a system account of Ubuntu)", hint=ADMIN_HINT)
     keys = a.strings("ssh_keys")
     for i, key in enumerate(keys, 1):
         problem = ssh_key_problem(key)
@@ -358,15 +409,15 @@ def load(path: Path) -> Inventory:
     r.only("url", "key_file")
     key_file = r.string("key_file")
     apt = AptRepo(
-        url=r.parse("url", _http_url, "an http:// or https:// URL"),
+        url=r.parse("url", http_url, "an http:// or https:// URL"),
         key_file=(path.parent / key_file).resolve(),
     )
 
     p = top.sub("pxe")
     p.only("http_url", "iso_url")
     pxe = Pxe(
-        http_url=p.parse("http_url", _http_url, "an http:// URL"),
-        iso_url=p.parse("iso_url", _http_url, "an http:// URL"),
+        http_url=p.parse("http_url", http_url, "an http:// URL"),
+        iso_url=p.parse("iso_url", http_url, "an http:// URL"),
     )
 
     d = top.sub("defaults") if "defaults" in top.data else _Reader(name, {}, "defaults", ("defaults",), lines)
@@ -401,7 +452,7 @@ def load(path: Path) -> Inventory:
     seen_mac: dict[str, str] = {}
     for host_name, raw in hs.data.items():
         h = _Reader(name, raw, f"host {host_name}", ("hosts", str(host_name)), lines)
-        if not isinstance(host_name, str) or not HOSTNAME.match(host_name):
+        if not isinstance(host_name, str) or not HOSTNAME.fullmatch(host_name):
             h.fail("the host name must be a lower-case DNS label (a-z, 0-9, -)")
         h.only("role", "address", "mac", "disks", "timezone", "locale", "keyboard")
         role_name = h.string("role")
@@ -417,7 +468,7 @@ def load(path: Path) -> Inventory:
             h.fail(f"address {address} is already used by {seen_addr[address]}", at="address")
         seen_addr[address] = f"host {host_name}"
         mac = h.string("mac").lower()
-        if not MAC.match(mac):
+        if not MAC.fullmatch(mac):
             h.fail_field("mac", f"{h.data['mac']!r} is not a MAC address such as 52:54:00:12:34:56")
         if mac in seen_mac:
             h.fail(f"mac {mac} is already used by {seen_mac[mac]}", at="mac")

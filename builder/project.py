@@ -7,7 +7,8 @@ binary package lives in ``packages/<name>/``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from debian.deb822 import Deb822
 
 from builder.errors import InputError
 
-PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config")
 
 
@@ -51,6 +52,8 @@ class Project:
     version: str
     distribution: str
     packages: tuple[BinaryPackage, ...]
+    # The system accounts our packages create (sysusers.d), each with its package.
+    service_users: Mapping[str, str] = field(default_factory=dict)
 
     def package(self, name: str) -> BinaryPackage:
         for pkg in self.packages:
@@ -91,6 +94,20 @@ def _read_changelog(path: Path) -> tuple[str, str, str]:
     return changelog.package, str(changelog.version), changelog.distributions or ""
 
 
+def service_users(root: Path) -> dict[str, str]:
+    """The accounts our packages create, from their sysusers.d files (``u NAME ...``): name -> package."""
+    found: dict[str, str] = {}
+    sources = [(p, p.parent.parent.name) for p in root.glob("packages/*/sysusers.d/*.conf")]
+    sources += [(p, p.stem) for p in root.glob("packages/*/debian-overlay/*.sysusers")]
+    sources += [(p, p.stem) for p in root.glob("debian/*.sysusers")]
+    for path, package in sorted(sources):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            words = line.split()
+            if len(words) > 1 and words[0] in ("u", "u!"):
+                found[words[1]] = package
+    return found
+
+
 def _stdeb_packages(root: Path) -> list[BinaryPackage]:
     """Python distributions under packages/ that stdeb turns into sources."""
     found = []
@@ -115,7 +132,7 @@ def load_project(root: Path) -> Project:
         name = para.get("Package")
         if not name:
             raise InputError(f"{control}: a binary paragraph has no Package field")
-        if not PACKAGE_NAME.match(name):
+        if not PACKAGE_NAME.fullmatch(name):
             raise InputError(f"{control}: invalid package name {name!r}")
         arch = para.get("Architecture", "")
         if arch != "all":
@@ -132,4 +149,4 @@ def load_project(root: Path) -> Project:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise InputError(f"package defined twice: {', '.join(sorted(dupes))}")
-    return Project(root, source_name, version, dist, tuple(packages))
+    return Project(root, source_name, version, dist, tuple(packages), service_users(root))

@@ -233,8 +233,8 @@ done
         _, question, _, *value = line.split(" ")
         assert f"{question}: {' '.join(value)}".rstrip() in shown, f"{question} not answered:\n{shown}"
     if "polymarket-hardening" in names:
-        # The primary's sshd admits the admin and polymarket-ha (ledger replication), not the bot's user.
-        assert "polymarket-hardening/allow_users: admin polymarket-ha" in shown
+        # The media answer only the admin; polymarket-hardening adds polymarket-ha (replication) itself.
+        assert "polymarket-hardening/allow_users: admin\n" in shown
         assert "polymarket-hardening/admin_network: 192.168.1.0/24" in shown
 
     # The repository key is trusted for our source only, never globally:

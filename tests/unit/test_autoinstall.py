@@ -165,7 +165,7 @@ def test_repository_is_added_signed_by_its_own_keyring(rendered: Path) -> None:
 def test_debconf_answers_and_packages(rendered: Path) -> None:
     primary = yaml.safe_load((rendered / "primary" / "user-data").read_text())["autoinstall"]
     assert primary["debconf-selections"].splitlines() == [
-        "polymarket-hardening polymarket-hardening/allow_users string admin polymarket-ha",
+        "polymarket-hardening polymarket-hardening/allow_users string admin",
         "polymarket-hardening polymarket-hardening/admin_network string 192.168.1.0/24",
         "polymarket-ha polymarket-ha/role select primary",
         "polymarket-ha polymarket-ha/own_address string 192.168.1.100",

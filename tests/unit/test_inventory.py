@@ -4,12 +4,13 @@ fails with its one expected line, exit code 2 and nothing written."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from builder import inventory
+from builder import inventory, project, text
 from builder.cli import main
 from builder.errors import InputError
 from builder.inventory import Role
@@ -38,8 +39,6 @@ def test_example_is_the_plans_deployment() -> None:
     assert inv.packages(hosts["lb"]) == ("polymarket-hardening", "polymarket-ha")
     assert inv.peer(hosts["primary"]) == hosts["standby"] and inv.peer(hosts["standby"]) == hosts["primary"]
     assert inv.peer(hosts["lb"]) is None
-    assert inv.allow_users(hosts["primary"]) == ("admin", "polymarket-ha")
-    assert inv.allow_users(hosts["lb"]) == ("admin",)
     assert all(h.timezone == "UTC" for h in inv.hosts)
     assert inv.apt.key_file == REPO / "dist" / "repo" / "polymarket-archive-keyring.asc"
 
@@ -67,7 +66,7 @@ def test_ssh_key_problems(line: str, problem: str) -> None:
 
 def test_short_rsa_key_is_refused(tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(tmp_path / "k")], check=True)
-    line = (tmp_path / "k.pub").read_text()
+    line = (tmp_path / "k.pub").read_text().strip()
     assert inventory.ssh_key_problem(line) == "RSA key of 2048 bits is too short (at least 3072)"
 
 
@@ -102,3 +101,62 @@ def test_bad_inventory_raises_input_error(path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(InputError) as exc:
         inventory.load(Path(path.name))
     assert "error: " + exc.value.message == _expected(path)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "good"),
+    [
+        (inventory.MAC, "52:54:00:12:34:56"),
+        (inventory.INTERFACE, "enp1s0"),
+        (inventory.DISK, "/dev/sda"),
+        (inventory.KEYBOARD, "us"),
+        (inventory.LOCALE, "en_US.UTF-8"),
+        (inventory.USERNAME, "admin"),
+        (inventory.PACKAGE, "polymarket-ha"),
+        (inventory.HOSTNAME, "lb"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_patterns_match_the_whole_value(pattern: re.Pattern[str], good: str) -> None:
+    """A `$`-anchored re.match accepted 'enp1s0\\n'; the patterns hold even without the loader's control check."""
+    reader = inventory._Reader("inventory.yaml", {"f": good, "g": good + "\n"}, "network", ("network",), {})
+    assert reader.string("f", pattern) == good
+    with pytest.raises(InputError, match="is not valid"):
+        reader.string("g", pattern)
+
+
+def test_urls_match_the_whole_value() -> None:
+    assert text.http_url("http://192.168.1.5/polymarket/") == "http://192.168.1.5/polymarket"
+    for bad in ("http://192.168.1.5/polymarket\n", "http://x/ Trusted=yes", "ftp://x/", "http://x/\r"):
+        with pytest.raises(ValueError):
+            text.http_url(bad)
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\0", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e"])
+def test_control_characters_are_named(char: str) -> None:
+    problem = text.control_problem(f"ab{char}c")
+    assert problem is not None and f"U+{ord(char):04X}" in problem and "at position 3" in problem
+    assert text.control_problem("ssh-ed25519 AAAA admin@example (laptop, é)") is None
+
+
+def test_service_users_are_read_from_the_packages_sysusers() -> None:
+    assert project.service_users(REPO) == {"polymarket-bot": "polymarket-bot", "polymarket-ha": "polymarket-ha"}
+
+
+def test_readme_inventory_error_example_is_what_the_builder_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's example error, produced by the one change it describes on the shipped inventory."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"`(error: inventory\.yaml:\d+: host (\S+): address (\S+) is outside network \S+)`", readme)
+    assert example, "README's inventory error example is gone"
+    line, host, address = example.groups()
+    shipped = inventory.load(EXAMPLE)
+    old = next(str(h.address) for h in shipped.hosts if h.name == host)
+    text_ = EXAMPLE.read_text(encoding="utf-8")
+    assert text_.count(f"address: {old}\n") == 1
+    (tmp_path / "inventory.yaml").write_text(text_.replace(f"address: {old}\n", f"address: {address}\n"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as exc:
+        inventory.load(Path("inventory.yaml"))
+    assert "error: " + exc.value.message == line
