@@ -140,14 +140,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker = threading.Thread(target=engine.run, name="engine")
+    died: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            engine.run()
+        except BaseException as exc:  # noqa: BLE001 - the process must end non-zero, see below
+            died.append(exc)
+            log.critical("engine stopped by an unexpected error: %s: %s", exc.__class__.__name__, exc,
+                         exc_info=exc)
+
+    worker = threading.Thread(target=work, name="engine")
     worker.start()
     while worker.is_alive():
         worker.join(0.5)
     for s in servers:
         s.shutdown()
     ledger.close()
-    return 0
+    return 1 if died else 0  # systemd restarts it (Restart=always) and counts the crash loop
 
 
 def retention_days(raw: str) -> float:

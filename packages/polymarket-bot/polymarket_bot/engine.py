@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import secrets
+import signal
 import sqlite3
 import threading
 import time
@@ -32,6 +34,21 @@ MARKET_REFRESH_AFTER = 0.8 * MARKET_TTL  # refreshed off the hot path once this 
 MARKET_KEEP_UNUSED = 3600.0              # cache entries unused this long are dropped, not refreshed
 MARKET_WARM_RPS = 2.0                    # market look-ups per second spent on warming (3 requests each)
 DRY_RUN_BALANCE_USD = 1000.0
+# Tests only: kill -9 this process at one step of the order path (see ``_crash_point``).
+CRASH_ENV = "POLYMARKET_BOT_TEST_CRASH_AT"
+CRASH_POINTS = ("before_decision_commit", "after_decision_commit", "after_answer")
+RESOLVE_EVERY = 5.0  # seconds between attempts to resolve open decisions while the exchange can't say
+
+
+class Malformed(HttpError):
+    """A 200 answer whose shape is not the documented one."""
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        super().__init__(f"{what}: malformed answer ({exc.__class__.__name__}: {exc})", retryable=True)
+
+
+class Unknown(Exception):
+    """The exchange could not be asked about an order; its decision stays open."""
 
 
 class Skip(Exception):
@@ -149,29 +166,50 @@ class Engine:
         self.passive = False
         self.caught_up = False
         self.stop = threading.Event()
+        self.warmed = False
+        self.open_decisions = 0       # pending/unknown decisions the exchange has not resolved yet
+        self.last_resolve = 0.0
+        self.crash_at = os.environ.get(CRASH_ENV, "")
         self.feed = cfg.leader_feed
         if self.feed is LeaderFeed.AUTO:
             self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
 
     # ---- main loop ------------------------------------------------------------------
     def run(self) -> None:
+        """Poll until stopped. An exchange that is down or answers nonsense is one log line per
+        poll and is retried; any other exception ends the thread (and ``cli`` exits non-zero)."""
         log.info("engine started: mode=%s leaders=%d feed=%s", self.mode, len(self.cfg.leaders), self.feed)
-        self.warm_up()
         while not self.stop.is_set():
             started = time.monotonic()
             try:
+                if not self.warmed:
+                    self.warm_up()
                 self.poll_once()
-            except Exception:  # the loop must survive anything; the error is counted and logged
+            except HttpError as exc:
                 self.metrics.inc("polymarket_errors_total", kind="loop")
-                log.exception("poll failed")
+                log.warning("poll failed: %s", exc)
             self.stop.wait(max(0.0, self.cfg.poll_interval - (time.monotonic() - started)))
+
+    def _crash_point(self, point: str) -> None:
+        """Tests only: ``POLYMARKET_BOT_TEST_CRASH_AT=<point>`` kills this process with SIGKILL
+        at that step of the order path, to prove the restart resolves it with the exchange."""
+        if self.crash_at == point:
+            log.warning("test crash point %s: kill -9", point)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def poll_once(self) -> int:
         """One detection round; returns how many new leader trades were handled."""
         self.passive = self.cfg.passive_file.exists()
+        if not self.warmed:
+            self.warm_up()
         handled = 0
+        if self.open_decisions and time.monotonic() - self.last_resolve >= RESOLVE_EVERY:
+            self.resolve_open()
         try:
-            trades = self.fetch_new_trades()
+            try:
+                trades = self.fetch_new_trades()
+            except (KeyError, TypeError, ValueError) as exc:
+                raise Malformed("leader poll", exc) from None
         except HttpError as exc:
             self.metrics.inc("polymarket_errors_total", kind="data_api")
             log.warning("leader poll failed: %s", exc)
@@ -197,11 +235,10 @@ class Engine:
         (a leader's sell is copied against them). Markets in the leaders' recent activity
         are warmed by ``maintain_markets`` once the start-up catch-up has read it."""
         if self.mode is TradingMode.LIVE and self.cfg.private_key:
-            try:
-                self.api_creds()
-            except HttpError as exc:
-                log.warning("could not derive the CLOB API key yet: %s", exc)
+            self.api_creds()  # an HttpError leaves ``warmed`` False: retried at the next poll
         self.to_warm.update(p.condition_id for p in self.ledger.positions(str(self.mode)) if p.condition_id)
+        self.warmed = True
+        self.resolve_open()
 
     def maintain_markets(self) -> None:
         """Between polls, off the hot path: look up markets the leaders traded recently, and
@@ -338,6 +375,7 @@ class Engine:
     # ---- one trade ------------------------------------------------------------------------
     def handle(self, key: str, t: dict[str, Any], visible_at: float) -> bool:
         self._remember(key)
+        self._crash_point("before_decision_commit")
         did = self.ledger.record_trade(key, t)
         if did is None:
             return False
@@ -353,6 +391,14 @@ class Engine:
             self.ledger.decide(did, "failed", str(exc))
             self.metrics.inc("polymarket_errors_total", kind="exchange")
             log.warning("trade %s failed: %s", key, exc)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a malformed trade or answer
+            self.ledger.decide(did, "failed", f"malformed: {exc.__class__.__name__}: {exc}")
+            self.metrics.inc("polymarket_errors_total", kind="malformed")
+            log.warning("trade %s failed: malformed data (%s: %s)", key, exc.__class__.__name__, exc)
+        except Unknown as exc:
+            self.open_decisions += 1
+            self.metrics.inc("polymarket_errors_total", kind="order_unknown")
+            log.warning("trade %s: order outcome unknown, stays open: %s", key, exc)
         return True
 
     def market(self, condition_id: str, refresh: bool = False) -> Market:
@@ -526,7 +572,11 @@ class Engine:
                 if exc.retryable:
                     raise
                 r = self.clob.get("/auth/derive-api-key", sign=l1)
-            self.creds = signing.ApiCreds(r["apiKey"], Secret(r["secret"]), Secret(r["passphrase"]))
+            try:
+                self.creds = signing.ApiCreds(str(r["apiKey"]), Secret(str(r["secret"])),
+                                              Secret(str(r["passphrase"])))
+            except (KeyError, TypeError) as exc:
+                raise Malformed("POST /auth/api-key", exc) from None
         return self.creds
 
     def _simulate(self, plan: Plan) -> tuple[float, float]:
@@ -577,45 +627,204 @@ class Engine:
             signature_type=signing.SignatureType(cfg.signature_type), timestamp=time.time_ns() // 1_000_000)
         sig = signing.sign_order(order, cfg.private_key, cfg.chain_id, plan.neg_risk)
         payload = signing.order_payload(order, sig, creds.api_key, str(cfg.order_type))
-        body = signing.dumps(payload)
         order_hash = "0x" + order.digest(cfg.chain_id, plan.neg_risk).hex()
+        # The order's identity is committed before it leaves: after a crash or a lost answer the
+        # exchange is asked about this hash, and the very same signed order is what may be re-sent.
+        oid = self.ledger.prepare_order(did, **common, order_hash=order_hash, request=payload)
+        self._crash_point("after_decision_commit")
+        self._send(oid, order_hash, payload, plan.side, float(plan.shares), float(plan.usd), visible_at,
+                   kind_reason)
+
+    def _send(self, oid: int, order_hash: str, payload: dict[str, Any], side: signing.Side, want_shares: float,
+              want_usd: float, visible_at: float | None, kind_reason: str = "") -> None:
+        """POST the signed order and record the answer. A lost or late answer, or a
+        "Duplicated" one, is resolved by asking the exchange (``resolve_order``)."""
+        creds = self.api_creds()
+        body = signing.dumps(payload)
         try:
             answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(
                 self.address, creds, int(time.time()), "POST", "/order", body))
         except HttpError as exc:
-            latency = (time.monotonic() - visible_at) * 1000
-            status, decision = ("rejected", "rejected") if not exc.retryable else ("error", "failed")
             err = exc.body.get("error") if isinstance(exc.body, dict) else str(exc)
-            self.ledger.record_order(did, **common, order_hash=order_hash, request=payload, status=status,
-                                     response=exc.body, filled_shares=0, filled_usd=0, latency_ms=latency,
-                                     decision=decision, reason=str(err))
-            self.metrics.inc("polymarket_orders_total", status=status)
-            if decision == "rejected":
-                self.metrics.inc("polymarket_trades_skipped_total", reason="rejected")
-            else:
-                self.metrics.inc("polymarket_errors_total", kind="order")
-            log.warning("order %s %s: %s", order_hash, status, err)
+            if exc.retryable or "duplicated" in str(err).lower() or "already" in str(err).lower():
+                # the exchange may have the order: never guess, ask it
+                log.warning("order %s: %s; asking the exchange", order_hash, err)
+                self.resolve_order(oid, order_hash, payload, side, allow_send=False)
+                return
+            latency = (time.monotonic() - visible_at) * 1000 if visible_at is not None else None
+            self._crash_point("after_answer")
+            self.ledger.finish_order(oid, status="rejected", response=exc.body, filled_shares=0, filled_usd=0,
+                                     latency_ms=latency, decision="rejected", reason=str(err))
+            self.metrics.inc("polymarket_orders_total", status="rejected")
+            self.metrics.inc("polymarket_trades_skipped_total", reason="rejected")
+            log.warning("order %s rejected: %s", order_hash, err)
             return
-        latency = (time.monotonic() - visible_at) * 1000
-        self.metrics.observe_latency(latency / 1000)
-        making, taking = float(answer.get("makingAmount") or 0), float(answer.get("takingAmount") or 0)
-        shares, usd = (taking, making) if plan.side == signing.Side.BUY else (making, taking)
-        ok = bool(answer.get("success", True))
-        if plan.side == signing.Side.BUY:
-            partial = usd + 0.005 < float(plan.usd)
+        self._crash_point("after_answer")
+        latency = (time.monotonic() - visible_at) * 1000 if visible_at is not None else None
+        if latency is not None:
+            self.metrics.observe_latency(latency / 1000)
+        try:
+            making, taking = float(answer.get("makingAmount") or 0), float(answer.get("takingAmount") or 0)
+            ok = bool(answer.get("success", True))
+        except (AttributeError, TypeError, ValueError) as exc:
+            log.warning("order %s: malformed answer (%s); asking the exchange", order_hash, exc)
+            self.resolve_order(oid, order_hash, payload, side, allow_send=False)
+            return
+        shares, usd = (taking, making) if side == signing.Side.BUY else (making, taking)
+        if side == signing.Side.BUY:
+            partial = usd + 0.005 < want_usd
         else:
-            partial = shares + 1e-6 < float(plan.shares)
+            partial = shares + 1e-6 < want_shares
         reason = kind_reason or ("partial fill" if partial else str(answer.get("status", "")))
-        self.ledger.record_order(did, **common, order_hash=order_hash, request=payload,
-                                 status="accepted" if ok else "rejected", response=answer,
-                                 filled_shares=shares, filled_usd=usd, latency_ms=latency,
-                                 decision="copied" if ok else "rejected",
+        self.ledger.finish_order(oid, status="accepted" if ok else "rejected", response=answer,
+                                 filled_shares=shares if ok else 0, filled_usd=usd if ok else 0,
+                                 latency_ms=latency, decision="copied" if ok else "rejected",
                                  reason=reason if ok else str(answer.get("errorMsg")))
         self.metrics.inc("polymarket_orders_total", status="accepted" if ok else "rejected")
         if ok:
             self.metrics.inc("polymarket_trades_copied_total")
-        log.info("order %s %s %s: %s shares for %s USD (%.1f ms)", order_hash, side, plan.token, shares, usd,
-                 latency)
+        log.info("order %s %s %s: %s shares for %s USD (%s ms)", order_hash, side.name,
+                 payload["order"]["tokenId"], shares, usd, "-" if latency is None else f"{latency:.1f}")
+
+    # ---- what the exchange knows about our orders ---------------------------------------
+    def _paged(self, path: str, params: dict[str, Any], pages: int = 20) -> list[dict[str, Any]]:
+        """An L2 list endpoint (``data``/``next_cursor``; "LTE=" marks the end)."""
+        out: list[dict[str, Any]] = []
+        cursor = "MA=="
+        for _ in range(pages):
+            r = self._l2_get(path, {**params, "next_cursor": cursor})
+            try:
+                rows, cursor = list(r["data"]), str(r.get("next_cursor") or "LTE=")
+            except (KeyError, TypeError) as exc:
+                raise Malformed(f"GET {path}", exc) from None
+            out += [x for x in rows if isinstance(x, dict)]
+            if cursor == "LTE=":
+                return out
+        raise HttpError(f"GET {path}: more than {pages} pages", retryable=True)
+
+    def lookup_order(self, order_hash: str, token: str, since: float) -> tuple[str, float, float] | None:
+        """(status, filled shares, filled USD) of our order, or None if the exchange never saw it.
+        Asks: the order by its hash, our trades in its token, our open orders in its token.
+        Raises HttpError if the exchange can't be asked."""
+        try:
+            o = self._l2_get(f"/data/order/{order_hash}", {})
+        except HttpError as exc:
+            if exc.retryable or exc.status not in (400, 404):
+                raise
+            o = None
+        after = int(since) - 60
+        trades = [t for t in self._paged("/data/trades", {"asset_id": token, "after": after})
+                  if str(t.get("taker_order_id", "")).lower() == order_hash.lower()
+                  or any(str(m.get("order_id", "")).lower() == order_hash.lower()
+                         for m in t.get("maker_orders") or [] if isinstance(m, dict))]
+        try:
+            shares = sum(float(t["size"]) for t in trades)
+            usd = sum(float(t["size"]) * float(t["price"]) for t in trades)
+            if isinstance(o, dict) and o.get("id"):
+                status = str(o.get("status", "")).upper().removeprefix("ORDER_STATUS_")
+                matched = float(o.get("size_matched") or 0)
+                if matched > shares + 1e-6:  # trades not listed yet: the order's own count, at its price
+                    usd += (matched - shares) * float(o.get("price") or 0)
+                    shares = matched
+                return status or "MATCHED", shares, usd
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Malformed(f"GET /data/order/{order_hash}", exc) from None
+        if trades:
+            return "MATCHED", shares, usd
+        resting = [x for x in self._paged("/data/orders", {"asset_id": token})
+                   if str(x.get("id", "")).lower() == order_hash.lower()]
+        if resting:
+            return "LIVE", float(resting[0].get("size_matched") or 0), \
+                float(resting[0].get("size_matched") or 0) * float(resting[0].get("price") or 0)
+        return None
+
+    def resolve_order(self, oid: int, order_hash: str, payload: dict[str, Any], side: signing.Side,
+                      allow_send: bool, trade_ts: float | None = None) -> None:
+        """Record what the exchange says about a sent (or maybe sent) order. One it never saw
+        is sent again (the same signed order) while ``allow_send`` and the leader trade is
+        younger than MAX_TRADE_AGE_SECONDS, else recorded as expired. Raises Unknown when the
+        exchange cannot be asked: the decision stays open."""
+        token = str(payload["order"]["tokenId"])
+        try:
+            found = self.lookup_order(order_hash, token, trade_ts or time.time() - 3600)
+        except HttpError as exc:
+            self.ledger.mark_unknown(oid, str(exc))
+            raise Unknown(f"order {order_hash}: the exchange can't be asked: {exc}") from None
+        if found is None:
+            age = time.time() - trade_ts if trade_ts is not None else math.inf
+            if allow_send and age <= self.cfg.max_trade_age and self.passive:
+                raise Unknown(f"order {order_hash}: never seen by the exchange, and this node is passive")
+            if allow_send and age <= self.cfg.max_trade_age:
+                log.warning("order %s: the exchange never saw it; sending it now (trade %.0fs old)",
+                            order_hash, age)
+                self._send(oid, order_hash, payload, side, float(payload["order"]["takerAmount"] if side ==
+                                                                  signing.Side.BUY else payload["order"]
+                                                                  ["makerAmount"]) / 1e6,
+                           float(payload["order"]["makerAmount"] if side == signing.Side.BUY else
+                                 payload["order"]["takerAmount"]) / 1e6, None, "resent")
+                return
+            decision, reason = (("expired", "the exchange never saw the order and the trade is older than "
+                                            "MAX_TRADE_AGE_SECONDS") if allow_send
+                                else ("failed", "the exchange never saw the order"))
+            self.ledger.finish_order(oid, status="not_sent", response={"exchange": "order not found"},
+                                     filled_shares=0, filled_usd=0, latency_ms=None, decision=decision,
+                                     reason=reason)
+            if allow_send:
+                self.metrics.inc("polymarket_trades_skipped_total", reason="expired")
+            else:
+                self.metrics.inc("polymarket_errors_total", kind="order")
+            log.warning("order %s: %s; recorded as %s", order_hash, reason, decision)
+            return
+        status, shares, usd = found
+        filled = shares > 0
+        self.ledger.finish_order(oid, status=status.lower(), response={"exchange": status, "size_matched": shares},
+                                 filled_shares=shares, filled_usd=usd, latency_ms=None,
+                                 decision="copied" if filled else "rejected",
+                                 reason=status.lower() if filled else f"{status.lower()}: nothing filled")
+        self.metrics.inc("polymarket_orders_total", status="accepted" if filled else "rejected")
+        if filled:
+            self.metrics.inc("polymarket_trades_copied_total")
+        log.info("order %s resolved with the exchange: %s, %s shares for %s USD", order_hash, status, shares, usd)
+
+    def resolve_open(self) -> None:
+        """Every decision a crash or a lost answer left pending/unknown, resolved by asking the
+        exchange; those it cannot answer now stay open (``open_decisions``, shown on /health)."""
+        self.last_resolve = time.monotonic()
+        if self.mode is not TradingMode.LIVE:
+            for d in self.ledger.open_decisions():
+                self.ledger.decide(int(d["decision_id"]), "failed", "interrupted (dry-run: nothing was sent)")
+            self.open_decisions = 0
+            return
+        still = 0
+        for d in self.ledger.open_decisions():
+            did = int(d["decision_id"])
+            trade = json.loads(d["raw"]) if d["raw"] else None
+            trade_ts = float(d["trade_ts"]) if d["trade_ts"] is not None else None
+            try:
+                if d["order_id"] is None or d["status"] == "not_sent":
+                    # nothing was signed, so nothing was sent: decide again while the trade is fresh
+                    if trade is not None and trade_ts is not None and \
+                            time.time() - trade_ts <= self.cfg.max_trade_age:
+                        try:
+                            self.execute(did, self.decide(trade), time.monotonic())
+                        except Skip as sk:
+                            self.ledger.decide(did, "skipped", sk.reason + (f": {sk.detail}" if sk.detail else ""))
+                            self.metrics.inc("polymarket_trades_skipped_total", reason=sk.reason)
+                    else:
+                        self.ledger.decide(did, "expired", "interrupted before an order was signed")
+                        self.metrics.inc("polymarket_trades_skipped_total", reason="expired")
+                    continue
+                payload = json.loads(d["request"])
+                side = signing.Side.BUY if d["side"] == "BUY" else signing.Side.SELL
+                self.resolve_order(int(d["order_id"]), str(d["order_hash"]), payload, side, allow_send=True,
+                                   trade_ts=trade_ts if trade is not None else float(d["order_created"]))
+            except (Unknown, HttpError) as exc:
+                still += 1
+                log.warning("decision %d stays open: %s", did, exc)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.ledger.decide(did, "failed", f"malformed: {exc.__class__.__name__}: {exc}")
+                log.warning("decision %d failed: malformed data (%s: %s)", did, exc.__class__.__name__, exc)
+        self.open_decisions = still
 
     # ---- stop loss ------------------------------------------------------------------------
     def check_stop_loss(self) -> None:
@@ -643,7 +852,7 @@ class Engine:
                 did = self.ledger.new_decision("stop_loss")
                 log.warning("stop loss on %s: best bid %s vs average %.4f", pos.asset, best, pos.avg_price)
                 self.execute(did, plan, time.monotonic(), kind_reason="stop_loss")
-            except (HttpError, Skip) as exc:
+            except (HttpError, Skip, Unknown, KeyError, TypeError, ValueError) as exc:
                 self.metrics.inc("polymarket_errors_total", kind="stop_loss")
                 log.warning("stop loss check on %s failed: %s", pos.asset, exc)
 

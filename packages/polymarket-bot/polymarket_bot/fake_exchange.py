@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,11 @@ TRADE_FIELDS = ("title", "slug", "icon", "eventSlug", "name", "pseudonym", "bio"
 @dataclass
 class Fault:
     path: str
-    kind: str  # "429" | "500" | "503" | "timeout" | "malformed" | "empty" | "close"
+    # "429" | "500" | "503" | "timeout" | "malformed" | "empty" | "close": instead of acting;
+    # "reset_after": act, then reset the connection without an answer (a lost answer);
+    # "hold": act, then answer only after ``delay`` seconds (a late answer, or a window in
+    # which a test kills the client after the exchange has the order).
+    kind: str
     count: int
     delay: float = 0.0
 
@@ -339,7 +344,8 @@ class Exchange:
             digest = order.digest(self.s.chain_id, bool(tok["neg_risk"]))
             order_hash = "0x" + digest.hex()
             if order_hash in self.s.answers:  # a retried POST of the same signed order
-                return self.s.answers[order_hash]
+                raise Rejection(400, f"order {order_hash} is invalid. Duplicated. Same order has already "
+                                     "been placed")
             try:
                 signer = crypto.recover_address(digest, bytes.fromhex(sig.removeprefix("0x")))
             except (ValueError, crypto.SignatureError):
@@ -347,16 +353,85 @@ class Exchange:
             if signer.lower() != order.signer.lower() or signer.lower() != c["address"].lower() or (
                     order.signature_type == signing.SignatureType.EOA and order.maker.lower() != signer.lower()):
                 raise Rejection(400, "invalid signature")
-            answer = self._match(order, order_type, tok)
+            try:
+                answer = self._match(order, order_type, tok)
+            except Rejection as r:
+                # the CLOB knows a killed FOK/FAK order by its hash too: unmatched, cancelled
+                self.s.answers[order_hash] = {"error": r.error}
+                self.s.orders.append({"hash": order_hash, "order": body["order"], "orderType": order_type,
+                                      "answer": None, "neg_risk": tok["neg_risk"], "owner": c["apiKey"],
+                                      "status": "CANCELED", "size_matched": "0", "fills": [],
+                                      "created_at": int(time.time())})
+                raise
+            shares, fills = answer.pop("_shares"), answer.pop("_fills")
             self.s.answers[order_hash] = {**answer, "orderID": order_hash}
             self.s.orders.append({"hash": order_hash, "order": body["order"], "orderType": order_type,
-                                  "answer": self.s.answers[order_hash], "neg_risk": tok["neg_risk"]})
+                                  "answer": self.s.answers[order_hash], "neg_risk": tok["neg_risk"],
+                                  "owner": c["apiKey"], "status": "MATCHED", "size_matched": shares,
+                                  "fills": fills, "created_at": int(time.time())})
             return self.s.answers[order_hash]
+
+    # ---- CLOB, L2 reads: what the exchange knows about our orders -----------------------
+    def _mine(self, c: dict[str, str]) -> list[dict[str, Any]]:
+        return [o for o in self.s.orders if o.get("owner") == c["apiKey"]]
+
+    def _open_order(self, o: dict[str, Any]) -> dict[str, Any]:
+        body = o["order"]
+        tok = self.s.tokens.get(str(body["tokenId"]), {})
+        maker, taker = Decimal(body["makerAmount"]), Decimal(body["takerAmount"])
+        shares = taker if body["side"] == "BUY" else maker
+        price = maker / taker if body["side"] == "BUY" else taker / maker
+        return {"id": o["hash"], "status": o["status"], "owner": o["owner"], "maker_address": body["maker"],
+                "market": tok.get("market", ""), "asset_id": str(body["tokenId"]), "side": body["side"],
+                "original_size": _human(shares), "size_matched": o["size_matched"],
+                "price": format(price.quantize(Decimal("0.0001")).normalize(), "f"),
+                "outcome": tok.get("outcome", ""), "expiration": "0", "order_type": o["orderType"],
+                "associate_trades": [f["id"] for f in o["fills"]], "created_at": o["created_at"]}
+
+    def get_order(self, h: dict[str, str], order_id: str) -> dict[str, Any] | None:
+        """GET /data/order/{id}: the order by its hash, or null if the exchange never saw it."""
+        c = self._check_l2(h, "GET", f"/data/order/{order_id}", None)
+        with self.s.lock:
+            for o in self._mine(c):
+                if o["hash"].lower() == order_id.lower():
+                    return self._open_order(o)
+        return None
+
+    @staticmethod
+    def _paged(rows: list[dict[str, Any]], cursor: str, limit: int = 100) -> dict[str, Any]:
+        start = 0 if cursor in ("", "MA==") else int(base64.b64decode(cursor).decode())
+        page = rows[start:start + limit]
+        nxt = start + len(page)
+        return {"data": page, "limit": limit, "count": len(page),
+                "next_cursor": "LTE=" if nxt >= len(rows) else base64.b64encode(str(nxt).encode()).decode()}
+
+    def open_orders(self, h: dict[str, str], q: dict[str, str]) -> dict[str, Any]:
+        """GET /data/orders: our resting orders (FOK/FAK never rest)."""
+        c = self._check_l2(h, "GET", "/data/orders", None)
+        with self.s.lock:
+            rows = [self._open_order(o) for o in self._mine(c) if o["status"] == "LIVE"]
+        rows = [r for r in rows if (not q.get("id") or r["id"] == q["id"])
+                and (not q.get("asset_id") or r["asset_id"] == q["asset_id"])
+                and (not q.get("market") or r["market"] == q["market"])]
+        return self._paged(rows, q.get("next_cursor", ""))
+
+    def user_trades(self, h: dict[str, str], q: dict[str, str]) -> dict[str, Any]:
+        """GET /data/trades: our fills, each naming the taker order it belongs to."""
+        c = self._check_l2(h, "GET", "/data/trades", None)
+        with self.s.lock:
+            rows = [f for o in self._mine(c) for f in o["fills"]]
+        rows = [r for r in rows if (not q.get("id") or r["id"] == q["id"])
+                and (not q.get("asset_id") or r["asset_id"] == q["asset_id"])
+                and (not q.get("market") or r["market"] == q["market"])
+                and (not q.get("after") or int(r["match_time"]) >= int(q["after"]))
+                and (not q.get("before") or int(r["match_time"]) <= int(q["before"]))]
+        return self._paged(rows, q.get("next_cursor", ""))
 
     def _match(self, order: signing.Order, order_type: str, tok: dict[str, Any]) -> dict[str, Any]:
         maker = order.maker.lower()
         tick = Decimal(tok["tick_size"])
         token = str(order.token_id)
+        fills: list[tuple[Decimal, Decimal]] = []
         if order.side == signing.Side.BUY:
             usd, shares = Decimal(order.maker_amount), Decimal(order.taker_amount)
             if shares <= 0:
@@ -376,6 +451,7 @@ class Exchange:
                 spent += take * price
                 got += take
                 lvl[1] -= take
+                fills.append((price, take))
             filled_all = budget - spent <= Decimal("0.000001")
         else:
             shares, usd = Decimal(order.maker_amount), Decimal(order.taker_amount)
@@ -394,6 +470,7 @@ class Exchange:
                 got += take
                 spent += take * price
                 lvl[1] -= take
+                fills.append((price, take))
             filled_all = want - got <= Decimal("0.000001")
         if limit < tick or limit > 1 - tick + Decimal("0.0000001"):
             raise Rejection(400, f"invalid price ({limit:.4f}), min: {tick} - max: {1 - tick}")
@@ -415,10 +492,20 @@ class Exchange:
             self.s.balances[maker] = self.s.balances.get(maker, 0) + spent_u
             self.s.holdings[(maker, token)] = self.s.holdings.get((maker, token), 0) - got_u
             making, taking = got_u, spent_u
+        tx = "0x" + hashlib.sha256(repr((order, time.time())).encode()).hexdigest()
+        order_id = "0x" + order.digest(self.s.chain_id, bool(tok["neg_risk"])).hex()
+        side = "BUY" if order.side == signing.Side.BUY else "SELL"
+        trades = [{"id": hashlib.md5(repr((order, i)).encode()).hexdigest(), "taker_order_id": order_id,
+                   "market": tok["market"], "asset_id": token, "side": side, "size": _human(_units(q)),
+                   "fee_rate_bps": "0", "price": format(p, "f"), "status": "CONFIRMED",
+                   "match_time": str(int(time.time())), "last_update": str(int(time.time())),
+                   "outcome": tok.get("outcome", ""), "owner": "", "maker_address": order.maker,
+                   "transaction_hash": tx, "trader_side": "TAKER", "maker_orders": []}
+                  for i, (p, q) in enumerate(fills)]
         return {"success": True, "errorMsg": "", "status": "matched",
                 "makingAmount": _human(making), "takingAmount": _human(taking),
-                "transactionsHashes": ["0x" + hashlib.sha256(repr((order, time.time())).encode()).hexdigest()],
-                "tradeIDs": [hashlib.md5(repr(order).encode()).hexdigest()]}
+                "transactionsHashes": [tx], "tradeIDs": [t["id"] for t in trades],
+                "_shares": _human(got_u), "_fills": trades}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -456,9 +543,12 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body() if method == "POST" else ""
         with ex.s.lock:
             ex.s.requests[path] = ex.s.requests.get(path, 0) + 1
+        fault = None
         if not path.startswith("/_control"):
             fault = ex.take_fault(path)
-            if fault is not None:
+            if fault is not None and fault.kind in ("reset_after", "hold"):
+                pass  # acts first, see below
+            elif fault is not None:
                 if fault.kind == "timeout":
                     time.sleep(fault.delay or 10)
                     self.close_connection = True
@@ -479,12 +569,21 @@ class Handler(BaseHTTPRequestHandler):
         try:
             result = self._route(method, path, q, qs, h, body)
         except Rejection as r:
-            self._send(r.status, {"error": r.error})
-            return
+            status, result = r.status, {"error": r.error}
         except (KeyError, ValueError, TypeError) as exc:
-            self._send(400, {"error": f"bad request: {exc}"})
+            status, result = 400, {"error": f"bad request: {exc}"}
+        else:
+            status = 200
+        if fault is not None and fault.kind == "reset_after":  # acted on, the answer is lost
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
             return
-        self._send(200, result)
+        if fault is not None and fault.kind == "hold":
+            time.sleep(fault.delay or 10)
+        try:
+            self._send(status, result)
+        except OSError:
+            self.close_connection = True  # the client gave up waiting
 
     def _route(self, method: str, path: str, q: dict[str, str], qs: dict[str, list[str]],
                h: dict[str, str], body: str) -> Any:
@@ -500,6 +599,12 @@ class Handler(BaseHTTPRequestHandler):
         }
         if method == "GET" and path in routes_get:
             return routes_get[path]()
+        if method == "GET" and path.startswith("/data/order/"):
+            return ex.get_order(h, path.removeprefix("/data/order/"))
+        if method == "GET" and path == "/data/orders":
+            return ex.open_orders(h, q)
+        if method == "GET" and path == "/data/trades":
+            return ex.user_trades(h, q)
         if method == "POST":
             if path == "/auth/api-key":
                 return ex.auth(h)

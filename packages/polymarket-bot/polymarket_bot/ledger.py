@@ -34,9 +34,11 @@ CREATE TABLE IF NOT EXISTS orders (
     price REAL NOT NULL, size REAL NOT NULL, usd REAL NOT NULL, order_hash TEXT,
     request TEXT, status TEXT NOT NULL, response TEXT,
     filled_shares REAL NOT NULL DEFAULT 0, filled_usd REAL NOT NULL DEFAULT 0,
-    latency_ms REAL, created_at REAL NOT NULL
+    latency_ms REAL, created_at REAL NOT NULL, condition_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
+CREATE INDEX IF NOT EXISTS orders_decision ON orders (decision_id);
+CREATE INDEX IF NOT EXISTS decisions_open ON decisions (decision) WHERE decision IN ('pending', 'unknown');
 CREATE TABLE IF NOT EXISTS positions (
     mode TEXT NOT NULL, asset TEXT NOT NULL, condition_id TEXT NOT NULL,
     shares REAL NOT NULL, cost REAL NOT NULL, updated_at REAL NOT NULL,
@@ -69,12 +71,13 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(orders)").fetchall()}
+            if cols and "condition_id" not in cols:  # a ledger written before order identities
+                self.db.execute("ALTER TABLE orders ADD COLUMN condition_id TEXT NOT NULL DEFAULT ''")
             self.db.executescript(SCHEMA)
-            # Decisions left pending by a crash: the order may or may not have reached the
-            # exchange. Never resend; flag for a human.
-            now = time.time()
-            self.db.execute("UPDATE decisions SET decision='unknown', reason='interrupted before the "
-                            "exchange answer was recorded', updated_at=? WHERE decision='pending'", (now,))
+            # Decisions left ``pending`` (or ``unknown`` by an older version) by a crash are not
+            # touched here: the engine resolves each by asking the exchange about the order's
+            # hash (``open_decisions``). Opening the ledger (validate-config) changes nothing.
 
     def close(self) -> None:
         with self.lock:
@@ -143,6 +146,94 @@ class Ledger:
             self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
                             (decision, reason, time.time(), decision_id))
 
+    def prepare_order(self, decision_id: int, *, mode: str, token_id: str, side: str, order_type: str,
+                      price: float, size: float, usd: float, order_hash: str, request: Any,
+                      condition_id: str) -> int:
+        """The signed order (hash, salt and all) committed with its decision BEFORE it is sent:
+        status ``sending``, the decision stays ``pending`` until ``finish_order``."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.db.execute(
+                    "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
+                    "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
+                    "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,'sending',NULL,0,0,NULL,?,?)",
+                    (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
+                     json.dumps(request), now, condition_id))
+                self.db.execute("UPDATE decisions SET reason=?, updated_at=? WHERE id=?",
+                                (f"order {order_hash} signed, sending", now, decision_id))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return int(cur.lastrowid or 0)
+
+    def finish_order(self, order_id: int, *, status: str, response: Any, filled_shares: float,
+                     filled_usd: float, latency_ms: float | None, decision: str,
+                     reason: str = "") -> None:
+        """The exchange's answer (or what the exchange said when asked), the position and the
+        final decision in one transaction."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.db.execute("SELECT decision_id, mode, token_id, side, condition_id FROM orders "
+                                      "WHERE id=?", (order_id,)).fetchone()
+                decision_id, mode, token_id, side, condition_id = row
+                self.db.execute("UPDATE orders SET status=?, response=?, filled_shares=?, filled_usd=?, "
+                                "latency_ms=? WHERE id=?",
+                                (status, json.dumps(response), filled_shares, filled_usd, latency_ms, order_id))
+                self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+                self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
+                                (decision, reason, now, decision_id))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def _apply_fill(self, mode: str, token_id: str, side: str, condition_id: str, filled_shares: float,
+                    filled_usd: float, now: float) -> None:
+        if filled_shares <= 0:
+            return
+        row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
+                              (mode, token_id)).fetchone()
+        shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
+        if side == "BUY":
+            shares, cost = shares + filled_shares, cost + filled_usd
+        else:
+            frac = min(1.0, filled_shares / shares) if shares > 0 else 1.0
+            shares, cost = max(0.0, shares - filled_shares), cost * (1 - frac)
+            if shares < 1e-9:
+                shares, cost = 0.0, 0.0
+        self.db.execute(
+            "INSERT INTO positions (mode, asset, condition_id, shares, cost, updated_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
+            "cost=excluded.cost, updated_at=excluded.updated_at",
+            (mode, token_id, condition_id, shares, cost, now))
+
+    def mark_unknown(self, order_id: int, why: str) -> None:
+        """A sent order whose outcome the exchange could not be asked about yet."""
+        with self.lock:
+            self.db.execute("UPDATE orders SET status='unknown' WHERE id=? AND status='sending'", (order_id,))
+            self.db.execute("UPDATE decisions SET decision='unknown', reason=?, updated_at=? WHERE id="
+                            "(SELECT decision_id FROM orders WHERE id=?)",
+                            (f"order outcome unknown: {why}"[:500], time.time(), order_id))
+
+    def open_decisions(self) -> list[dict[str, Any]]:
+        """Decisions a crash or a lost answer left open, with their leader trade (if any) and
+        their last order row (if one was signed): what the engine must ask the exchange about."""
+        with self.lock:
+            cur = self.db.execute(
+                "SELECT d.id AS decision_id, d.kind, d.created_at, t.raw, t.trade_ts, o.id AS order_id, "
+                "o.order_hash, o.request, o.status, o.side, o.token_id, o.price, o.size, o.usd, o.mode, "
+                "o.created_at AS order_created, o.condition_id "
+                "FROM decisions d LEFT JOIN leader_trades t ON t.id = d.leader_trade_id "
+                "LEFT JOIN orders o ON o.id = (SELECT MAX(id) FROM orders WHERE decision_id = d.id) "
+                "WHERE d.decision IN ('pending', 'unknown') ORDER BY d.id")
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
     def record_order(self, decision_id: int, *, mode: str, token_id: str, side: str, order_type: str,
                      price: float, size: float, usd: float, order_hash: str | None, request: Any,
                      status: str, response: Any, filled_shares: float, filled_usd: float,
@@ -154,28 +245,12 @@ class Ledger:
             try:
                 self.db.execute(
                     "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
-                    "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
+                    "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
                      json.dumps(request), status, json.dumps(response), filled_shares, filled_usd,
-                     latency_ms, now))
-                if filled_shares > 0:
-                    sign = 1 if side == "BUY" else -1
-                    row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
-                                          (mode, token_id)).fetchone()
-                    shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
-                    if sign > 0:
-                        shares, cost = shares + filled_shares, cost + filled_usd
-                    else:
-                        frac = min(1.0, filled_shares / shares) if shares > 0 else 1.0
-                        shares, cost = max(0.0, shares - filled_shares), cost * (1 - frac)
-                        if shares < 1e-9:
-                            shares, cost = 0.0, 0.0
-                    self.db.execute(
-                        "INSERT INTO positions (mode, asset, condition_id, shares, cost, updated_at) "
-                        "VALUES (?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
-                        "cost=excluded.cost, updated_at=excluded.updated_at",
-                        (mode, token_id, condition_id, shares, cost, now))
+                     latency_ms, now, condition_id))
+                self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
                 self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
                                 (decision, reason, now, decision_id))
                 self.db.execute("COMMIT")

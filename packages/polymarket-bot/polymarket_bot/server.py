@@ -34,6 +34,9 @@ def health(engine: Engine) -> tuple[int, dict[str, Any]]:
         "role": "passive" if engine.passive else "active",
         "passive": engine.passive,
         "leaders": len(cfg.leaders),
+        # orders whose outcome the exchange could not be asked about yet: trading goes on, the
+        # decision stays open (liveness for HA is the status code; this is for the operator)
+        "open_decisions": engine.open_decisions,
     }
     return (200 if db_ok and poll_ok else 503), body
 

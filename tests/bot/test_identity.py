@@ -1,0 +1,76 @@
+"""Every order has an identity the exchange knows: a lost, late or duplicated answer is resolved
+by asking the exchange (the fake's order log is the truth), never by guessing."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ME, YES, Harness
+from polymarket_bot import server
+
+
+def holdings(h: Harness) -> float:
+    return h.ex.s.holdings.get((ME.lower(), YES), 0) / 1e6
+
+
+def true_position(h: Harness, e: object) -> float:
+    pos = e.ledger.position("live", YES)  # type: ignore[attr-defined]
+    return pos.shares if pos else 0.0
+
+
+def then_leader_sells_all(h: Harness, e: object) -> None:
+    h.trade(side="SELL", size=100, price=0.49, transactionHash="0xsell")
+    e.poll_once()  # type: ignore[attr-defined]
+    assert len(h.ex.s.orders) == 2
+    sell = h.ex.s.orders[-1]["order"]
+    assert sell["side"] == "SELL" and sell["makerAmount"] == "20000000"
+    assert holdings(h) == 0 and true_position(h, e) == 0
+
+
+def test_lost_answer_after_acceptance_is_resolved_with_the_exchange(h: Harness) -> None:
+    e = h.engine()
+    h.trade(transactionHash="0xbuy")
+    h.ex.add_fault("/order", "reset_after")     # accepted and matched, the answer never arrives
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1               # the retry was "Duplicated", not a second order
+    assert h.ex.s.requests["/order"] == 2
+    assert holdings(h) == pytest.approx(20) and true_position(h, e) == pytest.approx(20)
+    assert h.decisions(e) == [("copied", "matched")]
+    then_leader_sells_all(h, e)
+
+
+def test_late_answer_after_the_client_timeout_is_resolved(h: Harness) -> None:
+    e = h.engine(HTTP_TIMEOUT="0.3")
+    h.trade(transactionHash="0xbuy")
+    h.ex.add_fault("/order", "hold", delay=0.8)  # matched at once, answered after our timeout
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1
+    assert holdings(h) == pytest.approx(20) and true_position(h, e) == pytest.approx(20)
+    then_leader_sells_all(h, e)
+
+
+def test_partial_fill_resolved_as_filled_not_requested(h: Harness) -> None:
+    h.ex.set_book(YES, [[0.49, 100]], [[0.50, 8]])
+    e = h.engine()
+    h.trade()
+    h.ex.add_fault("/order", "reset_after")
+    e.poll_once()
+    assert holdings(h) == pytest.approx(8) and true_position(h, e) == pytest.approx(8)
+    assert e.ledger.orders()[0]["filled_usd"] == pytest.approx(4)
+
+
+def test_exchange_cannot_be_asked_decision_stays_open_and_health_says_so(h: Harness) -> None:
+    e = h.engine()
+    h.trade()
+    h.ex.add_fault("/order", "reset_after")
+    h.ex.add_fault("/data/order/", "503", count=100)
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1 and true_position(h, e) == 0   # not guessed either way
+    assert h.decisions(e)[0][0] == "unknown" and e.open_decisions == 1
+    status, body = server.health(e)
+    assert status == 200 and body["open_decisions"] == 1          # liveness stays green, JSON tells
+    h.ex.s.faults.clear()
+    e.last_resolve = 0
+    e.poll_once()
+    assert e.open_decisions == 0 and h.decisions(e) == [("copied", "matched")]
+    assert true_position(h, e) == pytest.approx(holdings(h)) == pytest.approx(20)
+    assert server.health(e)[1]["open_decisions"] == 0
