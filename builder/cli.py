@@ -9,7 +9,8 @@ import traceback
 from pathlib import Path
 
 from builder import __version__
-from builder.errors import BuilderError
+from builder.errors import BuilderError, InputError
+from builder.text import control_problem
 
 log = logging.getLogger("builder")
 
@@ -110,6 +111,23 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(level)
 
 
+def check_arguments(argv: list[str]) -> None:
+    """Every argument is one line of printable text: a newline in ``-m`` would forge a changelog entry,
+    in ``--url`` a second deb822 field."""
+    for i, arg in enumerate(argv):
+        problem = control_problem(arg)
+        if not problem:
+            continue
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+        elif i > 0 and argv[i - 1].startswith("-") and control_problem(argv[i - 1]) is None:
+            name, value = argv[i - 1], arg
+        else:
+            name, value = f"argument {i + 1}", arg
+        shown = repr(value) if len(value) <= 80 else f"{value[:77]!r}..."
+        raise InputError(f"{name}: {shown}: {problem}", hint="give one line of printable text per argument")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from builder import build, check, lint
     from builder.project import find_root, load_project
@@ -147,9 +165,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     _setup_logging(args.debug, args.quiet)
     try:
+        check_arguments(argv)
         return _dispatch(args)
     except BuilderError as exc:
         if args.debug:

@@ -74,7 +74,9 @@ def release(project: Project, version: str, messages: list[str]) -> Path:
     check_version(version, project.version, native=native)
     path = project.root / "debian" / "changelog"
     changelog = Changelog(path.read_text(encoding="utf-8"))
-    lines = messages or [f"New release {version}."]
+    lines = [m.strip() for m in messages] or [f"New release {version}."]
+    if not all(lines):
+        raise InputError("-m: a changelog line is empty", hint='say what changed: -m "Faster order matching."')
     changelog.new_block(
         package=project.source,
         version=version,
@@ -82,7 +84,7 @@ def release(project: Project, version: str, messages: list[str]) -> Path:
         urgency=URGENCY,
         author=_maintainer(project.root),
         date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(_now())),
-        changes=["", *[f"  * {m.strip()}" for m in lines], ""],
+        changes=["", *[f"  * {m}" for m in lines], ""],
     )
     tmp = path.with_name(".changelog.tmp")
     tmp.write_text(str(changelog), encoding="utf-8")

@@ -38,6 +38,7 @@ from builder import keys
 from builder.errors import InputError
 from builder.project import Project
 from builder.run import run
+from builder.text import http_url
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,25 @@ def sources_file(url: str) -> str:
     return s.dump()
 
 
+def repository_url(url: str | None) -> str:
+    """The URIs of polymarket.sources: ``--url``, else $POLYMARKET_REPO_URL, else the placeholder.
+
+    Checked as a whole: ``http://x/ Trusted=yes`` would otherwise become a second
+    deb822 field (apt would skip the signature check), a newline a second line.
+    """
+    given, what = (url, "--url") if url else (os.environ.get(URL_ENV), URL_ENV)
+    if not given:
+        return URL_PLACEHOLDER
+    try:
+        http_url(given)
+    except ValueError:
+        raise InputError(
+            f"{what}: {given!r} is not an http:// or https:// URL",
+            hint="one URL such as http://192.168.1.5/polymarket: a host, an optional port and a path, no spaces",
+        ) from None
+    return given
+
+
 def _swap_in(new: Path, current: Path) -> None:
     """Replace directory ``current`` by ``new`` with two renames (clients never see half an index)."""
     old = current.with_name(current.name + ".old")
@@ -206,6 +226,7 @@ def publish(
     """Add every .deb in ``dist`` to ``dist/repo`` and re-sign it; return the repository directory."""
     if gnupghome is not None and key is None:
         raise InputError("--gnupghome needs --key FINGERPRINT", hint="name the signing key by its fingerprint")
+    repo_url = repository_url(url)
     debs = sorted(dist.glob("*.deb"))
     repo = dist / "repo"
     if not debs and not (repo / "pool").is_dir():
@@ -228,7 +249,6 @@ def publish(
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # left only when something failed
         keys.stop_agent(signing)
-    repo_url = url or os.environ.get(URL_ENV) or URL_PLACEHOLDER
     (repo / SOURCES_FILE).write_text(sources_file(repo_url), encoding="utf-8")
     versions = sorted({(p["Package"], p["Version"]) for p in Deb822.iter_paragraphs(packages.decode())})
     log.info("repository %s: %d package versions, signed by %s", repo, len(versions), signing.fingerprint)

@@ -143,3 +143,28 @@ def test_cli_check_passes_on_the_real_repository(
     monkeypatch.chdir(REPO)
     assert cli.main(["check"]) == 0
     assert "all inputs valid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (
+            ["--dist", "{dist}", "build", "polymarket-bot\n"],
+            "error: argument 4: 'polymarket-bot\\n': a control character",
+        ),
+        (
+            ["--dist", "{dist}", "autoinstall", "--inventory", "i\x00.yaml"],
+            "error: --inventory: 'i\\x00.yaml': a control",
+        ),
+        (["--dist={dist}\u2029x", "list"], "error: --dist: '"),
+    ],
+)
+def test_every_argument_is_one_printable_line(
+    argv: list[str], error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check runs on the raw argv before any command: exit 2, one line, nothing built or written."""
+    assert cli.main([a.replace("{dist}", str(tmp_path / "dist")) for a in argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(error), err
+    assert "a control character (U+" in err[0]
+    assert not (tmp_path / "dist").exists()

@@ -8,6 +8,7 @@ import pytest
 from debian.changelog import Changelog
 
 from builder import release
+from builder.cli import main
 from builder.errors import InputError
 from builder.project import Project
 
@@ -90,3 +91,58 @@ def test_release_without_message_and_refusal_leaves_changelog(project: Project) 
     with pytest.raises(InputError):
         release.release(project, "0.9", [])
     assert changelog.read_text() == before
+
+
+@pytest.fixture
+def tree(project: Project, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project as a tree the CLI finds (debian/control and builder/), the current directory."""
+    (project.root / "builder").mkdir()
+    monkeypatch.chdir(project.root)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
+    return project.root
+
+
+FORGED = "Fix.\n\n -- Polymarket Deploy Team <ops@polymarket-deploy.invalid>  Fri, 15 Jan 2027 08:00:00 +0000\n\n" \
+    "polymarket-deploy (9.9.9) noble; urgency=high\n\n  * Trust me"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (FORGED, "a control character (U+000A, newline) at position 5 is not allowed"),
+        ("Fix.\r  * forged", "a control character (U+000D, carriage return) at position 5 is not allowed"),
+        ("Fix.\u2028 -- forged", "a control character (U+2028) at position 5 is not allowed"),
+        ("Fix.\x85forged", "a control character (U+0085) at position 5 is not allowed"),
+        ("Fix.\x00", "a control character (U+0000, NUL) at position 5 is not allowed"),
+    ],
+)
+def test_release_message_with_a_line_break_is_refused(
+    tree: Path, message: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-m with newlines used to write a second, forged changelog entry; now one error line and nothing written."""
+    before = (tree / "debian" / "changelog").read_bytes()
+    assert main(["release", "--version", "1.1.0", "-m", "Fine.", "-m", message]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: -m: ") and err[0].endswith(f": {problem}"), err
+    assert [line for line in err if not line.startswith("hint: ")] == err[:1]
+    assert (tree / "debian" / "changelog").read_bytes() == before
+    assert not (tree / "debian" / ".changelog.tmp").exists()
+
+
+def test_release_message_given_as_long_option_is_named(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["release", "--version", "1.1.0", "--message=a\nb"]) == 2
+    assert capsys.readouterr().err.startswith("error: --message: 'a\\nb': a control character (U+000A, newline)")
+
+
+def test_empty_release_message_is_refused(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (tree / "debian" / "changelog").read_bytes()
+    assert main(["release", "--version", "1.1.0", "-m", "  "]) == 2
+    assert capsys.readouterr().err.startswith("error: -m: a changelog line is empty")
+    assert (tree / "debian" / "changelog").read_bytes() == before
+
+
+def test_release_through_the_cli_writes_one_entry(tree: Path) -> None:
+    assert main(["release", "--version", "1.1.0", "-m", "Faster order matching (é, ü)."]) == 0
+    changelog = Changelog((tree / "debian" / "changelog").read_text(), strict=True)
+    assert [str(v) for v in changelog.versions] == ["1.1.0", "1.0.0"]
+    assert changelog[0].changes() == ["", "  * Faster order matching (é, ü).", ""]

@@ -20,6 +20,7 @@ import pytest
 from debian.deb822 import Deb822
 
 from builder import keys, repo
+from builder.cli import main
 from builder.errors import CommandFailed, InputError
 from builder.project import Project
 
@@ -240,3 +241,46 @@ def test_weak_or_unknown_operator_keys_are_refused(project: Project, dist: Path,
 def test_nothing_to_publish(project: Project, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="nothing to publish"):
         repo.publish(project, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://x/ Trusted=yes", "error: --url: 'http://x/ Trusted=yes' is not an http:// or https:// URL"),
+        ("http://x/\nTrusted: yes", "error: --url: 'http://x/\\nTrusted: yes': a control character (U+000A, newline)"),
+        ("http://x/\tTrusted=yes", "error: --url: 'http://x/\\tTrusted=yes': a control character (U+0009, tab)"),
+        ("ftp://x/", "error: --url: 'ftp://x/' is not an http:// or https:// URL"),
+        ("http://x/ http://y/", "error: --url: 'http://x/ http://y/' is not an http:// or https:// URL"),
+    ],
+)
+def test_publish_url_must_be_one_url(
+    project: Project,
+    dist: Path,
+    url: str,
+    error: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--url 'http://x/ Trusted=yes'` was written into polymarket.sources as a second field; now refused,
+    one error line, nothing published."""
+    (project.root / "builder").mkdir()
+    monkeypatch.chdir(project.root)
+    assert main(["--dist", str(dist), "publish", "--url", url]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(error), err
+    assert [line for line in err if not line.startswith("hint: ")] == err[:1]
+    assert not (dist / "repo").exists()
+
+
+def test_publish_url_from_the_environment_is_checked_too(
+    project: Project, dist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(repo.URL_ENV, "http://x/ Trusted=yes")
+    with pytest.raises(InputError, match=f"^{repo.URL_ENV}: 'http://x/ Trusted=yes' is not an http"):
+        repo.publish(project, dist)
+    assert not (dist / "repo").exists()
+
+
+def test_publish_url_is_written_as_given(project: Project, dist: Path) -> None:
+    r = repo.publish(project, dist, url="https://[fd00::5]:8443/polymarket")
+    assert (r / "polymarket.sources").read_text().splitlines()[1] == "URIs: https://[fd00::5]:8443/polymarket"
