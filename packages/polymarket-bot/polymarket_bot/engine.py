@@ -192,10 +192,13 @@ class Engine:
 
     def _crash_point(self, point: str) -> None:
         """Tests only: ``POLYMARKET_BOT_TEST_CRASH_AT=<point>`` kills this process with SIGKILL
-        at that step of the order path, to prove the restart resolves it with the exchange."""
+        at that step of the order path, to prove the restart resolves it with the exchange;
+        ``raise:<point>`` raises there instead (an unexpected error in the engine thread)."""
         if self.crash_at == point:
             log.warning("test crash point %s: kill -9", point)
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.crash_at == "raise:" + point:
+            raise RuntimeError(f"test crash point {point}")
 
     def poll_once(self) -> int:
         """One detection round; returns how many new leader trades were handled."""
