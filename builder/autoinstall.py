@@ -16,7 +16,6 @@ Output layout (``dist/autoinstall/`` by default)::
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import shutil
@@ -132,17 +131,6 @@ def render_files(project: Project, inv: Inventory, key: bytes) -> Rendered:
     return Rendered(files, tuple(h.name for h in inv.hosts))
 
 
-def source_date_epoch(project: Project) -> int:
-    """SOURCE_DATE_EPOCH from the environment, else the newest debian/changelog entry's date."""
-    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
-        return int(os.environ["SOURCE_DATE_EPOCH"])
-    for line in (project.root / "debian" / "changelog").read_text(encoding="utf-8").splitlines():
-        if line.startswith(" -- ") and "  " in line[4:]:
-            parsed = email.utils.parsedate_to_datetime(line[4:].split("  ", 1)[1])
-            return int(parsed.timestamp())
-    return 0
-
-
 def make_seed(directory: Path, epoch: int) -> Path:
     """``directory``/seed.iso: an ISO 9660 volume labelled CIDATA holding user-data and meta-data."""
     iso = directory / "seed.iso"
@@ -183,7 +171,7 @@ def write(project: Project, rendered: Rendered, output: Path) -> None:
     """Write the media next to ``output`` and move them into place in one rename."""
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    epoch = source_date_epoch(project)
+    epoch = project.source_date_epoch()
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
     try:
         for rel, text in sorted(rendered.files.items()):

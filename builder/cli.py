@@ -74,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     pub = sub.add_parser(
         "publish",
         help="publish dist/ into the signed apt repository dist/repo/",
-        description="Add every built .deb to the signed apt repository under dist/repo/ (suite noble, component "
-        "main); every version published before stays installable.",
+        description="Add every built .deb to the signed apt repository under dist/repo/; every version published "
+        "before stays installable.",
     )
     pub.add_argument("--key", metavar="FINGERPRINT", help="sign with this key (default: a development key, made once)")
     pub.add_argument("--gnupghome", type=Path, metavar="DIR", help="GnuPG home holding --key")

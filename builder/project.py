@@ -1,14 +1,20 @@
 """Load the project's inputs once into typed objects.
 
 Package metadata lives in ``debian/`` (one place per fact); the payload of a
-binary package lives in ``packages/<name>/``.
+binary package lives in ``packages/<name>/``.  This module is the one owner
+of the facts the other stages share: the version, distribution, author and
+date of the newest ``debian/changelog`` entry (read here only), the
+Maintainer of ``debian/control``, the suite (``SUITE``), the service
+accounts our packages create, and SOURCE_DATE_EPOCH (``source_date_epoch``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,6 +25,9 @@ from builder.errors import InputError
 
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config")
+# The Ubuntu release the packages are for: the distribution of a new
+# debian/changelog entry and the suite of the apt repository.
+SUITE = "noble"
 
 
 class BuildSystem(StrEnum):
@@ -54,6 +63,23 @@ class Project:
     packages: tuple[BinaryPackage, ...]
     # The system accounts our packages create (sysusers.d), each with its package.
     service_users: Mapping[str, str] = field(default_factory=dict)
+    maintainer: str = ""  # debian/control's Maintainer
+    author: str = ""  # of the newest debian/changelog entry
+    date: str = ""  # of the newest debian/changelog entry (RFC 2822)
+
+    @property
+    def changelog(self) -> Path:
+        """debian/changelog, the one place the version lives (``release`` adds its entries)."""
+        return self.root / "debian" / "changelog"
+
+    @property
+    def timestamp(self) -> int:
+        """The newest debian/changelog entry's date, in seconds since the epoch (0 without one)."""
+        return int(parsedate_to_datetime(self.date).timestamp()) if self.date else 0
+
+    def source_date_epoch(self) -> int:
+        """What the build's timestamps are: $SOURCE_DATE_EPOCH when set, else the newest changelog entry's date."""
+        return source_date_epoch_env() or self.timestamp
 
     def package(self, name: str) -> BinaryPackage:
         for pkg in self.packages:
@@ -80,7 +106,14 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
-def _read_changelog(path: Path) -> tuple[str, str, str]:
+def source_date_epoch_env() -> int | None:
+    """$SOURCE_DATE_EPOCH when it is set to a number of seconds (the one reader of that variable)."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(value) if value.isdigit() else None
+
+
+def read_changelog(path: Path) -> Changelog:
+    """debian/changelog, parsed strictly; InputError when it cannot be read or has no entry."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -91,7 +124,12 @@ def _read_changelog(path: Path) -> tuple[str, str, str]:
         raise InputError(f"{path}: {exc}", hint="fix the entry or use 'python3 -m builder release'") from exc
     if not changelog.package or changelog.version is None:
         raise InputError(f"{path}: no entry found")
-    return changelog.package, str(changelog.version), changelog.distributions or ""
+    if changelog.date:
+        try:
+            parsedate_to_datetime(changelog.date)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: the newest entry's date {changelog.date!r} is not an RFC 2822 date") from exc
+    return changelog
 
 
 def service_users(root: Path) -> dict[str, str]:
@@ -127,6 +165,9 @@ def load_project(root: Path) -> Project:
     if not paragraphs or "Source" not in paragraphs[0]:
         raise InputError(f"{control}: the first paragraph must have a Source field")
     source_name = paragraphs[0]["Source"]
+    maintainer = paragraphs[0].get("Maintainer", "")
+    if not maintainer:
+        raise InputError(f"{control}: the source paragraph has no Maintainer field")
     packages: list[BinaryPackage] = []
     for para in paragraphs[1:]:
         name = para.get("Package")
@@ -141,12 +182,22 @@ def load_project(root: Path) -> Project:
         if not payload.is_dir():
             raise InputError(f"{control}: {name}: its payload directory packages/{name}/ is missing")
         packages.append(BinaryPackage(name, arch, BuildSystem.DEBHELPER, payload))
-    cl_source, version, dist = _read_changelog(root / "debian" / "changelog")
-    if cl_source != source_name:
-        raise InputError(f"debian/changelog names source {cl_source!r}, debian/control {source_name!r}")
+    changelog = read_changelog(root / "debian" / "changelog")
+    if changelog.package != source_name:
+        raise InputError(f"debian/changelog names source {changelog.package!r}, debian/control {source_name!r}")
     packages.extend(_stdeb_packages(root))
     names = [p.name for p in packages]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise InputError(f"package defined twice: {', '.join(sorted(dupes))}")
-    return Project(root, source_name, version, dist, tuple(packages), service_users(root))
+    return Project(
+        root,
+        source_name,
+        str(changelog.version),
+        changelog.distributions or SUITE,
+        tuple(packages),
+        service_users(root),
+        maintainer=str(maintainer),
+        author=changelog.author or "",
+        date=changelog.date or "",
+    )

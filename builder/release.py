@@ -14,16 +14,13 @@ import re
 import time
 from pathlib import Path
 
-from debian.changelog import Changelog
-from debian.deb822 import Deb822
 from debian.debian_support import Version
 
 from builder.errors import InputError
-from builder.project import Project
+from builder.project import SUITE, Project, read_changelog, source_date_epoch_env
 
 log = logging.getLogger(__name__)
 
-DISTRIBUTION = "noble"
 URGENCY = "medium"
 
 # Debian Policy 5.6.12: [epoch:]upstream[-revision]; upstream starts with a
@@ -54,41 +51,28 @@ def check_version(new: str, current: str, *, native: bool) -> Version:
     return version
 
 
-def _maintainer(root: Path) -> str:
-    text = (root / "debian" / "control").read_text(encoding="utf-8")
-    maintainer = next(Deb822.iter_paragraphs(text)).get("Maintainer", "")
-    if not maintainer:
-        raise InputError("debian/control: the source paragraph has no Maintainer field")
-    return str(maintainer)
-
-
-def _now() -> float:
-    sde = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return float(sde) if sde.isdigit() else time.time()
-
-
 def release(project: Project, version: str, messages: list[str]) -> Path:
     """Add the debian/changelog entry for ``version``; return the changelog's path."""
     format_file = project.root / "debian" / "source" / "format"
     native = format_file.exists() and "native" in format_file.read_text(encoding="utf-8")
     check_version(version, project.version, native=native)
-    path = project.root / "debian" / "changelog"
-    changelog = Changelog(path.read_text(encoding="utf-8"))
+    path = project.changelog
+    changelog = read_changelog(path)
     lines = [m.strip() for m in messages] or [f"New release {version}."]
     if not all(lines):
         raise InputError("-m: a changelog line is empty", hint='say what changed: -m "Faster order matching."')
     changelog.new_block(
         package=project.source,
         version=version,
-        distributions=DISTRIBUTION,
+        distributions=SUITE,
         urgency=URGENCY,
-        author=_maintainer(project.root),
-        date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(_now())),
+        author=project.maintainer,
+        date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(source_date_epoch_env() or time.time())),
         changes=["", *[f"  * {m}" for m in lines], ""],
     )
     tmp = path.with_name(".changelog.tmp")
     tmp.write_text(str(changelog), encoding="utf-8")
     os.replace(tmp, path)
-    log.info("debian/changelog: %s %s (%s)", project.source, version, DISTRIBUTION)
+    log.info("debian/changelog: %s %s (%s)", project.source, version, SUITE)
     log.info("next: make (builds %s and publishes it into dist/repo beside the earlier versions)", version)
     return path

@@ -27,22 +27,19 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from debian.changelog import Changelog
 from debian.deb822 import Deb822
 from debian.debian_support import Version
 
 from builder import keys
 from builder.errors import InputError
-from builder.project import Project
+from builder.project import SUITE, Project
 from builder.run import run
 from builder.text import http_url
 
 log = logging.getLogger(__name__)
 
-SUITE = "noble"
 COMPONENT = "main"
 # Our packages are all Architecture: all.  apt on amd64 reads binary-amd64 (and
 # binary-all only when "all" is listed); the same index is written to each so
@@ -134,15 +131,6 @@ def packages_index(repo: Path) -> bytes:
     return "\n".join(p.dump() for p in paras).encode()
 
 
-def release_date(project: Project) -> float:
-    """SOURCE_DATE_EPOCH when set, else the date of the newest debian/changelog entry."""
-    sde = os.environ.get("SOURCE_DATE_EPOCH", "")
-    if sde.isdigit():
-        return float(sde)
-    changelog = Changelog((project.root / "debian" / "changelog").read_text(encoding="utf-8"))
-    return parsedate_to_datetime(changelog.date).timestamp() if changelog.date else time.time()
-
-
 def release_file(dists: Path, date: float) -> bytes:
     """The suite's Release: metadata and the SHA256/SHA512 of every index under ``dists``."""
     files = sorted(p for p in dists.rglob("*") if p.is_file() and p.name not in ("Release", "InRelease", "Release.gpg"))
@@ -215,11 +203,6 @@ def _swap_in(new: Path, current: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _maintainer(project: Project) -> str:
-    text = (project.root / "debian" / "control").read_text(encoding="utf-8")
-    return str(next(Deb822.iter_paragraphs(text)).get("Maintainer", ""))
-
-
 def publish(
     project: Project, dist: Path, *, key: str | None = None, gnupghome: Path | None = None, url: str | None = None
 ) -> Path:
@@ -231,7 +214,7 @@ def publish(
     repo = dist / "repo"
     if not debs and not (repo / "pool").is_dir():
         raise InputError(f"nothing to publish: no .deb in {dist}", hint="build first: python3 -m builder build")
-    signing = keys.operator_key(key, gnupghome) if key else keys.development_key(project.root, _maintainer(project))
+    signing = keys.operator_key(key, gnupghome) if key else keys.development_key(project.root, project.maintainer)
     staging = repo / "dists" / f".{SUITE}.new"
     try:
         infos = [read_deb(d) for d in debs]
@@ -239,7 +222,7 @@ def publish(
         packages = packages_index(repo)
         shutil.rmtree(staging, ignore_errors=True)
         write_indices(repo, staging, packages)
-        (staging / "Release").write_bytes(release_file(staging, release_date(project)))
+        (staging / "Release").write_bytes(release_file(staging, project.source_date_epoch()))
         keys.sign_release(signing, staging / "Release")
         keyring = repo / f"{KEYRING}.gpg"
         keys.export_public(signing, keyring, repo / f"{KEYRING}.asc")

@@ -37,7 +37,6 @@ from builder.run import run
 log = logging.getLogger(__name__)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-MAINTAINER = "Polymarket Deploy Team <ops@polymarket-deploy.invalid>"
 STANDARDS_VERSION = "4.6.2"
 BUILD_DEPENDS = (
     "debhelper-compat (= 13), dh-python, dh-sequence-installsysusers, python3-all, python3-setuptools,"
@@ -69,10 +68,6 @@ def _set_python_version(pyproject: Path, version: str) -> None:
     pyproject.write_text("".join(lines), encoding="utf-8")
 
 
-def _top_changelog(project: Project) -> Changelog:
-    return Changelog((project.root / "debian" / "changelog").read_text(encoding="utf-8"))
-
-
 def _normalise(project: Project, pkg: BinaryPackage, tree: Path) -> None:
     deb = tree / "debian"
     for stale in ("compat", "watch"):
@@ -101,15 +96,14 @@ def _normalise(project: Project, pkg: BinaryPackage, tree: Path) -> None:
             binary[key] = value
     (deb / "control").write_text(f"{src.dump()}\n{binary.dump()}", encoding="utf-8")
 
-    top = _top_changelog(project)
     entry = Changelog()
     entry.new_block(
         package=pkg.name,
         version=project.version,
-        distributions=top.distributions,
+        distributions=project.distribution,
         urgency="medium",
-        author=top.author,
-        date=top.date,
+        author=project.author,
+        date=project.date,
     )
     entry.add_change("")
     entry.add_change(f"  * Built by stdeb from packages/{pkg.name}; see the polymarket-deploy {project.version}")
@@ -137,8 +131,8 @@ def build(project: Project, pkg: BinaryPackage, dist: Path) -> Path:
             SYSTEM_PYTHON, "setup.py", "--command-packages=stdeb.command", "sdist_dsc",
             "--package3", pkg.name,
             "--forced-upstream-version", project.version.split("-")[0],
-            "--maintainer", MAINTAINER,
-            "--suite", project.distribution or "noble",
+            "--maintainer", project.maintainer,
+            "--suite", project.distribution,
             "--compat", "13",
             "--with-python3", "True", "--no-python2-scripts", "True",
             "--dist-dir", str(workdir / "deb_dist"),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
 from builder import check, cli
 from builder.errors import CommandFailed, InputError, ToolMissing
-from builder.project import BuildSystem, find_root, load_project
+from builder.project import SUITE, BuildSystem, find_root, load_project
 from builder.run import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +170,45 @@ def test_every_argument_is_one_printable_line(
     assert err[0].startswith(error), err
     assert "a control character (U+" in err[0]
     assert not (tmp_path / "dist").exists()
+
+
+def test_the_changelog_and_control_facts_are_parsed_once_into_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    from debian.changelog import Changelog
+
+    root = find_root(Path(__file__))
+    newest = next(iter(Changelog((root / "debian" / "changelog").read_text())))
+    project = load_project(root)
+    assert project.version == str(newest.version) and project.distribution == newest.distributions == SUITE
+    assert project.author == newest.author and project.date == newest.date
+    assert project.maintainer == "Polymarket Deploy Team <ops@polymarket-deploy.invalid>"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert project.source_date_epoch() == project.timestamp == int(parsedate_to_datetime(newest.date).timestamp())
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert project.source_date_epoch() == 1700000000
+
+
+def test_shared_facts_have_one_owner() -> None:
+    """The suite, the Maintainer, debian/changelog and $SOURCE_DATE_EPOCH are read in project.py only."""
+    owner_only = [
+        re.compile(r'"noble"'),
+        re.compile(r'"Maintainer"'),
+        re.compile(r'"debian" / "changelog"'),
+        re.compile(r'environ(\.get\(|\[)"SOURCE_DATE_EPOCH"'),
+        re.compile(r"Changelog\(\(?[a-z_.]*(root|path)"),
+    ]
+    root = find_root(Path(__file__))
+    found = [
+        f"{path.name}: {pattern.pattern}"
+        for path in sorted((root / "builder").glob("*.py"))
+        if path.name != "project.py"
+        for pattern in owner_only
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def test_control_without_maintainer_is_refused(repo_copy: Path) -> None:
+    control = repo_copy / "debian" / "control"
+    control.write_text(control.read_text().replace("Maintainer: ", "X-Maintainer: ", 1))
+    with pytest.raises(InputError, match="the source paragraph has no Maintainer field"):
+        load_project(repo_copy)

@@ -10,7 +10,7 @@ from debian.changelog import Changelog
 from builder import release
 from builder.cli import main
 from builder.errors import InputError
-from builder.project import Project
+from builder.project import Project, load_project
 
 CHANGELOG = """\
 polymarket-deploy (1.0.0) noble; urgency=medium
@@ -28,7 +28,7 @@ def project(tmp_path: Path) -> Project:
     (tmp_path / "debian" / "changelog").write_text(CHANGELOG)
     (tmp_path / "debian" / "control").write_text(CONTROL)
     (tmp_path / "debian" / "source" / "format").write_text("3.0 (native)\n")
-    return Project(tmp_path, "polymarket-deploy", "1.0.0", "noble", ())
+    return load_project(tmp_path)
 
 
 @pytest.mark.parametrize("new", ["1.0.1", "1.1", "2.0.0~rc1", "1.0.0+hotfix1", "1:0.1", "1.0.0.1"])

@@ -22,7 +22,7 @@ from debian.deb822 import Deb822
 from builder import keys, repo
 from builder.cli import main
 from builder.errors import CommandFailed, InputError
-from builder.project import Project
+from builder.project import Project, load_project
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("gpg", "gpgv", "apt-ftparchive", "dpkg-deb")),
@@ -78,7 +78,7 @@ def project(tmp_path: Path, gnupg_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(keys.DEV_GNUPGHOME_ENV, str(gnupg_dir / "dev"))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.delenv(repo.URL_ENV, raising=False)
-    return Project(root, "polymarket-deploy", "1.0.0", "noble", ())
+    return load_project(root)
 
 
 @pytest.fixture
