@@ -1,4 +1,4 @@
-"""The ``polymarket-bot`` command: run, validate-config, prune."""
+"""The ``polymarket-bot`` command: run, validate-config, prune, secret."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ from types import FrameType
 from . import __version__
 from .config import SETTINGS, Config, env_file_path, load
 from .errors import BotError, ConfigError
+from .secrets import (
+    BAD_INPUT,
+    DEFAULT_STORE,
+    KEY_CHOICES,
+    SECRET_NAMES,
+    TOOL_FAILED,
+    SecretError,
+    Store,
+    check_name,
+    migrate,
+    plaintext_in,
+    read_value,
+    require_root,
+)
 
 log = logging.getLogger("polymarket_bot")
 PR_SET_DUMPABLE = 4
@@ -40,15 +54,31 @@ def _load(args: argparse.Namespace) -> Config:
     return load(env_file_path(args.config, os.environ))
 
 
+def _store_values_outside_unit() -> tuple[dict[str, str] | None, list[str]]:
+    """Run by root outside the unit (no $CREDENTIALS_DIRECTORY): the stored secrets, decrypted in
+    memory, so that validate-config checks what the service will get."""
+    if os.environ.get("CREDENTIALS_DIRECTORY") or os.geteuid() != 0:
+        return None, []
+    store = Store.default()
+    if not store.directory.is_dir():
+        return None, []
+    return store.values()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    credentials, unreadable = _store_values_outside_unit()
+    for p in unreadable:
+        print(f"error: {p}", file=sys.stderr)
     try:
-        cfg = _load(args)
+        cfg = load(env_file_path(args.config, os.environ), credentials=credentials)
     except ConfigError as exc:
         for p in exc.problems:
             print(f"error: {p}", file=sys.stderr)
         return 1
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if unreadable:
+        return 1
     problem = check_ledger_path(cfg.db_path)
     if problem:
         print(f"error: DB_PATH: {problem}", file=sys.stderr)
@@ -184,6 +214,83 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret(args: argparse.Namespace) -> int:
+    """secret set|list|remove|migrate: one line per result, `error: ...` and a status for the rest."""
+    try:
+        return _secret(args)
+    except SecretError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.status
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror}; nothing changed", file=sys.stderr)
+        return 1
+
+
+def _secret(args: argparse.Namespace) -> int:
+    store = Store.default()
+    env_file = env_file_path(args.config, os.environ)
+    if args.action == "set":
+        if args.argv_value:
+            raise SecretError("secret set: the value is read from stdin, never from the command line (where ps and "
+                              "the shell history show it); nothing stored",
+                              "printf %s \"$VALUE\" | sudo polymarket-bot secret set NAME, or type it at the "
+                              "prompt; remove the line from your shell history", status=BAD_INPUT)
+        check_name(args.name)
+        require_root(f"secret set {args.name}")
+        fp = store.set(args.name, read_value(), args.with_key)
+        print(f"{args.name}: stored encrypted in {store.path(args.name)} ({fp}); "
+              "restart the service to use it: systemctl restart polymarket-bot")
+        if args.name in plaintext_in(env_file):
+            print(f"warning: {args.name} is still in plaintext in {env_file}: polymarket-bot secret migrate",
+                  file=sys.stderr)
+        return 0
+    if args.action == "remove":
+        check_name(args.name)
+        require_root(f"secret remove {args.name}")
+        store.remove(args.name)
+        print(f"{args.name}: removed {store.path(args.name)}; restart the service: systemctl restart polymarket-bot")
+        return 0
+    if args.action == "migrate":
+        require_root("secret migrate")
+        done, problems = migrate(store, env_file, args.with_key)
+        for line in done:
+            print(line)
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return BAD_INPUT if problems else 0
+    require_root("secret list")
+    entries = store.entries(env_file)
+    width = max(len(n) for n in SECRET_NAMES)
+    print(f"{'NAME':<{width}}  {'STATE':<13}  FINGERPRINT")
+    for e in entries:
+        tail = f"  ({e.detail})" if e.detail else ""
+        print(f"{e.name:<{width}}  {e.state:<13}  {e.fingerprint or '-'}{tail}")
+    return TOOL_FAILED if any(e.state == "undecryptable" for e in entries) else 0
+
+
+def _secret_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    names = ", ".join(SECRET_NAMES)
+    sp = sub.add_parser(
+        "secret", help="encrypted secrets (systemd credentials): set, list, remove, migrate",
+        description=f"Secrets ({names}) are kept encrypted by systemd-creds in {DEFAULT_STORE}/NAME.cred "
+                    "and handed to the service by systemd. Root only.")
+    sp.set_defaults(func=cmd_secret)
+    acts = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_help = ("auto (default): the host key, plus the TPM2 when the host has one; "
+                "host, host+tpm2, tpm2: that choice")
+    st = acts.add_parser("set", help="store NAME encrypted; the value is read from stdin (never an argument)")
+    st.add_argument("name", metavar="NAME", help=names)
+    st.add_argument("argv_value", nargs="*", help=argparse.SUPPRESS)  # refused, and never echoed
+    st.add_argument("--with-key", choices=KEY_CHOICES, default="auto", help=key_help)
+    acts.add_parser("list", help="names, state and fingerprints (never values)")
+    rm = acts.add_parser("remove", help="delete the credential NAME")
+    rm.add_argument("name", metavar="NAME", help=names)
+    mg = acts.add_parser("migrate", help="move plaintext secrets of the env file into credentials and blank them")
+    mg.add_argument("--with-key", choices=KEY_CHOICES, default="auto", help=key_help)
+
+
 def parser() -> argparse.ArgumentParser:
     keys = "\n".join(f"  {s.key:<24} default {s.default or '(empty)'}: {s.help}" for s in SETTINGS)
     p = argparse.ArgumentParser(
@@ -201,6 +308,7 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="delete ledger rows older than --days (retention)")
     pr.add_argument("--days", default="90", metavar="N", help="keep this many days, at least 1 (default 90)")
     pr.set_defaults(func=cmd_prune)
+    _secret_parser(sub)
     return p
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .secrets import Secret
+from .secrets import SECRET_NAMES, Secret, from_credentials_directory, is_unset
 
 DEFAULT_ENV_FILE = "/etc/polymarket/.env"
 PLACEHOLDER_KEYS = {"", "your_private_key_here"}
@@ -306,28 +306,42 @@ class Config:
         return self.api_secret_key.reveal() not in PLACEHOLDER_SECRETS
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_line(line: str) -> tuple[str, str] | None:
+    """One env-file line: (KEY, value); None for a blank or comment line; ValueError for anything else."""
+    s = line.strip()
+    if not s or s.startswith("#"):
+        return None
+    if s.startswith("export "):
+        s = s[7:].lstrip()
+    key, sep, value = s.partition("=")
+    key = key.strip()
+    if not sep or not _KEY.fullmatch(key):
+        raise ValueError("not a KEY=value line")
+    value = value.strip()
+    end = value.find(value[0], 1) if value[:1] in ("'", '"') else -1
+    if end > 0 and value[end + 1:].lstrip()[:1] in ("", "#"):
+        value = value[1:end]  # "quoted"  # and a comment
+    elif " #" in value:
+        value = value.split(" #", 1)[0].rstrip()
+    return key, value
+
+
 def read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[str]]:
     """KEY=value lines -> {KEY: (value, line)}; problems for lines that are not."""
     values: dict[str, tuple[str, int]] = {}
     problems: list[str] = []
     text = path.read_text(encoding="utf-8")
     for no, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
+        try:
+            kv = env_line(line)
+        except ValueError as exc:
+            problems.append(f"{path}:{no}: {exc}")
             continue
-        if s.startswith("export "):
-            s = s[7:].lstrip()
-        key, sep, value = s.partition("=")
-        key = key.strip()
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            problems.append(f"{path}:{no}: not a KEY=value line")
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = (value, no)
+        if kv:
+            values[kv[0]] = (kv[1], no)
     return values, problems
 
 
@@ -335,15 +349,23 @@ def env_file_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
     return Path(cli_value or environ.get("POLYMARKET_ENV_FILE") or DEFAULT_ENV_FILE)
 
 
-def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Parse and check everything; raise ConfigError listing every problem."""
+def load(path: Path | None, environ: Mapping[str, str] | None = None,
+         credentials: Mapping[str, str] | None = None) -> Config:
+    """Parse and check everything; raise ConfigError listing every problem.
+
+    Secrets come first from ``credentials`` (default: what the unit delivered in
+    $CREDENTIALS_DIRECTORY), then the environment, then the env file (with a warning: plaintext).
+    """
     env = dict(os.environ if environ is None else environ)
     problems: list[str] = []
     warnings: list[str] = []
+    if credentials is None:
+        credentials, problems = from_credentials_directory(env.get("CREDENTIALS_DIRECTORY"))
     file_values: dict[str, tuple[str, int]] = {}
     if path is not None:
         try:
-            file_values, problems = read_env_file(path)
+            file_values, file_problems = read_env_file(path)
+            problems += file_problems
         except FileNotFoundError:
             problems.append(f"{path}: no such file (use --config or POLYMARKET_ENV_FILE)")
         except (PermissionError, UnicodeDecodeError) as exc:
@@ -361,11 +383,20 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     for s in SETTINGS:
         where = s.key
         raw = s.default
-        if s.key in env:
+        in_file = s.key in file_values and not (s.key in SECRET_NAMES and is_unset(s.key, file_values[s.key][0]))
+        if s.key in credentials:
+            raw, where = credentials[s.key], f"credential {s.key}"
+            if in_file:
+                warnings.append(f"{path}:{file_values[s.key][1]}: {s.key}: also here in plaintext, unused (the "
+                                "encrypted credential wins); blank it: sudo polymarket-bot secret migrate")
+        elif s.key in env:
             raw, where = env[s.key], f"environment: {s.key}"
         elif s.key in file_values:
             raw, no = file_values[s.key]
             where = f"{path}:{no}: {s.key}"
+            if in_file and s.key in SECRET_NAMES:
+                warnings.append(f"{where}: in plaintext in the env file; encrypt it: sudo polymarket-bot secret "
+                                "migrate (see man polymarket-bot, SECRETS)")
         try:
             kwargs[s.attr] = s.parse(raw)
         except Invalid as exc:
