@@ -93,7 +93,8 @@ def test_depends(deb: Path) -> None:
 def test_debconf_templates(control: Path) -> None:
     templates = (control / "templates").read_text()
     assert "Template: polymarket-hardening/allow_users" in templates
-    assert "Default: admin polymarket-bot" in templates
+    allow_users = templates.split("Template: polymarket-hardening/allow_users\n")[1].split("\n\n")[0]
+    assert "\nDefault: admin\n" in allow_users  # never polymarket-bot (issue 7, item 4)
     assert "Template: polymarket-hardening/admin_network" in templates
     assert (control / "config").exists()
 
