@@ -26,8 +26,15 @@ from .secrets import Secret
 
 log = logging.getLogger(__name__)
 
-PAGE = 500
+PAGE = 500                 # /activity page (documented maximum)
+ACTIVITY_OFFSET_CAP = 5000  # /activity: an offset past this is a 400 (docs); deeper history is paged by start
+PAGES_PER_LEADER = 2       # /activity pages per leader per poll: a backlog is caught up over several polls
+PAGES_PER_POLL = 20        # /activity pages per poll for all leaders together, shared round robin
 GLOBAL_PAGE = 1000
+TRADES_OFFSET_CAP = 10000  # /trades: the overlap sweep of the global feed never pages deeper
+# Published Data API limits (docs.polymarket.com/api-reference/rate-limits), each its own
+# budget besides DATA_API_MAX_RPS: requests per 10 s sliding window.
+DATA_API_PATH_LIMITS = {"/trades": 200, "/positions": 150, "/closed-positions": 150}
 AUTO_GLOBAL_ABOVE = 5
 MARKET_TTL = 300.0
 MARKET_REFRESH_AFTER = 0.8 * MARKET_TTL  # refreshed off the hot path once this old, if still in use
@@ -136,7 +143,8 @@ class Engine:
             self.metrics.inc("polymarket_data_api_requests_total")
 
         self.data = JsonClient(cfg.data_api_url, t, backoff=backoff, limiter=RateLimiter(cfg.data_api_max_rps),
-                               on_request=count)
+                               on_request=count, path_limiters={
+                                   path: RateLimiter.window(n, 10.0) for path, n in DATA_API_PATH_LIMITS.items()})
         self.clob = JsonClient(cfg.clob_url, t, backoff=backoff)
         self.gamma = JsonClient(cfg.gamma_url, t, backoff=backoff)
         self.probe = JsonClient(cfg.clob_url, min(t, 3.0), retries=0)
@@ -160,6 +168,12 @@ class Engine:
         self.recent_set: set[str] = set()
         self.last_poll = 0.0
         self.last_global = 0.0
+        # leaders whose /activity has more to read: (start, offset) of the next page, or None
+        # for a read from the high-water mark minus the age window
+        self.backlog: dict[str, tuple[int, int] | None] = {}
+        self.rotate = 0
+        self.sweep_offset = GLOBAL_PAGE   # the global feed's overlap sweep: next /trades offset
+        self.poll_positions: dict[str, dict[str, float]] = {}  # leader -> asset -> size, this poll
         self.exchange_ok = False
         self.last_probe = 0.0
         self.last_stop_loss = 0.0
@@ -206,6 +220,7 @@ class Engine:
         if not self.warmed:
             self.warm_up()
         handled = 0
+        self.poll_positions.clear()
         if self.open_decisions and time.monotonic() - self.last_resolve >= RESOLVE_EVERY:
             self.resolve_open()
         try:
@@ -303,41 +318,102 @@ class Engine:
         # look back over the age window so that trades the API publishes late are still seen
         return int(min(mark, now) - self.cfg.max_trade_age)
 
-    def fetch_leader(self, leader: str) -> list[dict[str, Any]]:
-        start = self._start_mark(leader)
+    def _activity_page(self, leader: str, start: int, offset: int) -> list[dict[str, Any]]:
+        rows = self.data.get("/activity", {"user": leader, "type": "TRADE", "start": start,
+                                           "sortBy": "TIMESTAMP", "sortDirection": "ASC",
+                                           "limit": PAGE, "offset": offset})
+        if not isinstance(rows, list):
+            raise HttpError("GET /activity: not a list", retryable=True)
+        return rows
+
+    def fetch_leader(self, leader: str, pages: int = PAGES_PER_LEADER) -> list[dict[str, Any]]:
+        """Up to ``pages`` pages of one leader's fills, oldest first, from where the last poll
+        stopped (a backlog) or from the high-water mark minus the age window. A full page leaves
+        the leader in ``backlog`` for the next poll. The offset never passes the documented
+        cap: the next page starts at the last timestamp read (skipping the rows read there)."""
         out: list[dict[str, Any]] = []
-        for page in range(20):
-            rows = self.data.get("/activity", {"user": leader, "type": "TRADE", "start": start,
-                                               "sortBy": "TIMESTAMP", "sortDirection": "ASC",
-                                               "limit": PAGE, "offset": page * PAGE})
-            if not isinstance(rows, list):
-                raise HttpError("GET /activity: not a list", retryable=True)
+        for _ in range(pages):
+            cursor = self.backlog.get(leader)
+            start, offset = cursor if cursor is not None else (self._start_mark(leader), 0)
+            rows = self._activity_page(leader, start, offset)
             out += [r for r in rows if r.get("type", "TRADE") == "TRADE"]
             if len(rows) < PAGE:
+                self.backlog.pop(leader, None)
                 break
+            last = int(rows[-1]["timestamp"])
+            at_last = sum(1 for r in rows if int(r["timestamp"]) == last)
+            nxt = (last, at_last) if last > start else (start, offset + len(rows))
+            if nxt[1] + PAGE > ACTIVITY_OFFSET_CAP:  # thousands of fills in one second
+                log.warning("leader %s: over %d fills at timestamp %d; the rest of that second is skipped",
+                            leader, ACTIVITY_OFFSET_CAP, nxt[0])
+                self.metrics.inc("polymarket_errors_total", kind="activity_offset_cap")
+                nxt = (nxt[0] + 1, 0)
+            self.backlog[leader] = nxt
         return out
+
+    def _read_leaders(self, leaders: list[str]) -> tuple[list[dict[str, Any]], int, int]:
+        """Page ``leaders`` fairly within PAGES_PER_POLL: (rows, requests ok, requests failed).
+        One leader's error (a 400, a timeout) is logged and does not stop the others."""
+        rows: list[dict[str, Any]] = []
+        ok = failed = 0
+        if not leaders:
+            return rows, ok, failed
+        budget = max(PAGES_PER_POLL, len(leaders))
+        per = max(1, min(PAGES_PER_LEADER, budget // len(leaders)))
+        self.rotate = (self.rotate + 1) % len(leaders)
+        for leader in leaders[self.rotate:] + leaders[:self.rotate]:
+            if budget <= 0 or self.stop.is_set():
+                break
+            try:
+                got = self.fetch_leader(leader, min(per, budget))
+                ok += 1
+            except HttpError as exc:
+                failed += 1
+                self.metrics.inc("polymarket_errors_total", kind="data_api")
+                log.warning("leader %s poll failed: %s", leader, exc)
+                if exc.status == 400:  # a request the API refuses: start this leader afresh
+                    self.backlog.pop(leader, None)
+                continue
+            budget -= max(1, -(-len(got) // PAGE))
+            rows += got
+        return rows, ok, failed
 
     def fetch_new_trades(self) -> list[tuple[str, dict[str, Any]]]:
         leaders = set(self.cfg.leaders)
         rows: list[dict[str, Any]] = []
-        if self.feed is LeaderFeed.PER_LEADER or not self.caught_up:
-            for leader in self.cfg.leaders:
-                rows += self.fetch_leader(leader)
-            self.caught_up = True
-            if self.feed is LeaderFeed.GLOBAL:
-                self._global_page(leaders)  # sets the global mark for the next round
+        ok = failed = 0
+        more: list[dict[str, Any]] = []
+        if self.feed is LeaderFeed.PER_LEADER:
+            rows, ok, failed = self._read_leaders(list(self.cfg.leaders))
         else:
-            rows = self._global_page(leaders)
-        rows.sort(key=lambda r: int(r["timestamp"]))
-        fresh: list[tuple[str, dict[str, Any]]] = []
-        by_tx: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
-            by_tx.setdefault(str(r.get("transactionHash")), []).append(r)
-        for group in by_tx.values():
-            for key, r in zip(dedupe_keys(group), group, strict=True):
-                if key not in self.recent_set:
-                    fresh.append((key, r))
-        fresh.sort(key=lambda kr: int(kr[1]["timestamp"]))
+            if not self.caught_up:  # start-up: each leader's history since its mark, a bounded share per poll
+                self.backlog.update({leader: None for leader in self.cfg.leaders if leader not in self.backlog})
+                self.caught_up = True
+            try:
+                rows = self._global_page(leaders)
+                ok += 1
+            except HttpError as exc:
+                failed += 1
+                self.metrics.inc("polymarket_errors_total", kind="data_api")
+                log.warning("global feed poll failed: %s", exc)
+            behind = [leader for leader in self.cfg.leaders if leader in self.backlog]
+            more, ok2, failed2 = self._read_leaders(behind)
+            ok, failed = ok + ok2, failed + failed2
+        if failed and not ok:
+            raise HttpError(f"every Data API read of this poll failed ({failed})", retryable=True)
+        # keys per source (the occurrence index within a transaction is only meaningful within
+        # one feed); the same fill read from both feeds has the same key and is handled once
+        keyed: dict[str, dict[str, Any]] = {}
+        for source in (rows, more):
+            by_tx: dict[str, list[dict[str, Any]]] = {}
+            for r in sorted(source, key=lambda r: int(r["timestamp"])):
+                by_tx.setdefault(str(r.get("transactionHash")), []).append(r)
+            for group in by_tx.values():
+                for key, r in zip(dedupe_keys(group), group, strict=True):
+                    if key not in self.recent_set:
+                        keyed.setdefault(key, r)
+        rows = rows + more
+        fresh = sorted(keyed.items(), key=lambda kr: int(kr[1]["timestamp"]))
         newest: dict[str, int] = {}
         for r in rows:
             who, ts = str(r["proxyWallet"]).lower(), int(r["timestamp"])
@@ -352,22 +428,53 @@ class Engine:
                 self.wal_dirty = True
         return fresh
 
-    def _global_page(self, leaders: set[str]) -> list[dict[str, Any]]:
-        page = self.data.get("/trades", {"limit": GLOBAL_PAGE, "takerOnly": "false"})
+    def _trades_page(self, offset: int) -> list[dict[str, Any]]:
+        page = self.data.get("/trades", {"limit": GLOBAL_PAGE, "offset": offset, "takerOnly": "false"})
         if not isinstance(page, list):
             raise HttpError("GET /trades: not a list", retryable=True)
+        return page
+
+    def _global_page(self, leaders: set[str]) -> list[dict[str, Any]]:
+        """The newest page of the global feed, plus one page of an overlap sweep per poll that
+        re-reads the feed back to MAX_TRADE_AGE_SECONDS, so a fill published late (inserted
+        below the newest page) is still seen. If the sweep cannot reach that far within
+        the offset cap, the leaders are caught up from their own /activity (bounded)."""
+        page = self._trades_page(0)
         prev = self.ledger.get_mark("hwm:global")
         mine = [r for r in page if str(r.get("proxyWallet", "")).lower() in leaders]
-        if page:
-            oldest = min(int(r["timestamp"]) for r in page)
-            newest = max(int(r["timestamp"]) for r in page)
-            if prev is not None and len(page) >= GLOBAL_PAGE and oldest > prev:
-                # the feed moved faster than one page: fall back to each leader's history
-                log.warning("global feed gap (%d > %d); catching up per leader", oldest, prev)
-                self.metrics.inc("polymarket_errors_total", kind="feed_gap")
-                mine = [r for leader in sorted(leaders) for r in self.fetch_leader(leader)]
-            self.ledger.set_mark("hwm:global", newest)
+        if not page:
+            return mine
+        horizon = time.time() - self.cfg.max_trade_age - 2 * self.cfg.poll_interval
+        oldest = min(int(r["timestamp"]) for r in page)
+        newest = max(int(r["timestamp"]) for r in page)
+        if prev is not None and len(page) >= GLOBAL_PAGE and oldest > prev and not self.backlog:
+            log.info("global feed moved more than one page since the last poll; the sweep re-reads it")
+        if len(page) >= GLOBAL_PAGE and oldest > horizon:
+            try:
+                more = self._trades_page(self.sweep_offset)
+            except HttpError as exc:
+                if exc.retryable:
+                    raise
+                more = []  # past the API's offset cap: restart the sweep, catch up per leader
+                self._feed_gap(leaders, f"/trades offset {self.sweep_offset} refused: {exc}")
+            mine += [r for r in more if str(r.get("proxyWallet", "")).lower() in leaders]
+            reached = not more or len(more) < GLOBAL_PAGE or min(int(r["timestamp"]) for r in more) <= horizon
+            self.sweep_offset += GLOBAL_PAGE
+            if reached:
+                self.sweep_offset = GLOBAL_PAGE
+            elif self.sweep_offset >= TRADES_OFFSET_CAP:
+                self.sweep_offset = GLOBAL_PAGE
+                self._feed_gap(leaders, f"more than {TRADES_OFFSET_CAP} fills in MAX_TRADE_AGE_SECONDS")
+        else:
+            self.sweep_offset = GLOBAL_PAGE
+        self.ledger.set_mark("hwm:global", newest)
         return mine
+
+    def _feed_gap(self, leaders: set[str], why: str) -> None:
+        log.warning("global feed: %s; catching up per leader", why)
+        self.metrics.inc("polymarket_errors_total", kind="feed_gap")
+        for leader in sorted(leaders):
+            self.backlog.setdefault(leader, None)
 
     def _remember(self, key: str) -> None:
         if len(self.recent) == self.recent.maxlen:
@@ -445,6 +552,24 @@ class Engine:
         value = float(rows[0]["value"]) if rows else 0.0
         self.leader_values[leader] = (time.time(), value)
         return value
+
+    def _leader_positions(self, leader: str) -> dict[str, float]:
+        """A leader's positions (asset -> shares), read from /positions once per poll."""
+        hit = self.poll_positions.get(leader)
+        if hit is not None:
+            return hit
+        out: dict[str, float] = {}
+        for page in range(10):
+            rows = self.data.get("/positions", {"user": leader, "sizeThreshold": 0, "limit": PAGE,
+                                                "offset": page * PAGE})
+            if not isinstance(rows, list):
+                raise HttpError("GET /positions: not a list", retryable=True)
+            for r in rows:
+                out[str(r.get("asset"))] = out.get(str(r.get("asset")), 0.0) + float(r["size"])
+            if len(rows) < PAGE:
+                break
+        self.poll_positions[leader] = out
+        return out
 
     def _usdc_balance(self) -> float:
         if self.mode is TradingMode.DRY_RUN:
@@ -540,8 +665,7 @@ class Engine:
         if pos is None or pos.shares <= 0:
             raise Skip("no_position")
         sold = float(t["size"])
-        rows = self.data.get("/positions", {"user": t["proxyWallet"], "market": m.condition_id})
-        after = sum(float(r["size"]) for r in rows or [] if str(r.get("asset")) == asset)
+        after = self._leader_positions(str(t["proxyWallet"]).lower()).get(asset, 0.0)
         fraction = min(1.0, sold / (after + sold)) if after + sold > 0 else 1.0
         shares = pos.shares * fraction
         held = self._token_balance(asset)

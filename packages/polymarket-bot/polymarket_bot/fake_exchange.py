@@ -19,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -61,6 +62,7 @@ class State:
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)   # order hash -> response
     faults: list[Fault] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
+    request_log: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=200_000))  # (time, path)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -194,6 +196,8 @@ class Exchange:
         rows = sorted(rows, key=lambda r: (r["timestamp"], r["_seq"]), reverse=True)
         limit = min(int(q.get("limit", 100)), 10000)
         offset = int(q.get("offset", 0))
+        if offset > 10000:
+            raise Rejection(400, "offset must be at most 10000")
         return self._public(rows[offset:offset + limit])
 
     def activity(self, q: dict[str, str]) -> list[dict[str, Any]]:
@@ -210,6 +214,8 @@ class Exchange:
         rows = sorted(rows, key=lambda r: (r["timestamp"], r["_seq"]), reverse=desc)
         limit = min(int(q.get("limit", 100)), 500)
         offset = int(q.get("offset", 0))
+        if offset > 5000:  # documented: past the cap is a 400, never clamped
+            raise Rejection(400, "offset must be at most 5000; page deeper history with start/end")
         out = []
         for r in rows[offset:offset + limit]:
             a = {k: v for k, v in r.items() if not k.startswith("_")}
@@ -543,6 +549,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body() if method == "POST" else ""
         with ex.s.lock:
             ex.s.requests[path] = ex.s.requests.get(path, 0) + 1
+            ex.s.request_log.append((time.time(), path))
         fault = None
         if not path.startswith("/_control"):
             fault = ex.take_fault(path)

@@ -49,6 +49,13 @@ class RateLimiter:
             return True
         return False
 
+    @classmethod
+    def window(cls, limit: int, seconds: float) -> RateLimiter:
+        """At most ``limit`` requests in any sliding window of ``seconds``: a burst of a tenth of
+        the limit, refilled so that burst + refill over the window stays within it."""
+        burst = max(1.0, limit / 10)
+        return cls((limit - burst) / seconds, burst)
+
     def try_acquire(self) -> bool:
         """Take a token if one is available now; never waits."""
         with self.lock:
@@ -73,6 +80,7 @@ class JsonClient:
         max_backoff: float = 5.0,
         limiter: RateLimiter | None = None,
         on_request: Callable[[str, bool], None] | None = None,
+        path_limiters: Mapping[str, RateLimiter] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         self.scheme = parts.scheme
@@ -85,6 +93,7 @@ class JsonClient:
         self.max_backoff = max_backoff
         self.limiter = limiter
         self.on_request = on_request
+        self.path_limiters = dict(path_limiters or {})  # a published per-endpoint limit, its own budget
         self.local = threading.local()
         self.last_ok = 0.0
         self.requests = 0
@@ -104,6 +113,9 @@ class JsonClient:
         self.local.conn = None
 
     def _once(self, method: str, path: str, body: str | None, headers: Mapping[str, str]) -> Any:
+        per_path = self.path_limiters.get(path.split("?", 1)[0])
+        if per_path is not None:
+            per_path.acquire()
         if self.limiter is not None:
             self.limiter.acquire()
         self.requests += 1
