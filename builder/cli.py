@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run lintian on the built .debs and shellcheck on every shell script.",
     )
     lt.add_argument("packages", nargs="*", metavar="PACKAGE")
+    lt.add_argument(
+        "--python",
+        action="store_true",
+        help="also ruff and mypy over every Python file of the tree (scripts found by shebang; needs make venv)",
+    )
     sub.add_parser(
         "list",
         help="list the packages and the version",
@@ -147,7 +152,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not args.no_lint:
             lint.lint(project, args.packages, dist)
     elif args.command == "lint":
-        lint.lint(project, args.packages, dist)
+        lint.lint(project, args.packages, dist, python=args.python)
     elif args.command == "publish":
         from builder import repo
 
