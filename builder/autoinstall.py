@@ -27,6 +27,7 @@ import jinja2
 
 from builder import autoinstall_config as config
 from builder import autoinstall_validate as validate
+from builder import debconf
 from builder import inventory as inventory_mod
 from builder.errors import BuilderError, InputError
 from builder.inventory import Host, Inventory
@@ -108,10 +109,11 @@ def render_files(project: Project, inv: Inventory, key: bytes) -> Rendered:
                     hint=f"packages built here: {', '.join(sorted(known))}",
                 )
     files: dict[str, str] = {}
+    questions = debconf.load(project.root)
     args = {h.name: kernel_args(inv, h) for h in inv.hosts}
     for host in inv.hosts:
-        ud = config.user_data(inv, host, key, inventory_name)
-        validate.validate(f"{host.name}/user-data", ud)
+        ud = config.user_data(inv, host, key, inventory_name, questions)
+        validate.validate(f"{host.name}/user-data", ud, questions)
         md = config.meta_data(host, ud)
         files[f"{host.name}/user-data"] = ud
         files[f"{host.name}/meta-data"] = md

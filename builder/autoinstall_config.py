@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from builder import repo
+from builder.debconf import Question
 from builder.errors import InputError
 from builder.inventory import Host, Inventory, Role
 
@@ -42,34 +44,45 @@ class DebconfAnswer:
     """One debconf-selections line: ``owner question type value``."""
 
     package: str
-    question: str
+    question: str  # owner/name
     type: str
     value: str
 
     def line(self) -> str:
-        return f"{self.package} {self.package}/{self.question} {self.type} {self.value}".rstrip()
+        return f"{self.package} {self.question} {self.type} {self.value}".rstrip()
 
 
-def debconf_answers(inv: Inventory, host: Host) -> tuple[DebconfAnswer, ...]:
-    """The answers to the packages' questions for ``host`` (only for packages its role installs)."""
+def answer_values(inv: Inventory, host: Host) -> dict[str, str]:
+    """What the media answer, by question; the questions themselves (type, choices) are debian/*.templates'."""
     peer = inv.peer(host)
-    answers = [
+    values = {
         # Only the admin: polymarket-hardening adds polymarket-ha (ledger replication) itself and never
         # lets the bot's user in.
-        DebconfAnswer("polymarket-hardening", "allow_users", "string", inv.admin.user),
-        DebconfAnswer("polymarket-hardening", "admin_network", "string", str(inv.network.admin_network)),
-        DebconfAnswer("polymarket-ha", "role", "select", str(host.role)),
-        DebconfAnswer("polymarket-ha", "own_address", "string", str(host.address)),
-        DebconfAnswer("polymarket-ha", "peer_address", "string", str(peer.address) if peer else ""),
-        DebconfAnswer("polymarket-ha", "virtual_ip", "string", str(inv.network.virtual_ip)),
-        DebconfAnswer("polymarket-ha", "interface", "string", inv.network.interface),
-    ]
+        "polymarket-hardening/allow_users": inv.admin.user,
+        "polymarket-hardening/admin_network": str(inv.network.admin_network),
+        "polymarket-ha/role": str(host.role),
+        "polymarket-ha/own_address": str(host.address),
+        "polymarket-ha/peer_address": str(peer.address) if peer else "",
+        "polymarket-ha/virtual_ip": str(inv.network.virtual_ip),
+        "polymarket-ha/interface": inv.network.interface,
+    }
     if host.role is Role.LB:
         # HAProxy checks the primary first, the standby as its backup.
         pair = [h for role in (Role.PRIMARY, Role.STANDBY) for h in inv.hosts if h.role is role]
-        answers.append(DebconfAnswer("polymarket-ha", "backends", "string", " ".join(str(h.address) for h in pair)))
-    packages = inv.packages(host)
-    return tuple(a for a in answers if a.package in packages)
+        values["polymarket-ha/backends"] = " ".join(str(h.address) for h in pair)
+    return values
+
+
+def debconf_answers(inv: Inventory, host: Host, questions: Mapping[str, Question]) -> tuple[DebconfAnswer, ...]:
+    """The answers to the packages' questions for ``host`` (only for packages its role installs)."""
+    answers = []
+    for name, value in answer_values(inv, host).items():
+        question = questions.get(name)
+        if question is None:
+            raise InputError(f"the media answer {name}, but no debian/*.templates declares it")
+        if question.package in inv.packages(host):
+            answers.append(DebconfAnswer(question.package, name, question.type, value))
+    return tuple(answers)
 
 
 def network(inv: Inventory, host: Host) -> dict[str, Any]:
@@ -269,8 +282,8 @@ def cloud_config(inv: Inventory, host: Host) -> dict[str, Any]:
     }
 
 
-def autoinstall(inv: Inventory, host: Host, key: bytes) -> dict[str, Any]:
-    answers = debconf_answers(inv, host)
+def autoinstall(inv: Inventory, host: Host, key: bytes, questions: Mapping[str, Question]) -> dict[str, Any]:
+    answers = debconf_answers(inv, host, questions)
     return {
         "version": 1,
         # The plan's "minimal installation", no snaps.
@@ -306,9 +319,9 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True)
 
 
-def user_data(inv: Inventory, host: Host, key: bytes, inventory_name: str) -> str:
+def user_data(inv: Inventory, host: Host, key: bytes, inventory_name: str, questions: Mapping[str, Question]) -> str:
     header = HEADER.format(host=host.name, role=host.role, inventory=inventory_name)
-    return header + dump_yaml({"autoinstall": autoinstall(inv, host, key)})
+    return header + dump_yaml({"autoinstall": autoinstall(inv, host, key, questions)})
 
 
 def meta_data(host: Host, user_data_text: str) -> str:

@@ -33,6 +33,7 @@ import yaml
 from debian.deb822 import Deb822
 
 from builder import autoinstall_config as config
+from builder import debconf
 from builder.errors import CommandFailed, InputError, ToolMissing
 from builder.run import SAFE_PATH, run
 from builder.text import HTTP_URL
@@ -228,18 +229,25 @@ def check_late_commands(name: str, ai: Mapping[str, Any]) -> tuple[str, ...]:
     return packages
 
 
-def check_debconf(name: str, text: Any, packages: Iterable[str]) -> None:
+def check_debconf(name: str, text: Any, packages: Iterable[str], questions: Mapping[str, debconf.Question]) -> None:
+    """Each line answers a question its package's templates declare, with the template's type and choices."""
     if not isinstance(text, str):
         raise InputError(f"{name}: autoinstall.debconf-selections: must be a string")
     installed = set(packages)
     for n, line in enumerate(text.splitlines(), 1):
+        where = f"{name}: autoinstall.debconf-selections line {n}"
         m = DEBCONF_LINE.fullmatch(line)
         if not m:
-            raise InputError(
-                f"{name}: autoinstall.debconf-selections line {n}: {line!r} is not 'owner question type value'"
-            )
-        if m.group(1) not in installed:
-            raise InputError(f"{name}: autoinstall.debconf-selections line {n}: {m.group(1)} is not installed")
+            raise InputError(f"{where}: {line!r} is not 'owner question type value'")
+        owner, question_name, kind, value = m.groups()
+        if owner not in installed:
+            raise InputError(f"{where}: {owner} is not installed")
+        question = questions.get(question_name)
+        if question is None or question.package != owner:
+            raise InputError(f"{where}: {question_name} is not a question of debian/{owner}.templates")
+        problem = debconf.answer_problem(question, kind, value)
+        if problem:
+            raise InputError(f"{where}: {question_name} {problem}")
 
 
 def check_user_data(name: str, ai: Mapping[str, Any]) -> None:
@@ -282,8 +290,9 @@ def parse_user_data(name: str, text: str) -> dict[str, Any]:
     return section
 
 
-def validate(name: str, text: str) -> dict[str, Any]:
-    """All checks but cloud-init's on one rendered user-data; returns its autoinstall section."""
+def validate(name: str, text: str, questions: Mapping[str, debconf.Question] | None = None) -> dict[str, Any]:
+    """All checks but cloud-init's on one rendered user-data; returns its autoinstall section.  The debconf
+    answers are checked against ``questions`` (default: the templates of the builder's own tree)."""
     ai = parse_user_data(name, text)
     check_schema(name, ai)
     check_top_level(name, ai)
@@ -292,7 +301,9 @@ def validate(name: str, text: str) -> dict[str, Any]:
     check_storage(name, ai["storage"])
     check_apt(name, ai.get("apt", {}))
     packages = check_late_commands(name, ai)
-    check_debconf(name, ai.get("debconf-selections", ""), packages)
+    if questions is None:
+        questions = debconf.load(SCHEMA.parent.parent)
+    check_debconf(name, ai.get("debconf-selections", ""), packages, questions)
     check_user_data(name, ai)
     return ai
 

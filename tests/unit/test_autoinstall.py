@@ -363,6 +363,25 @@ BAD_CHANGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda a: a.update({"debconf-selections": "polymarket-ha/role select primary\n"}),
         r"debconf-selections line 1: .* is not 'owner question type value'",
     ),
+    "debconf-wrong-type": (
+        lambda a: a.update({"debconf-selections": a["debconf-selections"].replace("role select", "role string")}),
+        r"line 3: polymarket-ha/role is answered as string, but its template says select "
+        r"\(debian/polymarket-ha\.templates:\d+\)",
+    ),
+    "debconf-not-a-choice": (
+        lambda a: a.update({"debconf-selections": a["debconf-selections"].replace("select primary", "select main")}),
+        r"line 3: polymarket-ha/role 'main' is not one of its choices: primary, standby, lb",
+    ),
+    "debconf-unknown-question": (
+        lambda a: a.update({"debconf-selections": a["debconf-selections"].replace("/virtual_ip ", "/vip ")}),
+        r"line 6: polymarket-ha/vip is not a question of debian/polymarket-ha\.templates",
+    ),
+    "debconf-not-a-question": (
+        lambda a: a.update(
+            {"debconf-selections": a["debconf-selections"] + "polymarket-ha polymarket-ha/invalid note x\n"}
+        ),
+        r"line 8: polymarket-ha/invalid is answered as note, but its template says error",
+    ),
     "debconf-not-installed": (
         lambda a: a["late-commands"][-1].__delitem__(slice(8, 9)),
         r"debconf-selections line 1: polymarket-hardening is not installed",
