@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -212,3 +213,20 @@ def test_control_without_maintainer_is_refused(repo_copy: Path) -> None:
     control.write_text(control.read_text().replace("Maintainer: ", "X-Maintainer: ", 1))
     with pytest.raises(InputError, match="the source paragraph has no Maintainer field"):
         load_project(repo_copy)
+
+
+def test_every_builder_command_in_the_readme_parses() -> None:
+    """The README's `python3 -m builder ...` lines are commands the CLI accepts (options in [] included)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"python3 -m builder((?: [^`#\n]+?)?)\s*(?:`|#|\n)", readme)
+    assert len(commands) >= 8
+    parser = cli._parser()
+    project = load_project(REPO)
+    for command in commands:
+        # "[-m ...]" (a repetition) is left out, "[--output DIR]" is given
+        words = shlex.split(re.sub(r"\[[^\]]*\.\.\.\]", "", command).replace("[", "").replace("]", ""))
+        if words in ([], ["--help"]):
+            continue
+        args = parser.parse_args(words)  # argparse exits on an unknown command or option
+        if args.command in ("build", "lint"):
+            project.select(args.packages)  # a package the README names exists
