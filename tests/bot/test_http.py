@@ -95,3 +95,31 @@ def test_dashboard_refused_without_configured_token(h: Harness) -> None:
         for s in (dash, met):
             s.shutdown()
             s.server_close()
+
+
+def test_bearer_scheme_is_case_insensitive(h: Harness) -> None:
+    """RFC 7235: the auth scheme is case-insensitive; the token itself is not."""
+    e = h.engine()
+    dash, met = start_servers(e, 0, 0)
+    try:
+        url = f"http://127.0.0.1:{dash.server_address[1]}/system"
+
+        def status(authorization: str) -> int:
+            req = urllib.request.Request(url, headers={"Accept": "application/json",
+                                                       "Authorization": authorization})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        for good in ("Bearer s3cret-token", "bearer s3cret-token", "BEARER s3cret-token", "bEaReR s3cret-token",
+                     "Bearer  s3cret-token"):
+            assert status(good) == 200, good
+        for bad in ("Bearer S3CRET-TOKEN", "bearer wrong", "Basic s3cret-token", "Bearers3cret-token",
+                    "s3cret-token", "Bearer", "bearer s3cret-token extra", "Bearer s3cret-tokenX"):
+            assert status(bad) == 401, bad
+    finally:
+        for s in (dash, met):
+            s.shutdown()
+            s.server_close()

@@ -31,6 +31,9 @@ class Metrics:
             ("polymarket_orders_total", "Orders by final status"),
             ("polymarket_errors_total", "Errors by kind"),
             ("polymarket_data_api_requests_total", "Requests sent to the Data API"),
+            ("polymarket_http_connections_dropped_total",
+             "Connections to our listeners closed before a complete request: timeout (no full request head "
+             "within the deadline), limit (connection bound reached), fd-limit (no descriptor left), oversize"),
         ):
             self.help[name] = ("counter", text)
             self.counters[name] = {}

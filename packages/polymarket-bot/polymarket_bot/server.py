@@ -1,22 +1,56 @@
-"""HTTP endpoints: /health and the token-protected dashboard pages, and Prometheus metrics."""
+"""HTTP endpoints: /health and the token-protected dashboard pages, and Prometheus metrics.
+
+Each listener is one event-loop thread that accepts connections and reads request heads
+without a thread per connection, plus a few worker threads that answer complete requests.
+An idle or slow client costs one file descriptor and is bounded three ways: a deadline for
+its whole request head (``HEADER_TIMEOUT``, counted from the accept or the end of the
+previous response, so a client sending a byte a second is cut too), a bound on the
+connections held (``connection_bound()``, sized from RLIMIT_NOFILE; at the bound the
+connection idle the longest is closed, so a new client such as the HAProxy /health check
+still gets in), and a send deadline (``WRITE_TIMEOUT``). ``accept`` failing for want of a
+descriptor (EMFILE) closes the oldest idle connection or pauses accepting; it never spins.
+"""
 
 from __future__ import annotations
 
+import collections
+import errno
 import hmac
 import html
+import io
 import json
 import logging
 import os
+import queue
+import resource
+import selectors
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .config import Config
 from .engine import Engine
 
 log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 256   # per listener; the unit's LimitNOFILE=1024 leaves room for both and the rest
+FD_RESERVE = 64         # descriptors kept for the ledger, the log file and the exchange connections
+HEADER_TIMEOUT = 10.0   # seconds for a complete request head, from the accept or the previous response
+WRITE_TIMEOUT = 10.0    # seconds a response may wait for the client to take it
+MAX_HEAD = 16384        # bytes of request line and headers
+WORKERS = 4             # threads answering complete requests, per listener
+BACKLOG = 128
+EMFILE_PAUSE = 0.1      # seconds without accepting when no descriptor is left and nothing can be closed
+
+
+def connection_bound(listeners: int = 2) -> int:
+    """Connections held per listener: MAX_CONNECTIONS, less when RLIMIT_NOFILE cannot hold them all."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, (soft - FD_RESERVE) // listeners))
 
 
 def health(engine: Engine) -> tuple[int, dict[str, Any]]:
@@ -58,17 +92,52 @@ def _rss_kb() -> int:
     return 0
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """What both listeners share: keep-alive, no Nagle delay, access log at debug level."""
+class _SocketWriter(io.BufferedIOBase):
+    """wfile: every write goes out whole (sendall, bounded by the socket's WRITE_TIMEOUT)."""
 
-    server: DashboardServer
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self._sock.sendall(b)
+        with memoryview(b) as view:
+            return view.nbytes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """What both listeners share: keep-alive, no Nagle delay, access log at debug level.
+
+    The listener has already read the request head (``head``); the handler answers exactly
+    that one request and hands the connection back for the next one.
+    """
+
+    server: DashboardServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     log_prefix = "http"
 
+    def __init__(self, request: socket.socket, client_address: Any, server: DashboardServer, head: bytes) -> None:
+        self.head = head
+        super().__init__(request, client_address, server)  # type: ignore[arg-type]
+
     def setup(self) -> None:
-        super().setup()
+        self.connection = self.request
         # headers and body go out in two writes: without this, Nagle + delayed ACK add 40 ms
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = io.BytesIO(self.head)
+        self.wfile = _SocketWriter(self.connection)
+
+    def handle(self) -> None:
+        self.handle_one_request()
+        headers = getattr(self, "headers", None)
+        if headers is not None and (headers.get("Content-Length", "0").strip() not in ("", "0")
+                                    or "Transfer-Encoding" in headers):
+            self.close_connection = True  # a body we do not read would be taken for the next request
+
+    def finish(self) -> None:
+        pass  # the socket belongs to the listener
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(self.log_prefix + ": " + format, *args)
@@ -91,9 +160,11 @@ class DashboardHandler(_Handler):
         cfg: Config = self.server.engine.cfg
         if not cfg.dashboard_token_set:
             return False
-        got = self.headers.get("Authorization", "")
-        want = "Bearer " + cfg.api_secret_key.reveal()
-        return hmac.compare_digest(got.encode(), want.encode())
+        # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER"); the token is compared in constant time
+        scheme, _, token = self.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip(" ").encode(), cfg.api_secret_key.reveal().encode())
 
     def do_GET(self) -> None:  # noqa: N802
         engine = self.server.engine
@@ -166,19 +237,257 @@ class MetricsHandler(_Handler):
         self.wfile.write(body)
 
 
-class DashboardServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _Conn:
+    __slots__ = ("sock", "addr", "buf", "deadline")
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], engine: Engine) -> None:
+    def __init__(self, sock: socket.socket, addr: Any, deadline: float) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.buf = b""
+        self.deadline = deadline
+
+
+def _head_end(buf: bytes) -> int:
+    """Length of the request head at the start of buf (through its blank line), 0 while incomplete."""
+    ends = [i + n for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2)) if i >= 0]
+    return min(ends) if ends else 0
+
+
+class DashboardServer:
+    """One listener: an event loop reading request heads, WORKERS threads answering them."""
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], engine: Engine, *,
+                 max_connections: int | None = None, header_timeout: float = HEADER_TIMEOUT) -> None:
         self.engine = engine
+        self.handler = handler
         self.started = time.time()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
+        self.max_connections = max_connections or connection_bound()
+        self.header_timeout = header_timeout
+        self.name = handler.log_prefix
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(BACKLOG)
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self.socket, selectors.EVENT_READ)
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        self._idle: collections.OrderedDict[int, _Conn] = collections.OrderedDict()  # oldest deadline first
+        self._busy = 0
+        self._ready: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
+        self._back: collections.deque[tuple[_Conn, bool]] = collections.deque()
+        self._accepting = True
+        self._resume_at = 0.0
+        self._emfile_logged = 0.0
+        self._stop = threading.Event()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
 
+    # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> DashboardServer:
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="http", daemon=True).start()
+        loop = threading.Thread(target=self._loop, name=f"{self.name}-listener", daemon=True)
+        self._threads = [loop] + [threading.Thread(target=self._work, name=f"{self.name}-worker", daemon=True)
+                                  for _ in range(WORKERS)]
+        for t in self._threads:
+            t.start()
         return self
+
+    def shutdown(self) -> None:
+        """Stop accepting and answering; idle connections are closed. Returns when the threads are done."""
+        self._stop.set()
+        self._wake()
+        for _ in range(WORKERS):
+            self._ready.put(None)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(WRITE_TIMEOUT + 1)
+
+    def server_close(self) -> None:
+        if not self._threads or not any(t.is_alive() for t in self._threads):
+            self._close_all()
+
+    def connections(self) -> int:
+        """Connections held now (idle ones and those being answered)."""
+        return len(self._idle) + self._busy
+
+    # ---- the event loop (one thread) -----------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                timeout = 0.5
+                if self._idle:
+                    timeout = min(timeout, max(0.0, next(iter(self._idle.values())).deadline - now))
+                if not self._accepting:
+                    timeout = min(timeout, max(0.0, self._resume_at - now))
+                for key, _mask in self._sel.select(timeout):
+                    if key.fileobj is self.socket:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._drain_wake()
+                    else:
+                        self._read(key.data)
+                self._take_back()
+                self._expire()
+        except Exception:  # noqa: BLE001 - a bug here must not pass silently
+            log.exception("%s: listener stopped", self.name)
+        finally:
+            self._close_all()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.debug("%s: accept: %s", self.name, exc)
+                    return
+                # No descriptor left: free one, or stop polling the listening socket for a moment
+                # (it stays readable, so polling it again at once would spin a core).
+                if self._idle:
+                    self._drop(next(iter(self._idle.values())), "fd-limit")
+                else:
+                    self._pause_accepting()
+                now = time.monotonic()
+                if now - self._emfile_logged > 60:
+                    self._emfile_logged = now
+                    log.warning("%s: accept: %s; holding %d connection(s)", self.name, exc.strerror,
+                                self.connections())
+                return
+            sock.setblocking(False)
+            if self.connections() >= self.max_connections:
+                if self._idle:
+                    self._drop(next(iter(self._idle.values())), "limit")
+                else:
+                    self._count("limit")
+                    sock.close()
+                    continue
+            conn = _Conn(sock, addr, time.monotonic() + self.header_timeout)
+            self._idle[sock.fileno()] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self._sel.unregister(self.socket)
+            self._accepting = False
+        self._resume_at = time.monotonic() + EMFILE_PAUSE
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.debug("%s: %s dropped the connection (%s)", self.name, conn.addr, exc.__class__.__name__)
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.buf += data
+        self._dispatch_or_wait(conn)
+
+    def _dispatch_or_wait(self, conn: _Conn) -> None:
+        if _head_end(conn.buf):
+            fd = conn.sock.fileno()
+            self._sel.unregister(conn.sock)
+            del self._idle[fd]
+            self._busy += 1
+            self._ready.put(conn)
+        elif len(conn.buf) > MAX_HEAD:
+            self._drop(conn, "oversize")
+
+    def _take_back(self) -> None:
+        while self._back:
+            conn, keep = self._back.popleft()
+            self._busy -= 1
+            if not keep or self._stop.is_set():
+                self._close(conn)
+                continue
+            conn.deadline = time.monotonic() + self.header_timeout
+            self._idle[conn.sock.fileno()] = conn
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+            self._dispatch_or_wait(conn)  # a pipelined request may be waiting already
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._idle:
+            conn = next(iter(self._idle.values()))
+            if conn.deadline > now:
+                break
+            self._drop(conn, "timeout")
+        if not self._accepting and now >= self._resume_at:
+            self._sel.register(self.socket, selectors.EVENT_READ)
+            self._accepting = True
+
+    def _drop(self, conn: _Conn, reason: str) -> None:
+        self._count(reason)
+        log.debug("%s: closing %s (%s)", self.name, conn.addr, reason)
+        self._close(conn)
+
+    def _count(self, reason: str) -> None:
+        self.engine.metrics.inc("polymarket_http_connections_dropped_total", listener=self.name, reason=reason)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if self._idle.pop(fd, None) is not None:
+            self._sel.unregister(conn.sock)
+        conn.sock.close()
+
+    def _close_all(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for conn in list(self._idle.values()):
+            self._close(conn)
+        for sock in (self.socket, self._wake_r, self._wake_w):
+            sock.close()
+        self._sel.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # already awake (buffer full) or closed
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    # ---- workers ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            conn = self._ready.get()
+            if conn is None:
+                return
+            keep = False
+            n = _head_end(conn.buf)
+            head, conn.buf = conn.buf[:n], conn.buf[n:]
+            try:
+                conn.sock.settimeout(WRITE_TIMEOUT)
+                handler = self.handler(conn.sock, conn.addr, self, head)
+                keep = not handler.close_connection
+                conn.sock.setblocking(False)
+            except OSError as exc:  # the client went away (EPIPE, ECONNRESET) or did not read in time
+                log.debug("%s: %s dropped the connection (%s)", self.name, conn.addr, exc.__class__.__name__)
+            except Exception:  # noqa: BLE001 - one request failing must not stop the worker
+                log.exception("%s: error answering %s", self.name, conn.addr)
+            self._back.append((conn, keep))
+            self._wake()
 
 
 def start_servers(engine: Engine, dashboard_port: int | None = None,
