@@ -312,3 +312,53 @@ def test_dropped_connections_leave_no_traceback(h: Harness, tmp_path: Path) -> N
     assert p.returncode == 0, err
     for word in ("Traceback", "BrokenPipe", "ConnectionReset", "Exception occurred"):
         assert word not in err, err
+
+
+EMFILE_SCRIPT = """
+import resource, sys, time
+sys.path[:0] = [{tests!r}, {pkg!r}]
+from conftest import Harness
+from polymarket_bot.fake_exchange import FakeServer
+from polymarket_bot.server import DashboardHandler, DashboardServer
+from pathlib import Path
+fake = FakeServer(0).start()
+h = Harness(Path({tmp!r}), fake)
+e = h.engine()
+e.poll_once()
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+# a bound above what the descriptors allow: accept runs into EMFILE
+s = DashboardServer(("127.0.0.1", 0), DashboardHandler, e, max_connections=5000).start()
+print(s.server_address[1], flush=True)
+sys.stdin.read()
+print(e.metrics.get("polymarket_http_connections_dropped_total", listener="http", reason="fd-limit"), flush=True)
+"""
+
+
+def test_out_of_descriptors_frees_one_instead_of_spinning(tmp_path: Path, many_fds: None) -> None:
+    code = EMFILE_SCRIPT.format(tests=str(Path(__file__).parent), pkg=str(ROOT / "packages" / "polymarket-bot"),
+                                tmp=str(tmp_path))
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    socks: list[socket.socket] = []
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        port = int(p.stdout.readline())
+        socks = open_idle(port, 400)
+        cpu0, wall0 = cpu_seconds(p.pid), time.monotonic()
+        answers = []
+        while time.monotonic() - wall0 < 3:
+            answers.append(timed_health(port))
+            time.sleep(0.2)
+        cpu = cpu_seconds(p.pid) - cpu0
+        assert all(status == 200 and took < 1.0 for status, took in answers), answers
+        assert cpu < 0.3, f"{cpu:.2f} s CPU in 3 s"
+        assert len(os.listdir(f"/proc/{p.pid}/fd")) <= 128
+        out, err = p.communicate("", timeout=10)
+    finally:
+        for s in socks:
+            s.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert float(out.strip()) >= 200  # the oldest idle connections were closed to free descriptors
+    assert "Traceback" not in err, err

@@ -81,3 +81,36 @@ def test_service_copies_once_across_restart(h: Harness, tmp_path: Path) -> None:
     finally:
         stop(p)
     assert json.loads(json.dumps(h.ex.s.orders[0]["order"]))["maker"].lower() != LEADERS[1]
+
+
+def test_validate_config_leaves_the_ledger_and_run_migrates_it(h: Harness, tmp_path: Path) -> None:
+    """The unit's ExecStartPre (validate-config) changes nothing; ExecStart (run) migrates."""
+    import sqlite3
+
+    from test_config_cli import old_schema_ledger, run_cli, snapshot
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    db = lib / "ledger.db"
+    old_schema_ledger(db)
+    before = snapshot(lib)
+    dport, mport = free_port(), free_port()
+    env = h.env(DASHBOARD_PORT=dport, METRICS_PORT=mport, DB_PATH=str(db), LOG_FILE="")
+    env_file = tmp_path / "bot.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    env_file.chmod(0o600)
+    r = run_cli("--config", str(env_file), "validate-config")
+    assert r.returncode == 0, r.stderr
+    assert snapshot(lib) == before
+    p = start(env_file)
+    try:
+        assert wait_for(lambda: health(dport) == 200)
+    finally:
+        stop(p)
+    con = sqlite3.connect(db)
+    tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    decisions = con.execute("SELECT decision FROM decisions").fetchall()
+    con.close()
+    assert {"leader_trades", "orders", "positions"} <= tables
+    # the decision a crash left pending is resolved (flagged for a human) by run, not by validation
+    assert len(decisions) == 1 and decisions[0][0] != "pending"
