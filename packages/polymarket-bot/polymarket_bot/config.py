@@ -246,6 +246,22 @@ SETTINGS: tuple[Setting, ...] = (
             "polymarket-ha's heartbeat status, shown on /ha"),
     Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket-hardening/compliance/latest.json",
             _path, "polymarket-compliance's latest report, shown on /compliance"),
+    # --- the exchange as the truth, and account-level risk limits (issue 9) ---------------
+    Setting("RECONCILE_INTERVAL_SECONDS", "reconcile_interval", "300", _number(10, 86400),
+            "seconds between reconciling the ledger's positions with the exchange's (also at start "
+            "and when the node turns active)"),
+    Setting("MAX_DAILY_LOSS_USD", "max_daily_loss", "0", _number(0, 1e12),
+            "realised + unrealised loss since 00:00 UTC that stops new buys (sells still run); 0: no limit"),
+    Setting("MAX_TOTAL_EXPOSURE_USD", "max_total_exposure", "0", _number(0, 1e12),
+            "cap on the summed cost of all open positions; 0: no limit"),
+    Setting("MAX_LEADER_EXPOSURE_USD", "max_leader_exposure", "0", _number(0, 1e12),
+            "cap on the cost of positions bought after one leader; 0: no limit"),
+    Setting("KILL_SWITCH_FILE", "kill_switch_file", "/etc/polymarket/kill-switch", _path,
+            "while this file exists no order at all is sent (shown on /health)"),
+    Setting("MAX_CONSECUTIVE_ORDER_ERRORS", "max_consecutive_order_errors", "5", _integer(1, 1000),
+            "order errors in a row that open the circuit breaker"),
+    Setting("CIRCUIT_BREAKER_SECONDS", "circuit_breaker_seconds", "300", _number(1, 86400),
+            "seconds the circuit breaker pauses trading"),
 )
 
 KNOWN = {s.key for s in SETTINGS}
@@ -292,6 +308,13 @@ class Config:
     compliance_report: Path
     log_file: Path | None
     ha_status_file: Path
+    reconcile_interval: float
+    max_daily_loss: float
+    max_total_exposure: float
+    max_leader_exposure: float
+    kill_switch_file: Path
+    max_consecutive_order_errors: int
+    circuit_breaker_seconds: float
     warnings: tuple[str, ...] = ()
 
     @property

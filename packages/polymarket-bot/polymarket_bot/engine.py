@@ -45,6 +45,9 @@ DRY_RUN_BALANCE_USD = 1000.0
 CRASH_ENV = "POLYMARKET_BOT_TEST_CRASH_AT"
 CRASH_POINTS = ("before_decision_commit", "after_decision_commit", "after_answer")
 RESOLVE_EVERY = 5.0  # seconds between attempts to resolve open decisions while the exchange can't say
+SIZE_TICK = 0.01     # shares: the CLOB's size precision; drift beyond it is corrected at reconcile
+RECONCILE_SETTLE = 120.0  # an asset traded this recently is not reconciled (the Data API lags the fill)
+RISK_REFRESH = 30.0  # seconds between marking open positions to the best bid (daily loss)
 
 
 class Malformed(HttpError):
@@ -184,6 +187,14 @@ class Engine:
         self.open_decisions = 0       # pending/unknown decisions the exchange has not resolved yet
         self.last_resolve = 0.0
         self.crash_at = os.environ.get(CRASH_ENV, "")
+        self.last_reconcile = 0.0
+        self.drift_total = 0
+        self.killed = False                      # KILL_SWITCH_FILE exists: no order at all
+        self.order_errors = 0                    # consecutive order errors (circuit breaker)
+        self.breaker_until = 0.0
+        self.unrealised = 0.0                    # open positions marked to the best bid, minus cost
+        self.last_mark_to_market = 0.0
+        self.exit_retries: dict[int, tuple[float, dict[str, Any]]] = {}  # decision -> (trade ts, trade)
         self.feed = cfg.leader_feed
         if self.feed is LeaderFeed.AUTO:
             self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
@@ -216,13 +227,22 @@ class Engine:
 
     def poll_once(self) -> int:
         """One detection round; returns how many new leader trades were handled."""
+        was_passive = self.passive
         self.passive = self.cfg.passive_file.exists()
+        self.killed = self.cfg.kill_switch_file.exists()
         if not self.warmed:
             self.warm_up()
         handled = 0
         self.poll_positions.clear()
+        if was_passive and not self.passive:  # promoted: the exchange's view before the first order
+            log.info("node turned active: resolving open orders and reconciling positions")
+            self.resolve_open()
+            self.reconcile("promotion")
         if self.open_decisions and time.monotonic() - self.last_resolve >= RESOLVE_EVERY:
             self.resolve_open()
+        if time.time() - self.last_reconcile >= self.cfg.reconcile_interval:
+            self.reconcile("interval")
+        self.retry_exits()
         try:
             try:
                 trades = self.fetch_new_trades()
@@ -235,6 +255,10 @@ class Engine:
         else:
             self.last_poll = time.time()
         visible_at = time.monotonic()
+        # exits first: a sell of something we hold goes before any buy of this poll
+        held = {p.asset for p in self.ledger.positions(str(self.mode))} if trades else set()
+        trades.sort(key=lambda kt: 0 if str(kt[1].get("side", "")).upper() == "SELL"
+                    and str(kt[1].get("asset")) in held else 1)
         for key, t in trades:
             if self.handle(key, t, visible_at):
                 handled += 1
@@ -257,6 +281,7 @@ class Engine:
         self.to_warm.update(p.condition_id for p in self.ledger.positions(str(self.mode)) if p.condition_id)
         self.warmed = True
         self.resolve_open()
+        self.reconcile("start")
 
     def maintain_markets(self) -> None:
         """Between polls, off the hot path: look up markets the leaders traded recently, and
@@ -497,6 +522,8 @@ class Engine:
             self.ledger.decide(did, "skipped", s.reason + (f": {s.detail}" if s.detail else ""))
             self.metrics.inc("polymarket_trades_skipped_total", reason=s.reason)
             log.info("skip %s %s %s: %s %s", t["proxyWallet"], t["side"], t["asset"], s.reason, s.detail)
+            if s.reason in ("slippage", "kill_switch", "circuit_breaker") and str(t["side"]).upper() == "SELL":
+                self.exit_retries[did] = (float(t["timestamp"]), t)  # an exit: tried again next polls
         except HttpError as exc:
             self.ledger.decide(did, "failed", str(exc))
             self.metrics.inc("polymarket_errors_total", kind="exchange")
@@ -507,6 +534,7 @@ class Engine:
             log.warning("trade %s failed: malformed data (%s: %s)", key, exc.__class__.__name__, exc)
         except Unknown as exc:
             self.open_decisions += 1
+            self._order_outcome(error=True)
             self.metrics.inc("polymarket_errors_total", kind="order_unknown")
             log.warning("trade %s: order outcome unknown, stays open: %s", key, exc)
         return True
@@ -586,6 +614,76 @@ class Engine:
                                                 "signature_type": self.cfg.signature_type})
         return int(r["balance"]) / 1e6
 
+    def check_orders_allowed(self) -> None:
+        """The account-level stops that hold every order, sells included."""
+        if self.killed:
+            self.metrics.inc("polymarket_risk_blocked_total", limit="kill_switch")
+            raise Skip("kill_switch", str(self.cfg.kill_switch_file))
+        if time.time() < self.breaker_until:
+            self.metrics.inc("polymarket_risk_blocked_total", limit="circuit_breaker")
+            raise Skip("circuit_breaker", f"{self.breaker_until - time.time():.0f}s left")
+
+    def _order_outcome(self, error: bool) -> None:
+        """Count order errors in a row; MAX_CONSECUTIVE_ORDER_ERRORS of them pause trading."""
+        if not error:
+            self.order_errors = 0
+            return
+        self.order_errors += 1
+        if self.order_errors >= self.cfg.max_consecutive_order_errors:
+            self.breaker_until = time.time() + self.cfg.circuit_breaker_seconds
+            self.order_errors = 0
+            self.metrics.inc("polymarket_circuit_breaker_trips_total")
+            log.error("circuit breaker: %d order errors in a row; no order for %.0f s",
+                      self.cfg.max_consecutive_order_errors, self.cfg.circuit_breaker_seconds)
+
+    def daily_loss(self) -> float:
+        """Realised loss since 00:00 UTC plus the unrealised loss of open positions (marked to
+        the best bid at most every RISK_REFRESH seconds): positive is a loss."""
+        if time.time() - self.last_mark_to_market >= RISK_REFRESH:
+            self.last_mark_to_market = time.time()
+            value = 0.0
+            for p in self.ledger.positions(str(self.mode)):
+                try:
+                    bids, _ = self._book(p.asset)
+                except HttpError:
+                    bids = []
+                value += (float(bids[0][0]) * p.shares if bids else 0.0) - p.cost
+            self.unrealised = value
+        return -(self.ledger.realised_since(str(self.mode), self._day_start()) + self.unrealised)
+
+    def _risk_room(self, leader: str) -> tuple[float, str]:
+        """USD a new buy may still add under the account limits, and the binding limit's name."""
+        cfg = self.cfg
+        room, limit = math.inf, ""
+        if cfg.max_daily_loss > 0 and self.daily_loss() >= cfg.max_daily_loss:
+            return 0.0, "max_daily_loss"
+        if cfg.max_total_exposure > 0:
+            r = cfg.max_total_exposure - self.ledger.exposure(str(self.mode))
+            if r < room:
+                room, limit = r, "max_total_exposure"
+        if cfg.max_leader_exposure > 0:
+            r = cfg.max_leader_exposure - self.ledger.exposure(str(self.mode), leader)
+            if r < room:
+                room, limit = r, "max_leader_exposure"
+        return room, limit
+
+    def risk_status(self) -> dict[str, Any]:
+        """For /system and /health: the limits, where the account stands, what blocks orders."""
+        cfg, mode = self.cfg, str(self.mode)
+        return {
+            "kill_switch": {"file": str(cfg.kill_switch_file), "active": self.killed},
+            "circuit_breaker": {"max_consecutive_order_errors": cfg.max_consecutive_order_errors,
+                                "pause_seconds": cfg.circuit_breaker_seconds, "errors_in_a_row": self.order_errors,
+                                "open_for_seconds": round(max(0.0, self.breaker_until - time.time()), 1)},
+            "max_daily_loss_usd": cfg.max_daily_loss or None, "daily_loss_usd": round(
+                -(self.ledger.realised_since(mode, self._day_start()) + self.unrealised), 2),
+            "max_total_exposure_usd": cfg.max_total_exposure or None,
+            "total_exposure_usd": round(self.ledger.exposure(mode), 2),
+            "max_leader_exposure_usd": cfg.max_leader_exposure or None,
+            "reconcile_interval_seconds": cfg.reconcile_interval, "position_drift_corrections": self.drift_total,
+            "exits_awaiting_retry": len(self.exit_retries),
+        }
+
     def decide(self, t: dict[str, Any]) -> Plan:
         cfg = self.cfg
         if self.passive:
@@ -596,6 +694,7 @@ class Engine:
         side = {"BUY": signing.Side.BUY, "SELL": signing.Side.SELL}.get(str(t["side"]).upper())
         if side is None:
             raise Skip("bad_trade", f"side {t['side']!r}")
+        self.check_orders_allowed()
         m = self.market(str(t["conditionId"]))
         names = {m.condition_id.lower(), m.slug.lower(), str(t.get("eventSlug", "")).lower()} - {""}
         if cfg.allowlist and not names & cfg.allowlist:
@@ -632,6 +731,12 @@ class Engine:
         limited = ""
         if usd > cfg.max_order_size:
             usd, limited = cfg.max_order_size, "max_order_size"
+        risk_room, risk_limit = self._risk_room(str(t["proxyWallet"]).lower())
+        if risk_room <= 0.01:
+            self.metrics.inc("polymarket_risk_blocked_total", limit=risk_limit)
+            raise Skip(risk_limit)
+        if usd > risk_room:
+            usd, limited = risk_room, risk_limit
         pos = self.ledger.position(str(self.mode), asset)
         room = cfg.max_position_size - (pos.cost if pos else 0.0)
         if room <= 0.01:
@@ -780,6 +885,8 @@ class Engine:
                 return
             latency = (time.monotonic() - visible_at) * 1000 if visible_at is not None else None
             self._crash_point("after_answer")
+            business = any(k in str(err).lower() for k in ("fok", "fak", "no orders found", "fully filled"))
+            self._order_outcome(error=not business)
             self.ledger.finish_order(oid, status="rejected", response=exc.body, filled_shares=0, filled_usd=0,
                                      latency_ms=latency, decision="rejected", reason=str(err))
             self.metrics.inc("polymarket_orders_total", status="rejected")
@@ -798,6 +905,7 @@ class Engine:
             self.resolve_order(oid, order_hash, payload, side, allow_send=False)
             return
         shares, usd = (taking, making) if side == signing.Side.BUY else (making, taking)
+        self._order_outcome(error=not ok)
         if side == signing.Side.BUY:
             partial = usd + 0.005 < want_usd
         else:
@@ -879,8 +987,9 @@ class Engine:
             raise Unknown(f"order {order_hash}: the exchange can't be asked: {exc}") from None
         if found is None:
             age = time.time() - trade_ts if trade_ts is not None else math.inf
-            if allow_send and age <= self.cfg.max_trade_age and self.passive:
-                raise Unknown(f"order {order_hash}: never seen by the exchange, and this node is passive")
+            if allow_send and age <= self.cfg.max_trade_age and (self.passive or self.killed):
+                raise Unknown(f"order {order_hash}: never seen by the exchange, and orders are held "
+                              f"({'passive' if self.passive else 'kill switch'})")
             if allow_send and age <= self.cfg.max_trade_age:
                 log.warning("order %s: the exchange never saw it; sending it now (trade %.0fs old)",
                             order_hash, age)
@@ -900,10 +1009,12 @@ class Engine:
                 self.metrics.inc("polymarket_trades_skipped_total", reason="expired")
             else:
                 self.metrics.inc("polymarket_errors_total", kind="order")
+                self._order_outcome(error=True)
             log.warning("order %s: %s; recorded as %s", order_hash, reason, decision)
             return
         status, shares, usd = found
         filled = shares > 0
+        self._order_outcome(error=False)
         self.ledger.finish_order(oid, status=status.lower(), response={"exchange": status, "size_matched": shares},
                                  filled_shares=shares, filled_usd=usd, latency_ms=None,
                                  decision="copied" if filled else "rejected",
@@ -953,9 +1064,77 @@ class Engine:
                 log.warning("decision %d failed: malformed data (%s: %s)", did, exc.__class__.__name__, exc)
         self.open_decisions = still
 
+    # ---- reconcile -----------------------------------------------------------------------
+    def reconcile(self, why: str) -> int:
+        """Compare the ledger's positions with the Data API /positions of our own wallet; a
+        drift beyond one tick of size is logged, counted (polymarket_position_drift) and the
+        ledger set to the exchange's figure with an audit row. Assets traded in the last
+        RECONCILE_SETTLE seconds or with an open decision are left for the next round.
+        Returns the number of corrections; an unreachable API is one log line."""
+        self.last_reconcile = time.time()
+        if self.mode is not TradingMode.LIVE or not self.maker:
+            return 0
+        mode = str(self.mode)
+        try:
+            exchange: dict[str, tuple[float, str]] = {}
+            for page in range(20):
+                rows = self.data.get("/positions", {"user": self.maker.lower(), "sizeThreshold": 0,
+                                                    "limit": PAGE, "offset": page * PAGE})
+                if not isinstance(rows, list):
+                    raise HttpError("GET /positions: not a list", retryable=True)
+                for r in rows:
+                    size, cid = float(r["size"]), str(r.get("conditionId") or "")
+                    exchange[str(r["asset"])] = (exchange.get(str(r["asset"]), (0.0, cid))[0] + size, cid)
+                if len(rows) < PAGE:
+                    break
+        except (HttpError, KeyError, TypeError, ValueError) as exc:
+            self.metrics.inc("polymarket_errors_total", kind="reconcile")
+            log.warning("reconcile (%s) failed, retried in %.0f s: %s", why, self.cfg.reconcile_interval, exc)
+            return 0
+        ledger = {p.asset: p for p in self.ledger.positions(mode)}
+        busy = self.ledger.busy_assets(mode, time.time() - RECONCILE_SETTLE)
+        fixed = 0
+        for asset in sorted((ledger.keys() | exchange.keys()) - busy):
+            ours = ledger[asset].shares if asset in ledger else 0.0
+            theirs, cid = exchange.get(asset, (0.0, ledger[asset].condition_id if asset in ledger else ""))
+            if abs(ours - theirs) <= SIZE_TICK + 1e-9:
+                continue
+            self.ledger.correct_position(mode, asset, cid or (ledger[asset].condition_id if asset in ledger else ""),
+                                         theirs, f"reconcile ({why}): ledger {ours:g}, exchange {theirs:g}")
+            self.metrics.inc("polymarket_position_drift")
+            self.drift_total += 1
+            fixed += 1
+            log.warning("position drift on %s: ledger %g shares, exchange %g; ledger corrected (%s)",
+                        asset, ours, theirs, why)
+        return fixed
+
+    def retry_exits(self) -> None:
+        """Exits skipped for slippage (or while orders were held) are tried again each poll
+        until the leader's trade is older than MAX_TRADE_AGE_SECONDS."""
+        for did, (ts, t) in list(self.exit_retries.items()):
+            if time.time() - ts > self.cfg.max_trade_age:
+                del self.exit_retries[did]
+                continue
+            try:
+                plan = self.decide(t)
+            except Skip as sk:
+                if sk.reason not in ("slippage", "kill_switch", "circuit_breaker"):
+                    del self.exit_retries[did]
+                continue
+            except HttpError as exc:
+                log.debug("exit retry of decision %d: %s", did, exc)
+                continue
+            del self.exit_retries[did]
+            log.info("exit of decision %d retried: now within the slippage tolerance", did)
+            try:
+                self.execute(did, plan, time.monotonic(), kind_reason="exit retried")
+            except Unknown as exc:
+                self.open_decisions += 1
+                log.warning("exit retry of decision %d: %s", did, exc)
+
     # ---- stop loss ------------------------------------------------------------------------
     def check_stop_loss(self) -> None:
-        if self.passive:
+        if self.passive or self.killed or time.time() < self.breaker_until:
             return
         for pos in self.ledger.positions(str(self.mode)):
             try:

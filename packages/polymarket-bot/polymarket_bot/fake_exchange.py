@@ -228,6 +228,8 @@ class Exchange:
         user = q.get("user", "").lower()
         with self.s.lock:
             rows = [(a, s) for (u, a), s in self.s.leader_positions.items() if u == user and s > 0]
+            # a trading wallet's own positions: what it holds at the exchange
+            rows += [(a, n / 1_000_000) for (u, a), n in self.s.holdings.items() if u == user and n > 0]
             toks = dict(self.s.tokens)
         if q.get("market"):
             rows = [(a, s) for a, s in rows if toks.get(a, {}).get("market") in q["market"].split(",")]

@@ -34,11 +34,17 @@ CREATE TABLE IF NOT EXISTS orders (
     price REAL NOT NULL, size REAL NOT NULL, usd REAL NOT NULL, order_hash TEXT,
     request TEXT, status TEXT NOT NULL, response TEXT,
     filled_shares REAL NOT NULL DEFAULT 0, filled_usd REAL NOT NULL DEFAULT 0,
-    latency_ms REAL, created_at REAL NOT NULL, condition_id TEXT NOT NULL DEFAULT ''
+    latency_ms REAL, created_at REAL NOT NULL, condition_id TEXT NOT NULL DEFAULT '',
+    realised_usd REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
 CREATE INDEX IF NOT EXISTS orders_decision ON orders (decision_id);
 CREATE INDEX IF NOT EXISTS decisions_open ON decisions (decision) WHERE decision IN ('pending', 'unknown');
+CREATE TABLE IF NOT EXISTS position_audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, mode TEXT NOT NULL, asset TEXT NOT NULL,
+    ledger_shares REAL NOT NULL, exchange_shares REAL NOT NULL, ledger_cost REAL NOT NULL,
+    new_cost REAL NOT NULL, reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS positions (
     mode TEXT NOT NULL, asset TEXT NOT NULL, condition_id TEXT NOT NULL,
     shares REAL NOT NULL, cost REAL NOT NULL, updated_at REAL NOT NULL,
@@ -74,6 +80,8 @@ class Ledger:
             cols = {r[1] for r in self.db.execute("PRAGMA table_info(orders)").fetchall()}
             if cols and "condition_id" not in cols:  # a ledger written before order identities
                 self.db.execute("ALTER TABLE orders ADD COLUMN condition_id TEXT NOT NULL DEFAULT ''")
+            if cols and "realised_usd" not in cols:
+                self.db.execute("ALTER TABLE orders ADD COLUMN realised_usd REAL NOT NULL DEFAULT 0")
             self.db.executescript(SCHEMA)
             # Decisions left ``pending`` (or ``unknown`` by an older version) by a crash are not
             # touched here: the engine resolves each by asking the exchange about the order's
@@ -184,7 +192,8 @@ class Ledger:
                 self.db.execute("UPDATE orders SET status=?, response=?, filled_shares=?, filled_usd=?, "
                                 "latency_ms=? WHERE id=?",
                                 (status, json.dumps(response), filled_shares, filled_usd, latency_ms, order_id))
-                self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+                realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+                self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, order_id))
                 self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
                                 (decision, reason, now, decision_id))
                 self.db.execute("COMMIT")
@@ -193,16 +202,19 @@ class Ledger:
                 raise
 
     def _apply_fill(self, mode: str, token_id: str, side: str, condition_id: str, filled_shares: float,
-                    filled_usd: float, now: float) -> None:
+                    filled_usd: float, now: float) -> float:
+        """Apply a fill to the position; returns the realised P&L of a sell (0 for a buy)."""
         if filled_shares <= 0:
-            return
+            return 0.0
         row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
                               (mode, token_id)).fetchone()
         shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
+        realised = 0.0
         if side == "BUY":
             shares, cost = shares + filled_shares, cost + filled_usd
         else:
             frac = min(1.0, filled_shares / shares) if shares > 0 else 1.0
+            realised = filled_usd - cost * frac
             shares, cost = max(0.0, shares - filled_shares), cost * (1 - frac)
             if shares < 1e-9:
                 shares, cost = 0.0, 0.0
@@ -211,6 +223,7 @@ class Ledger:
             "VALUES (?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
             "cost=excluded.cost, updated_at=excluded.updated_at",
             (mode, token_id, condition_id, shares, cost, now))
+        return realised
 
     def mark_unknown(self, order_id: int, why: str) -> None:
         """A sent order whose outcome the exchange could not be asked about yet."""
@@ -243,20 +256,82 @@ class Ledger:
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.execute(
+                cur = self.db.execute(
                     "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
                     "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
                     "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
                      json.dumps(request), status, json.dumps(response), filled_shares, filled_usd,
                      latency_ms, now, condition_id))
-                self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+                realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+                self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, cur.lastrowid))
                 self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
                                 (decision, reason, now, decision_id))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def correct_position(self, mode: str, asset: str, condition_id: str, exchange_shares: float,
+                         reason: str) -> tuple[float, float]:
+        """Set a position to the exchange's figure, with an audit row; returns (old, new) shares.
+        The cost keeps the average price (a position unknown to the ledger costs 0)."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
+                                      (mode, asset)).fetchone()
+                shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
+                new_cost = cost * exchange_shares / shares if shares > 0 else 0.0
+                self.db.execute(
+                    "INSERT INTO positions (mode, asset, condition_id, shares, cost, updated_at) VALUES "
+                    "(?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
+                    "cost=excluded.cost, updated_at=excluded.updated_at",
+                    (mode, asset, condition_id, exchange_shares, new_cost, now))
+                self.db.execute("INSERT INTO position_audit (at, mode, asset, ledger_shares, exchange_shares, "
+                                "ledger_cost, new_cost, reason) VALUES (?,?,?,?,?,?,?,?)",
+                                (now, mode, asset, shares, exchange_shares, cost, new_cost, reason))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return shares, exchange_shares
+
+    def audit(self) -> list[dict[str, Any]]:
+        with self.lock:
+            cur = self.db.execute("SELECT * FROM position_audit ORDER BY id")
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def busy_assets(self, mode: str, since: float) -> set[str]:
+        """Assets with an order sent after ``since`` or still open: not reconciled (the Data API
+        may not show the fill yet, or the open decision will apply it)."""
+        with self.lock:
+            rows = self.db.execute("SELECT DISTINCT token_id FROM orders WHERE mode=? AND (created_at >= ? OR "
+                                   "status IN ('sending', 'unknown'))", (mode, since)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def exposure(self, mode: str, leader: str | None = None) -> float:
+        """Cost of open positions; for one leader: the cost bought after their trades minus the
+        cost their copied sells released (stop-loss sells are not attributed: conservative)."""
+        with self.lock:
+            if leader is None:
+                row = self.db.execute("SELECT COALESCE(SUM(cost), 0) FROM positions WHERE mode=?",
+                                      (mode,)).fetchone()
+            else:
+                row = self.db.execute(
+                    "SELECT COALESCE(SUM(CASE WHEN o.side='BUY' THEN o.filled_usd "
+                    "ELSE -(o.filled_usd - o.realised_usd) END), 0) FROM orders o JOIN decisions d ON "
+                    "d.id = o.decision_id JOIN leader_trades t ON t.id = d.leader_trade_id "
+                    "WHERE o.mode=? AND t.leader=?", (mode, leader.lower())).fetchone()
+        return max(0.0, float(row[0]))
+
+    def realised_since(self, mode: str, since: float) -> float:
+        with self.lock:
+            row = self.db.execute("SELECT COALESCE(SUM(realised_usd), 0) FROM orders WHERE mode=? AND "
+                                  "created_at >= ?", (mode, since)).fetchone()
+        return float(row[0])
 
     # ---- queries -----------------------------------------------------------------------
     def position(self, mode: str, asset: str) -> Position | None:

@@ -71,6 +71,9 @@ def health(engine: Engine) -> tuple[int, dict[str, Any]]:
         # orders whose outcome the exchange could not be asked about yet: trading goes on, the
         # decision stays open (liveness for HA is the status code; this is for the operator)
         "open_decisions": engine.open_decisions,
+        # KILL_SWITCH_FILE exists / the circuit breaker is open: no order is sent (still live)
+        "kill_switch": engine.killed,
+        "circuit_breaker_open": time.time() < engine.breaker_until,
     }
     return (200 if db_ok and poll_ok else 503), body
 
@@ -191,7 +194,7 @@ class DashboardHandler(_Handler):
         la = os.getloadavg()
         return "System", {"pid": os.getpid(), "rss_kb": _rss_kb(), "load": la,
                           "uptime_seconds": round(time.time() - self.server.started, 1),
-                          "health": health(self.server.engine)[1]}
+                          "health": health(self.server.engine)[1], "risk": self.server.engine.risk_status()}
 
     def _metrics(self) -> tuple[str, Any]:
         e = self.server.engine
