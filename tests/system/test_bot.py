@@ -164,3 +164,108 @@ def test_purge_removes_data_remove_keeps_it(bot: Container) -> None:
     c.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-bot")
     for path in ("/var/lib/polymarket", "/etc/polymarket/.env", "/var/log/polymarket"):
         assert c.sh(f"test -e {path}", check=False).returncode != 0, f"{path} survived purge"
+
+
+LOAD = r'''
+import http.client, json, os, resource, selectors, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+pid, deadline = int(sys.argv[1]), float(sys.argv[2])
+tick = os.sysconf("SC_CLK_TCK")
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+def health():
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=1)
+    try:
+        c.request("GET", "/health")
+        r = c.getresponse()
+        r.read()
+        return [r.status, time.monotonic() - t0]
+    except OSError:
+        return [0, time.monotonic() - t0]
+    finally:
+        c.close()
+sel = selectors.DefaultSelector()
+idle = []
+for _ in range(2000):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", 8080))
+    time.sleep(0.001)
+    sel.register(s, selectors.EVENT_WRITE)
+    idle.append(s)
+end = time.monotonic() + 15
+while sel.get_map() and time.monotonic() < end:
+    for key, _ in sel.select(0.2):
+        sel.unregister(key.fileobj)
+        if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            key.fileobj.send(b"GET /health HTTP/1.1\r\nHost: bot\r\n")
+slow = socket.create_connection(("127.0.0.1", 8080))
+slow.sendall(b"GET /health HTTP/1.1\r\n")
+t_slow, cut, sent, answers, fds = time.monotonic(), None, 0, [], 0
+cpu0, wall0 = cpu(), time.monotonic()
+while time.monotonic() - wall0 < deadline - 2:
+    answers.append(health())
+    fds = max(fds, len(os.listdir(f"/proc/{pid}/fd")))
+    if cut is None and time.monotonic() - t_slow >= sent:
+        try:
+            slow.send(b"X")
+            sent += 1
+        except OSError:
+            cut = time.monotonic() - t_slow
+    time.sleep(0.2)
+wall = time.monotonic() - wall0
+used = cpu() - cpu0
+while cut is None and time.monotonic() - t_slow < deadline + 5:
+    try:
+        slow.send(b"X")
+        sent += 1
+    except OSError:
+        cut = time.monotonic() - t_slow
+    time.sleep(1)
+print(json.dumps({"answers": answers, "cpu": used, "wall": wall, "fds": fds, "cut": cut, "sent": sent}))
+'''
+
+
+def test_one_client_cannot_stop_health(bot: Container) -> None:
+    """2,000 idle connections and a slowloris against the real unit: /health within 1 s, no spinning."""
+    c = bot
+    configure_for_fake(c)
+    limits = c.sh("systemctl show -p LimitNOFILE -p LimitNOFILESoft -p TasksMax polymarket-bot").stdout.split()
+    assert {"LimitNOFILE=1024", "LimitNOFILESoft=1024", "TasksMax=64"} <= set(limits), limits
+    pid = c.sh("systemctl show -p MainPID --value polymarket-bot").stdout.strip()
+    restarts = c.sh("systemctl show -p NRestarts --value polymarket-bot").stdout.strip()
+    out = c.sh(f"python3 - {pid} 10", input=LOAD, timeout=120).stdout
+    r = json.loads(out)
+    slowest = max(t for _, t in r["answers"])
+    assert all(status == 200 and took < 1.0 for status, took in r["answers"]), r["answers"]
+    assert r["cpu"] < 0.1 * r["wall"], r
+    assert r["fds"] <= 2 * 256 + 64, r
+    assert r["cut"] is not None and 8 < r["cut"] < 14, r  # the 10 s head deadline, with the send's slack
+    # the same process served it all: no crash, no restart, no failover trigger
+    assert c.sh("systemctl show -p MainPID --value polymarket-bot").stdout.strip() == pid
+    assert c.sh("systemctl show -p NRestarts --value polymarket-bot").stdout.strip() == restarts
+    assert http_code(c, "http://127.0.0.1:8080/health") == "200"
+    journal = c.sh("journalctl -u polymarket-bot --no-pager -o cat").stdout
+    assert "Traceback" not in journal
+    print(f"\nin the container: /health slowest {slowest * 1000:.1f} ms over {len(r['answers'])} requests, "
+          f"service CPU {r['cpu']:.2f} s in {r['wall']:.1f} s, {r['fds']} fds, slowloris cut after {r['cut']:.1f} s")
+
+
+def test_validate_config_as_root_creates_nothing(bot: Container) -> None:
+    """Root running validate-config after pointing DB_PATH elsewhere leaves no root-owned file behind."""
+    c = bot
+    c.sh("sed -i '/^DB_PATH=/d' /etc/polymarket/.env && echo DB_PATH=/var/lib/polymarket/new/trade_history.db "
+         ">> /etc/polymarket/.env")
+    r = c.sh("polymarket-bot validate-config", check=False)
+    assert r.returncode == 0, r.stderr
+    assert c.sh("test -e /var/lib/polymarket/new", check=False).returncode != 0
+    # the service (as polymarket-bot) creates and owns it
+    c.sh("systemctl restart polymarket-bot")
+    wait(lambda: c.sh("test -e /var/lib/polymarket/new/trade_history.db", check=False).returncode == 0,
+         what="the new ledger")
+    owner = c.sh("stat -c %U /var/lib/polymarket/new /var/lib/polymarket/new/trade_history.db").stdout.split()
+    assert owner == ["polymarket-bot", "polymarket-bot"]
+    assert c.sh("systemctl is-active polymarket-bot", check=False).stdout.strip() == "active"
