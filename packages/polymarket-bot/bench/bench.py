@@ -117,7 +117,9 @@ def accepted(db: Path) -> list[tuple[str, float, float]]:
         return []
     try:
         return [(str(r[0]), float(r[1]), float(r[2])) for r in con.execute(
-            "SELECT t.tx_hash, o.created_at, o.latency_ms FROM orders o JOIN decisions d ON d.id = o.decision_id "
+            # the decision's update time is the commit of the answer (orders.created_at is when the
+            # signed order was committed, before it was sent)
+            "SELECT t.tx_hash, d.updated_at, o.latency_ms FROM orders o JOIN decisions d ON d.id = o.decision_id "
             "JOIN leader_trades t ON t.id = d.leader_trade_id WHERE o.status = 'accepted' ORDER BY o.id")]
     except sqlite3.OperationalError:  # schema not created yet
         return []
