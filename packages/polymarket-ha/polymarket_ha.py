@@ -276,6 +276,69 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- debconf answers (issue 7, item 5) ------------------------------------------------
+
+# "polymarket-ha check-value QUESTION VALUE" is how the debconf config loop and the
+# postinst check one answer: a value that fails is refused with one line, never
+# repaired (stripping characters turned 192.168.1.1OO into 192.168.1.1).
+QUESTIONS = ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends")
+IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
+
+
+def check_address(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise HAError(f"{what} {value!r} is not an IP address", "dpkg-reconfigure polymarket-ha") from None
+
+
+def check_interface(value: str) -> str:
+    """A Linux interface name (the kernel's dev_valid_name: 1-15 bytes, not "." or "..", no "/", ":" or
+    whitespace), and only letters, digits and - _ . @ (what keepalived.conf and the systemd units take)."""
+    hint = "dpkg-reconfigure polymarket-ha"
+    if not value or len(value.encode()) >= IFNAMSIZ or value in (".", ".."):
+        raise HAError(f"interface {value!r} is not an interface name (1-15 characters)", hint)
+    bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "-_.@"))})
+    if bad:
+        raise HAError(f"interface {value!r} is not an interface name (no {' '.join(map(repr, bad))})", hint)
+    return value
+
+
+def check_value(question: str, value: str) -> str:
+    """Check the answer to polymarket-ha/QUESTION (whitespace already collapsed); return it or raise."""
+    hint = "dpkg-reconfigure polymarket-ha"
+    if question == "role":
+        if value not in ROLES:
+            raise HAError(f"role {value!r} is not one of {', '.join(ROLES)}", hint)
+    elif question == "own_address":
+        check_address(value, "own_address")
+    elif question == "peer_address":
+        if value:
+            check_address(value, "peer_address")
+    elif question == "virtual_ip":
+        address, slash, prefix = value.partition("/")
+        check_address(address, "virtual_ip")
+        width = ipaddress.ip_address(address).max_prefixlen
+        if slash and not (prefix.isascii() and prefix.isdigit() and 1 <= int(prefix) <= width):
+            raise HAError(f"virtual_ip {value!r}: the prefix length must be 1-{width}", hint)
+    elif question == "interface":
+        check_interface(value)
+    elif question == "router_id":
+        if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 255):
+            raise HAError(f"router_id {value!r} is not a number 1-255", hint)
+    elif question == "backends":
+        for backend in value.split():
+            check_address(backend, "backends entry")
+    else:
+        raise HAError(f"no question polymarket-ha/{question}", f"one of: {', '.join(QUESTIONS)}")
+    return value
+
+
+def cmd_check_value(args: argparse.Namespace) -> int:
+    check_value(args.question, " ".join(args.value.split()))
+    return 0
+
+
 # -- state ------------------------------------------------------------------------
 
 def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -610,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", default=str(SETTINGS))
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("check-value", help="check one debconf answer (the maintainer scripts use it)")
+    p.add_argument("question", choices=QUESTIONS)
+    p.add_argument("value")
+    p.set_defaults(func=cmd_check_value)
     p = sub.add_parser("notify", help="keepalived's notify script")
     p.add_argument("type", nargs="?", default="INSTANCE")
     p.add_argument("name", nargs="?", default="polymarket")
