@@ -304,9 +304,15 @@ def _refuse_controls(text: str, path: tuple[str, ...], line: int, name: str, wha
         )
 
 
-def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], name: str) -> None:
+def _walk(
+    node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], name: str, walked: set[int]
+) -> None:
     """Record the line of every mapping key, refuse a key given twice (PyYAML keeps the last) and any
-    control character in a key or value."""
+    control character in a key or value.  A node reached again through an alias is not walked again (an
+    alias to itself would never end, nested aliases would multiply)."""
+    if id(node) in walked:
+        return
+    walked.add(id(node))
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
         _refuse_controls(node.value, path, lines[path], name)
@@ -322,10 +328,10 @@ def _walk(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], i
                 raise InputError(f"{name}:{line}: {where}: {what} is defined twice")
             seen.add(key)
             lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, name)
+            _walk(value_node, (*path, key), lines, name, walked)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, f"[{i}]"), lines, name)
+            _walk(item, (*path, f"[{i}]"), lines, name, walked)
 
 
 def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
@@ -338,7 +344,7 @@ def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
-            _walk(node, (), lines, name)
+            _walk(node, (), lines, name, set())
         return yaml.safe_load(text), lines
     except yaml.reader.ReaderError as exc:  # a raw control character in the file
         line = text.count("\n", 0, exc.position) + 1
