@@ -117,3 +117,37 @@ def test_secret_never_printed() -> None:
     with pytest.raises(crypto.SignatureError) as exc:
         crypto.private_key_int(Secret("zz" * 32))
     assert "zz" not in str(exc.value)
+
+
+DEPOSIT_WALLET = "0x" + "5d" * 20
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("side", [0, 1])
+@pytest.mark.parametrize("neg_risk", [False, True])
+def test_deposit_wallet_order_matches_reference(key: str, side: int, neg_risk: bool) -> None:
+    """Signature type 3 (POLY_1271): maker and signer are the deposit wallet, the owner key signs
+    the ERC-7739 envelope; bytes equal to py-clob-client-v2's, and the fake exchange's verifier
+    (the same parser the bot's tests rely on) recovers the owner from it."""
+    salt, maker_amt, taker_amt = 987654321 + side, 10_500_000, 21_000_000
+    signer = Signer(key if key.startswith("0x") else "0x" + key, 137)
+    wallet = crypto.checksum_address(DEPOSIT_WALLET)
+    builder = ExchangeOrderBuilderV2(signing.exchange_for(137, neg_risk), 137, signer,
+                                     generate_salt=lambda: str(salt))
+    ref = builder.build_signed_order(OrderDataV2(
+        maker=wallet, signer=wallet, tokenId=TOKEN, makerAmount=str(maker_amt), takerAmount=str(taker_amt),
+        side=RefSide(side), signatureType=3, timestamp="1767225600123"))
+    ref_hash = builder.build_order_hash(builder.build_order_typed_data(ref))
+    order = signing.Order(
+        salt=salt, maker=wallet, signer=wallet, token_id=int(TOKEN), maker_amount=maker_amt,
+        taker_amount=taker_amt, side=signing.Side(side), signature_type=signing.SignatureType.POLY_1271,
+        timestamp=1767225600123)
+    assert "0x" + order.digest(137, neg_risk).hex() == ref_hash
+    ours = signing.sign_order(order, Secret(key), 137, neg_risk)
+    assert ours == ref.signature
+    assert signing.dumps(signing.order_payload(order, ours, "owner-key", "FAK")) == signing.dumps(
+        order_to_json_v2(ref, "owner-key", "FAK"))
+    digest, sig = signing.order_signer_key_digest(order, ours, 137, neg_risk)
+    assert crypto.recover_address(digest, sig) == signer.address()
+    with pytest.raises(ValueError):  # an envelope for another order is refused
+        signing.order_signer_key_digest(order, ours, 137, not neg_risk)

@@ -192,8 +192,8 @@ SETTINGS: tuple[Setting, ...] = (
             "wallet private key (hex); placeholder or empty forces dry-run"),
     Setting("WALLET_ADDRESS", "wallet_address", "", _wallet,
             "funder/maker address; empty: the key's own address"),
-    Setting("SIGNATURE_TYPE", "signature_type", "0", _integer(0, 2),
-            "0 EOA, 1 Polymarket proxy, 2 Gnosis safe"),
+    Setting("SIGNATURE_TYPE", "signature_type", "0", _integer(0, 3),
+            "0 EOA, 1 Polymarket proxy, 2 Gnosis safe, 3 deposit wallet (POLY_1271)"),
     Setting("CHAIN_ID", "chain_id", "137", _integer(1, 2**31), "137 Polygon, 80002 Amoy"),
     Setting("POLYGON_RPC_URL", "polygon_rpc_url", "https://polygon-rpc.com", _url, "Polygon RPC (unused)"),
     Setting("ENVIRONMENT", "environment", "production", _str, "free-form environment name"),
@@ -435,7 +435,8 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None,
         if kwargs["requested_mode"] is TradingMode.LIVE and not kwargs["private_key"]:
             warnings.append("TRADING_MODE=live but PRIVATE_KEY is empty or the placeholder: dry-run forced")
         if kwargs["signature_type"] != 0 and not kwargs["wallet_address"]:
-            problems.append("WALLET_ADDRESS: required when SIGNATURE_TYPE is 1 or 2 (the proxy wallet)")
+            problems.append("WALLET_ADDRESS: required when SIGNATURE_TYPE is 1, 2 or 3 (the proxy, safe or "
+                            "deposit wallet)")
         if kwargs["api_secret_key"].reveal() in PLACEHOLDER_SECRETS:
             warnings.append("API_SECRET_KEY: empty or the placeholder; dashboard pages will refuse access")
         if not kwargs["leaders"]:

@@ -854,7 +854,10 @@ class Engine:
             return
         creds = self.api_creds()
         order = signing.Order(
-            salt=secrets.randbelow(2**53), maker=self.maker, signer=self.address, token_id=int(plan.token),
+            salt=secrets.randbelow(2**53), maker=self.maker,
+            # a deposit wallet signs as itself (ERC-1271); its owner's key makes the signature
+            signer=self.maker if cfg.signature_type == signing.SignatureType.POLY_1271 else self.address,
+            token_id=int(plan.token),
             maker_amount=plan.maker_amount, taker_amount=plan.taker_amount, side=plan.side,
             signature_type=signing.SignatureType(cfg.signature_type), timestamp=time.time_ns() // 1_000_000)
         sig = signing.sign_order(order, cfg.private_key, cfg.chain_id, plan.neg_risk)

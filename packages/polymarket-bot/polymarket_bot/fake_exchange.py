@@ -355,11 +355,18 @@ class Exchange:
                 raise Rejection(400, f"order {order_hash} is invalid. Duplicated. Same order has already "
                                      "been placed")
             try:
-                signer = crypto.recover_address(digest, bytes.fromhex(sig.removeprefix("0x")))
+                key_digest, raw_sig = signing.order_signer_key_digest(order, sig, self.s.chain_id,
+                                                                      bool(tok["neg_risk"]))
+                signer = crypto.recover_address(key_digest, raw_sig)
             except (ValueError, crypto.SignatureError):
                 signer = ""
-            if signer.lower() != order.signer.lower() or signer.lower() != c["address"].lower() or (
-                    order.signature_type == signing.SignatureType.EOA and order.maker.lower() != signer.lower()):
+            if order.signature_type == signing.SignatureType.POLY_1271:
+                # the deposit wallet (maker = signer) accepts its owner's ERC-7739 signature
+                ok = signer.lower() == c["address"].lower() and order.maker.lower() == order.signer.lower()
+            else:
+                ok = signer.lower() == order.signer.lower() == c["address"].lower() and (
+                    order.signature_type != signing.SignatureType.EOA or order.maker.lower() == signer.lower())
+            if not ok:
                 raise Rejection(400, "invalid signature")
             try:
                 answer = self._match(order, order_type, tok)

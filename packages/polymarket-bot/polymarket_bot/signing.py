@@ -27,6 +27,7 @@ NEG_RISK_EXCHANGE_V2 = {
 }
 
 ZERO_BYTES32 = "0x" + "00" * 32
+ZERO_BYTES32_RAW = b"\x00" * 32
 
 ORDER_TYPE = (
     "Order(uint256 salt,address maker,address signer,uint256 tokenId,"
@@ -53,6 +54,18 @@ class SignatureType(IntEnum):
     EOA = 0
     POLY_PROXY = 1
     POLY_GNOSIS_SAFE = 2
+    POLY_1271 = 3  # a deposit wallet: an ERC-1271 contract wallet, orders signed by its owner (ERC-7739)
+
+
+# Deposit wallets (signature type 3) validate an order signature with ERC-1271 through an
+# ERC-7739 "TypedDataSign" envelope: the owner key signs the order's struct hash nested in a
+# TypedDataSign struct under the exchange's domain, naming the wallet's own EIP-712 domain
+# ("DepositWallet", "1", chain, the wallet address, salt 0).
+TYPED_DATA_SIGN_TYPE = ("TypedDataSign(Order contents,string name,string version,uint256 chainId,"
+                        "address verifyingContract,bytes32 salt)" + ORDER_TYPE)
+_TYPED_DATA_SIGN_TYPEHASH = keccak256(TYPED_DATA_SIGN_TYPE.encode())
+DEPOSIT_WALLET_NAME = "DepositWallet"
+DEPOSIT_WALLET_VERSION = "1"
 
 
 def _u256(value: int) -> bytes:
@@ -129,8 +142,41 @@ class Order:
         return keccak256(b"\x19\x01" + sep + self.struct_hash())
 
 
+def deposit_wallet_digest(order: Order, chain_id: int, neg_risk: bool) -> bytes:
+    """What a deposit wallet's owner signs (ERC-7739 TypedDataSign under the exchange's domain);
+    ``order.signer`` is the wallet."""
+    sign_struct = keccak256(_TYPED_DATA_SIGN_TYPEHASH + order.struct_hash() + _str(DEPOSIT_WALLET_NAME)
+                            + _str(DEPOSIT_WALLET_VERSION) + _u256(chain_id) + _addr(order.signer)
+                            + ZERO_BYTES32_RAW)
+    sep = domain_separator(chain_id, exchange_for(chain_id, neg_risk))
+    return keccak256(b"\x19\x01" + sep + sign_struct)
+
+
 def sign_order(order: Order, key: Secret, chain_id: int, neg_risk: bool) -> str:
-    return "0x" + sign_hash(order.digest(chain_id, neg_risk), key).hex()
+    """The order's signature: EIP-712 by the key for types 0-2; for a deposit wallet (3) the
+    ERC-7739 envelope: owner signature (65) | exchange domain separator (32) | contents hash
+    (32) | the Order type string | its length (uint16)."""
+    if order.signature_type != SignatureType.POLY_1271:
+        return "0x" + sign_hash(order.digest(chain_id, neg_risk), key).hex()
+    inner = sign_hash(deposit_wallet_digest(order, chain_id, neg_risk), key)
+    sep = domain_separator(chain_id, exchange_for(chain_id, neg_risk))
+    contents_type = ORDER_TYPE.encode()
+    return "0x" + (inner + sep + order.struct_hash() + contents_type + len(contents_type).to_bytes(2, "big")).hex()
+
+
+def order_signer_key_digest(order: Order, signature: str, chain_id: int, neg_risk: bool) -> tuple[bytes, bytes]:
+    """(digest, 65-byte signature) to recover the signing key from, for any signature type
+    (used by the fake exchange); a malformed deposit-wallet envelope raises ValueError."""
+    raw = bytes.fromhex(signature.removeprefix("0x"))
+    if order.signature_type != SignatureType.POLY_1271:
+        return order.digest(chain_id, neg_risk), raw
+    contents_type = ORDER_TYPE.encode()
+    sep = domain_separator(chain_id, exchange_for(chain_id, neg_risk))
+    if (len(raw) != 65 + 32 + 32 + len(contents_type) + 2 or raw[65:97] != sep
+            or raw[97:129] != order.struct_hash() or raw[129:-2] != contents_type
+            or int.from_bytes(raw[-2:], "big") != len(contents_type)):
+        raise ValueError("not a TypedDataSign envelope of this order")
+    return deposit_wallet_digest(order, chain_id, neg_risk), raw[:65]
 
 
 def order_payload(order: Order, signature: str, owner: str, order_type: str) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""Today's venue: deposit wallets (signature type 3) end to end against the fake exchange."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import YES, Harness
+from polymarket_bot import crypto, signing
+
+WALLET = crypto.checksum_address("0x" + "5d" * 20)
+
+
+def test_deposit_wallet_order_is_signed_by_the_owner_for_the_wallet(h: Harness) -> None:
+    h.ex.set_balance(WALLET, 1000)
+    e = h.engine(SIGNATURE_TYPE="3", WALLET_ADDRESS=WALLET)
+    h.trade()
+    e.poll_once()
+    (o,) = h.ex.s.orders                                  # the fake verified the ERC-7739 envelope
+    body = o["order"]
+    assert body["signatureType"] == 3 and body["maker"] == body["signer"] == WALLET
+    assert o["answer"]["success"] is True
+    assert e.ledger.position("live", YES).shares == pytest.approx(20)
+    order, sig = signing.order_from_payload({"order": body})
+    digest, raw = signing.order_signer_key_digest(order, sig, 137, False)
+    assert crypto.recover_address(digest, raw) == e.address   # the owner EOA signed
+
+
+def test_deposit_wallet_signature_from_another_key_is_refused(h: Harness) -> None:
+    from conftest import KEY
+    from polymarket_bot.httpclient import HttpError, JsonClient
+    from polymarket_bot.secrets import Secret
+
+    e = h.engine(SIGNATURE_TYPE="3", WALLET_ADDRESS=WALLET)
+    creds = e.api_creds()
+    order = signing.Order(salt=1, maker=WALLET, signer=WALLET, token_id=int(YES), maker_amount=10_000_000,
+                          taker_amount=20_000_000, side=signing.Side.BUY,
+                          signature_type=signing.SignatureType.POLY_1271, timestamp=1)
+    other = signing.sign_order(order, Secret("0x" + "22" * 32), 137, False)
+    body = signing.dumps(signing.order_payload(order, other, creds.api_key, "FAK"))
+    c = JsonClient(h.fake.url, retries=0)
+    hdr = signing.l2_headers(e.address, creds, int(time.time()), "POST", "/order", body)
+    with pytest.raises(HttpError) as exc:
+        c.post("/order", body, headers=hdr)
+    assert exc.value.status == 400 and exc.value.body == {"error": "invalid signature"}
+    assert KEY
