@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def operator_key(fingerprint: str, gnupghome: Path | None) -> SigningKey:
     if not home.is_dir():
         raise InputError(f"--gnupghome {home}: no such directory")
     fpr = fingerprint.replace(" ", "").upper()
+    if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
+        # A user ID or short key ID would pick whichever key gpg finds under it.
+        raise InputError(
+            f"--key {fingerprint!r} is not a full key fingerprint (40 or 64 hex digits)",
+            hint="gpg --homedir DIR --list-secret-keys --with-fingerprint shows it",
+        )
     listed = run(
         ["gpg", "--batch", "--no-tty", "--homedir", str(home), "--with-colons", "--list-secret-keys", fpr],
         check=False,

@@ -233,6 +233,9 @@ def test_weak_or_unknown_operator_keys_are_refused(project: Project, dist: Path,
         repo.publish(project, dist, key=fpr, gnupghome=home)
     with pytest.raises(InputError, match="no secret key"):
         repo.publish(project, dist, key="0" * 40, gnupghome=home)
+    for not_a_fingerprint in ("op@example.invalid", "Operator rsa2048", fpr[-16:], fpr + "\n"):
+        with pytest.raises(InputError, match="is not a full key fingerprint"):
+            repo.publish(project, dist, key=not_a_fingerprint, gnupghome=home)
     with pytest.raises(InputError, match="needs --key"):
         repo.publish(project, dist, gnupghome=home)
     assert not (dist / "repo").exists()
