@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,3 +283,40 @@ def test_set_through_a_real_pipe_and_validate_config_sees_it(box: Box) -> None:
                        capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and "mode live" in r.stdout, r.stderr
     assert HEX not in r.stdout + r.stderr
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 30) -> bytes:
+    import select
+
+    out = b""
+    end = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < end:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the command itself, as root, on a real terminal")
+def test_on_a_terminal_the_value_is_typed_twice_and_never_echoed(box: Box) -> None:
+    import pty
+
+    env = {**os.environ, **box.environ(), "PYTHONPATH": str(PKG)}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        os.execve(sys.executable, [sys.executable, "-m", "polymarket_bot", "secret", "set", "API_SECRET_KEY"], env)
+    seen = _read_until(fd, b"value (not shown): ")
+    os.write(fd, TOKEN.encode() + b"\n")
+    seen += _read_until(fd, b"again: ")
+    os.write(fd, TOKEN.encode() + b"\n")
+    seen += _read_until(fd, b"restart the service")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert TOKEN.encode() not in seen and b"stored encrypted" in seen
+    assert box.decrypt("API_SECRET_KEY") == TOKEN
