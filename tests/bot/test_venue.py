@@ -44,3 +44,34 @@ def test_deposit_wallet_signature_from_another_key_is_refused(h: Harness) -> Non
         c.post("/order", body, headers=hdr)
     assert exc.value.status == 400 and exc.value.body == {"error": "invalid signature"}
     assert KEY
+
+
+def test_tick_size_change_refreshes_the_market_and_retries_once(h: Harness) -> None:
+    from conftest import COND, NO
+
+    e = h.engine()
+    e.poll_once()
+    e.market(COND)                                        # cached with tick 0.01
+    h.ex.add_market({"conditionId": COND, "slug": "will-it-rain", "tokens": [YES, NO], "tickSize": "0.02"})
+    h.ex.set_book(YES, [[0.90, 10000]], [[0.97, 10000]])
+    h.trade(price=0.975)                                  # limit 0.99 on the old grid: over 1 - 0.02
+    e.poll_once()
+    assert h.ex.s.requests["/order"] == 2                 # refused once, then one retry
+    assert len(h.ex.s.orders) == 2 and h.ex.s.orders[0]["status"] == "CANCELED"
+    assert h.ex.s.orders[1]["answer"]["success"] is True
+    assert h.decisions(e) == [("copied", "retried after market refresh")]
+    assert float(e.markets[COND][1].tick) == pytest.approx(0.02)
+    assert e.metrics.get("polymarket_market_refresh_retries_total") == 1
+
+
+def test_a_second_refusal_is_not_retried_again(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymarket_bot.fake_exchange import Rejection
+
+    def refuse(hdr: dict[str, str], raw: str) -> dict[str, object]:
+        raise Rejection(400, "invalid tick size")      # the exchange keeps refusing for the tick size
+
+    e = h.engine()
+    h.trade()
+    monkeypatch.setattr(h.ex, "post_order", refuse)
+    e.poll_once()
+    assert h.ex.s.requests["/order"] == 2 and h.decisions(e)[0][0] == "rejected"

@@ -61,6 +61,15 @@ class Unknown(Exception):
     """The exchange could not be asked about an order; its decision stays open."""
 
 
+class StaleMarket(Exception):
+    """The exchange refused an order for its tick size or minimum size: refresh, retry once."""
+
+
+def _tick_or_size_error(err: str) -> bool:
+    e = err.lower()
+    return "tick" in e or "invalid price" in e or "lower than the minimum" in e or "minimum size" in e
+
+
 class Skip(Exception):
     """A business reason not to copy; ``reason`` is a short stable code."""
 
@@ -517,7 +526,17 @@ class Engine:
         self.metrics.inc("polymarket_trades_seen_total")
         try:
             plan = self.decide(t)
-            self.execute(did, plan, visible_at)
+            try:
+                self.execute(did, plan, visible_at)
+            except StaleMarket as exc:
+                # the market's tick size or minimum size changed: look it up again, re-plan, once
+                log.warning("order refused (%s): refreshing market %s and retrying once", exc, plan.condition_id)
+                self.metrics.inc("polymarket_market_refresh_retries_total")
+                self.market(plan.condition_id, refresh=True)
+                try:
+                    self.execute(did, self.decide(t), visible_at, kind_reason="retried after market refresh")
+                except StaleMarket as again:
+                    log.warning("order refused again after the market refresh: %s", again)
         except Skip as s:
             self.ledger.decide(did, "skipped", s.reason + (f": {s.detail}" if s.detail else ""))
             self.metrics.inc("polymarket_trades_skipped_total", reason=s.reason)
@@ -895,6 +914,8 @@ class Engine:
             self.metrics.inc("polymarket_orders_total", status="rejected")
             self.metrics.inc("polymarket_trades_skipped_total", reason="rejected")
             log.warning("order %s rejected: %s", order_hash, err)
+            if _tick_or_size_error(str(err)):
+                raise StaleMarket(str(err)) from None
             return
         self._crash_point("after_answer")
         latency = (time.monotonic() - visible_at) * 1000 if visible_at is not None else None
@@ -1059,6 +1080,9 @@ class Engine:
                 side = signing.Side.BUY if d["side"] == "BUY" else signing.Side.SELL
                 self.resolve_order(int(d["order_id"]), str(d["order_hash"]), payload, side, allow_send=True,
                                    trade_ts=trade_ts if trade is not None else float(d["order_created"]))
+            except StaleMarket as exc:  # recorded rejected; the market is refreshed on its next use
+                self.markets.pop(str(d.get("condition_id") or ""), None)
+                log.warning("decision %d: order refused: %s", did, exc)
             except (Unknown, HttpError) as exc:
                 still += 1
                 log.warning("decision %d stays open: %s", did, exc)
@@ -1131,6 +1155,9 @@ class Engine:
             log.info("exit of decision %d retried: now within the slippage tolerance", did)
             try:
                 self.execute(did, plan, time.monotonic(), kind_reason="exit retried")
+            except StaleMarket as exc:
+                self.markets.pop(plan.condition_id, None)
+                log.warning("exit retry of decision %d refused: %s", did, exc)
             except Unknown as exc:
                 self.open_decisions += 1
                 log.warning("exit retry of decision %d: %s", did, exc)
@@ -1161,7 +1188,9 @@ class Engine:
                 did = self.ledger.new_decision("stop_loss")
                 log.warning("stop loss on %s: best bid %s vs average %.4f", pos.asset, best, pos.avg_price)
                 self.execute(did, plan, time.monotonic(), kind_reason="stop_loss")
-            except (HttpError, Skip, Unknown, KeyError, TypeError, ValueError) as exc:
+            except (HttpError, Skip, Unknown, StaleMarket, KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, StaleMarket):
+                    self.markets.pop(pos.condition_id, None)
                 self.metrics.inc("polymarket_errors_total", kind="stop_loss")
                 log.warning("stop loss check on %s failed: %s", pos.asset, exc)
 

@@ -487,7 +487,8 @@ class Exchange:
                 lvl[1] -= take
                 fills.append((price, take))
             filled_all = want - got <= Decimal("0.000001")
-        if limit < tick or limit > 1 - tick + Decimal("0.0000001"):
+        # the share leg is rounded to the tick's amount precision: the implied price moves by < 1e-5
+        if limit < tick - Decimal("0.00001") or limit > 1 - tick + Decimal("0.00001"):
             raise Rejection(400, f"invalid price ({limit:.4f}), min: {tick} - max: {1 - tick}")
         tok["asks" if order.side == signing.Side.BUY else "bids"] = [lv for lv in (
             tok["asks"] if order.side == signing.Side.BUY else tok["bids"]) if lv[1] > 0]
