@@ -249,12 +249,120 @@ def scenario(n_leaders: int, trades: int = 40, poll: float = 0.5, burst: int = 2
     }
 
 
+def listener_load(idle: int = 2000, seconds: float = 8.0, nofile: int = 1024) -> dict[str, Any]:
+    """The service (dry-run, one leader) under the unit's RLIMIT_NOFILE, while `idle` connections
+    send a request head that never completes and a slowloris sends a byte a second: /health
+    latency, descriptors held and CPU used by the service, and when the slowloris was cut."""
+    import resource
+    import selectors
+
+    env = dict(os.environ, PYTHONPATH=str(PKG))
+    env.pop("POLYMARKET_ENV_FILE", None)
+    fake = Fake(env)
+    bot: subprocess.Popen[bytes] | None = None
+    socks: list[socket.socket] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, idle + 1000)), hard))
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(pid: int) -> float:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / tick
+
+    def health(port: int) -> float:
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            c.request("GET", "/health")
+            c.getresponse().read()
+            return time.monotonic() - t0
+        except OSError:
+            return float("inf")
+        finally:
+            c.close()
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="pmbench-") as tmp:
+            dash = free_port()
+            settings = {
+                "COPY_LEADERS": "0x" + "1" * 40, "POLYMARKET_DATA_API_URL": fake.url, "POLYMARKET_CLOB_URL": fake.url,
+                "POLYMARKET_GAMMA_URL": fake.url, "DB_PATH": f"{tmp}/ledger.db", "PASSIVE_FILE": f"{tmp}/passive",
+                "LOG_FILE": "", "DASHBOARD_PORT": str(dash), "METRICS_PORT": str(free_port()),
+            }
+            cfg_file = Path(tmp) / "bot.env"
+            cfg_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
+            bot = subprocess.Popen([sys.executable, "-m", "polymarket_bot", "--config", str(cfg_file), "run"],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limit)
+            if not wait_for(lambda: healthy(dash), 60):
+                raise RuntimeError("the bot did not become healthy in 60 s")
+            quiet = [health(dash) for _ in range(20)]
+            sel = selectors.DefaultSelector()
+            t0 = time.monotonic()
+            for _ in range(idle):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", dash))
+                time.sleep(0.001)
+                sel.register(s, selectors.EVENT_WRITE)
+                socks.append(s)
+            while sel.get_map() and time.monotonic() - t0 < 20:
+                for key, _ in sel.select(0.2):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    sel.unregister(sock)
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        sock.send(b"GET /health HTTP/1.1\r\nHost: bot\r\n")
+            sel.close()
+            slow = socket.create_connection(("127.0.0.1", dash), timeout=5)
+            slow.sendall(b"GET /health HTTP/1.1\r\n")
+            t_slow, cut, loaded, fds = time.monotonic(), float("nan"), [], 0
+            cpu0, w0 = cpu(bot.pid), time.monotonic()
+            while time.monotonic() - w0 < seconds:
+                loaded.append(health(dash))
+                fds = max(fds, len(os.listdir(f"/proc/{bot.pid}/fd")))
+                if cut != cut and time.monotonic() - t_slow >= len(loaded) * 0.2:
+                    try:
+                        slow.send(b"X")
+                    except OSError:
+                        cut = time.monotonic() - t_slow
+                time.sleep(0.2)
+            used, wall = cpu(bot.pid) - cpu0, time.monotonic() - w0
+            while cut != cut and time.monotonic() - t_slow < 30:
+                try:
+                    slow.send(b"X")
+                except OSError:
+                    cut = time.monotonic() - t_slow
+                time.sleep(0.5)
+            slow.close()
+            bot.send_signal(signal.SIGTERM)
+            bot.wait(30)
+    finally:
+        for s in socks:
+            s.close()
+        if bot is not None and bot.poll() is None:
+            bot.kill()
+            bot.wait(5)
+        fake.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    answered = [x for x in loaded if x != float("inf")]
+    return {"idle": idle, "nofile": nofile, "quiet_p50": pct(quiet, 50), "quiet_max": max(quiet),
+            "p50": pct(answered, 50) if answered else float("nan"),
+            "p99": pct(answered, 99) if answered else float("nan"),
+            "max": max(loaded), "answered": len(answered), "asked": len(loaded), "fds": fds,
+            "cpu": used, "wall": wall, "cut": cut}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trades", type=int, default=40, help="spaced trades per row (default 40)")
     ap.add_argument("--burst", type=int, default=200, help="trades visible at once per row (default 200)")
     ap.add_argument("--poll", type=float, default=0.5, help="the bot's POLL_INTERVAL (default 0.5)")
     ap.add_argument("--leaders", default="1,10,100", help="comma-separated leader counts")
+    ap.add_argument("--idle", type=int, default=2000,
+                    help="idle connections for the listener-load row (default 2000; 0 skips it)")
     a = ap.parse_args()
     counts = [int(x) for x in a.leaders.split(",")]
     print(f"bot service, fake exchange and harness in 3 processes on 127.0.0.1; POLL_INTERVAL {a.poll}s; per row "
@@ -291,6 +399,16 @@ def main() -> int:
           "process after the burst.")
     print("Goals (issue 3): process p99 < 50 ms; 100 leaders detected < 2 s inside the published limits; "
           "RSS < 80 MB. Figures only, no pass/fail.")
+    if a.idle:
+        r = listener_load(a.idle)
+        print()
+        print(f"Listener under load (issue 7): {r['idle']} idle half-sent connections + a slowloris on the dashboard "
+              f"port, the service under RLIMIT_NOFILE={r['nofile']} (the unit's LimitNOFILE):")
+        print(f"  /health quiet p50 {r['quiet_p50'] * 1000:.1f} ms (max {r['quiet_max'] * 1000:.1f}); under load "
+              f"{r['answered']}/{r['asked']} answered within 1 s, p50 {r['p50'] * 1000:.1f} ms, "
+              f"p99 {r['p99'] * 1000:.1f} ms, max {r['max'] * 1000:.1f} ms")
+        print(f"  service: {r['fds']} descriptors held, {r['cpu']:.2f} s CPU in {r['wall']:.1f} s; "
+              f"slowloris cut after {r['cut']:.1f} s")
     return 0
 
 
