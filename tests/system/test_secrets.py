@@ -210,3 +210,22 @@ def test_in_an_autoinstall_chroot_the_migration_waits_for_the_first_start(tree: 
         assert ADDRESS in c.sh("polymarket-bot secret list").stdout
     finally:
         c.stop()
+
+
+def test_a_backup_of_etc_polymarket_holds_only_ciphertext_and_no_host_key(container: Container, dist: Path) -> None:
+    c = container
+    c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")])
+    c.sh("polymarket-bot secret set PRIVATE_KEY", input=KEY)
+    set_env(c, {"API_SECRET_KEY": TOKEN})  # and one left in plaintext by hand, moved at the next start
+    restart_and_wait(c, "dry-run")
+    c.sh("polymarket-backup backup")
+    restic = ("restic --no-cache -r /var/backups/polymarket/restic "
+              "--password-file /etc/polymarket-backup/repository-password")
+    files = c.sh(f"{restic} ls latest").stdout.split()
+    assert f"{CRED}/PRIVATE_KEY.cred" in files and f"{CRED}/API_SECRET_KEY.cred" in files
+    assert not [f for f in files if "credential.secret" in f]  # the host key stays on the host
+    saved = c.sh(f"{restic} dump latest {CRED}/PRIVATE_KEY.cred").stdout
+    assert saved.encode() == c.path(f"{CRED}/PRIVATE_KEY.cred").read_bytes()
+    for path in ("/etc/polymarket/.env", f"{CRED}/PRIVATE_KEY.cred", f"{CRED}/API_SECRET_KEY.cred"):
+        data = c.sh(f"{restic} dump latest {path}").stdout
+        assert HEX not in data and HEX.upper() not in data and TOKEN not in data, path
