@@ -45,7 +45,7 @@ class Harness:
             "PRIVATE_KEY": KEY, "TRADING_MODE": "live", "COPY_LEADERS": ",".join(LEADERS[:2]),
             "POLYMARKET_DATA_API_URL": url, "POLYMARKET_CLOB_URL": url, "POLYMARKET_GAMMA_URL": url,
             "DB_PATH": str(self.tmp / "ledger.db"), "PASSIVE_FILE": str(self.tmp / "passive"),
-            "KILL_SWITCH_FILE": str(self.tmp / "kill-switch"),
+            "KILL_SWITCH_FILE": str(self.tmp / "kill-switch"), "GEOBLOCK_URL": url + "/api/geoblock",
             "API_SECRET_KEY": "s3cret-token", "POLL_INTERVAL": "0.05", "HTTP_TIMEOUT": "2",
             "DATA_API_MAX_RPS": "100", "STOP_LOSS_PERCENTAGE": "0", "FIXED_AMOUNT_USD": "10",
         }

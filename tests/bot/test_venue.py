@@ -75,3 +75,31 @@ def test_a_second_refusal_is_not_retried_again(h: Harness, monkeypatch: pytest.M
     monkeypatch.setattr(h.ex, "post_order", refuse)
     e.poll_once()
     assert h.ex.s.requests["/order"] == 2 and h.decisions(e)[0][0] == "rejected"
+
+
+def test_geoblock_holds_buys_shows_on_health_and_in_validate_config(h: Harness, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from conftest import NO
+    from polymarket_bot import server
+    from test_config_cli import run_cli
+
+    h.ex.s.geoblocked = True
+    e = h.engine()
+    h.trade(ago=5, transactionHash="0x1")
+    e.poll_once()
+    assert h.ex.s.orders == [] and h.decisions(e)[-1] == ("skipped", "geoblocked")
+    assert server.health(e)[1]["geoblock"]["blocked"] is True and server.health(e)[0] == 200
+    env = Path(str(tmp_path)) / "geo.env"
+    env.write_text("".join(f"{k}={v}\n" for k, v in h.env().items()))
+    env.chmod(0o600)
+    r = run_cli("--config", str(env), "validate-config", "--geoblock")
+    assert r.returncode == 1 and "error: GEOBLOCK_URL: Polymarket refuses orders" in r.stderr
+    assert run_cli("--config", str(env), "validate-config").returncode == 0   # not asked unless --geoblock
+    h.ex.s.geoblocked = False                               # released: the next check (hourly) lets buys go
+    e.last_geoblock = 0
+    h.trade(asset=NO, ago=1, transactionHash="0x2")
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1 and server.health(e)[1]["geoblock"]["blocked"] is False
+    r = run_cli("--config", str(env), "validate-config", "--geoblock")
+    assert r.returncode == 0, r.stderr

@@ -172,7 +172,7 @@ def scenario(n_leaders: int, trades: int = 40, poll: float = 0.5, burst: int = 2
                 "LOG_FILE": "", "COMPLIANCE_REPORT": f"{tmp}/compliance.json", "POLL_INTERVAL": str(poll),
                 "DASHBOARD_PORT": str(dash), "METRICS_PORT": str(free_port()), "STOP_LOSS_PERCENTAGE": "0",
                 "MAX_DAILY_VOLUME": "1e9", "MAX_POSITION_SIZE": "1e8", "MAX_ORDER_SIZE": "1e7",
-                "DATA_API_MAX_RPS": "15", "HEALTH_CHECK_INTERVAL": "30",
+                "DATA_API_MAX_RPS": "15", "HEALTH_CHECK_INTERVAL": "30", "GEOBLOCK_URL": fake.url + "/api/geoblock",
             }
             cfg_file = Path(tmp) / "bot.env"
             cfg_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")

@@ -83,6 +83,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: DB_PATH: {problem}", file=sys.stderr)
         return 1
+    if getattr(args, "geoblock", False) and cfg.geoblock_url:
+        from .engine import check_geoblock
+        from .httpclient import HttpError
+
+        try:
+            geo = check_geoblock(cfg.geoblock_url)
+        except HttpError as exc:
+            print(f"warning: GEOBLOCK_URL: could not check: {exc}", file=sys.stderr)
+        else:
+            if geo["blocked"]:
+                print(f"error: GEOBLOCK_URL: Polymarket refuses orders from this host's IP {geo['ip']} "
+                      f"({geo['country']} {geo['region']})", file=sys.stderr)
+                return 1
     print(f"configuration OK (mode {cfg.mode}, {len(cfg.leaders)} leader(s))")
     return 0
 
@@ -303,8 +316,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the service").set_defaults(func=cmd_run)
-    sub.add_parser("validate-config", help="check the configuration; one line per problem"
-                   ).set_defaults(func=cmd_validate)
+    va = sub.add_parser("validate-config", help="check the configuration; one line per problem")
+    va.add_argument("--geoblock", action="store_true",
+                    help="also ask GEOBLOCK_URL whether Polymarket accepts orders from this host's IP")
+    va.set_defaults(func=cmd_validate)
     pr = sub.add_parser("prune", help="delete ledger rows older than --days (retention)")
     pr.add_argument("--days", default="90", metavar="N", help="keep this many days, at least 1 (default 90)")
     pr.set_defaults(func=cmd_prune)

@@ -262,6 +262,10 @@ SETTINGS: tuple[Setting, ...] = (
             "order errors in a row that open the circuit breaker"),
     Setting("CIRCUIT_BREAKER_SECONDS", "circuit_breaker_seconds", "300", _number(1, 86400),
             "seconds the circuit breaker pauses trading"),
+    Setting("GEOBLOCK_URL", "geoblock_url", "https://polymarket.com/api/geoblock",
+            lambda raw: _url(raw) if raw.strip() else "",
+            "Polymarket's geoblock check of this host's IP (at start and hourly, on /health; "
+            "validate-config --geoblock); empty: not checked"),
 )
 
 KNOWN = {s.key for s in SETTINGS}
@@ -315,6 +319,7 @@ class Config:
     kill_switch_file: Path
     max_consecutive_order_errors: int
     circuit_breaker_seconds: float
+    geoblock_url: str
     warnings: tuple[str, ...] = ()
 
     @property

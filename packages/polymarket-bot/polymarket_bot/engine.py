@@ -48,6 +48,18 @@ RESOLVE_EVERY = 5.0  # seconds between attempts to resolve open decisions while 
 SIZE_TICK = 0.01     # shares: the CLOB's size precision; drift beyond it is corrected at reconcile
 RECONCILE_SETTLE = 120.0  # an asset traded this recently is not reconciled (the Data API lags the fill)
 RISK_REFRESH = 30.0  # seconds between marking open positions to the best bid (daily loss)
+GEOBLOCK_EVERY = 3600.0  # seconds between geoblock checks of this host's IP
+
+
+def check_geoblock(url: str, timeout: float = 3.0) -> dict[str, Any]:
+    """Polymarket's geoblock answer for this host's IP: {"blocked", "ip", "country", "region"};
+    raises HttpError when it cannot be asked or answers another shape."""
+    parts = url.split("/", 3)
+    client = JsonClient("/".join(parts[:3]), timeout, retries=1, backoff=0.2)
+    r = client.get("/" + (parts[3] if len(parts) > 3 else ""))
+    if not isinstance(r, dict) or not isinstance(r.get("blocked"), bool):
+        raise HttpError(f"GET {url}: not a geoblock answer", retryable=True)
+    return {k: r.get(k) for k in ("blocked", "ip", "country", "region")}
 
 
 class Malformed(HttpError):
@@ -204,6 +216,8 @@ class Engine:
         self.unrealised = 0.0                    # open positions marked to the best bid, minus cost
         self.last_mark_to_market = 0.0
         self.exit_retries: dict[int, tuple[float, dict[str, Any]]] = {}  # decision -> (trade ts, trade)
+        self.geoblock: dict[str, Any] = {"checked": False}
+        self.last_geoblock = 0.0
         self.feed = cfg.leader_feed
         if self.feed is LeaderFeed.AUTO:
             self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
@@ -223,6 +237,24 @@ class Engine:
                 self.metrics.inc("polymarket_errors_total", kind="loop")
                 log.warning("poll failed: %s", exc)
             self.stop.wait(max(0.0, self.cfg.poll_interval - (time.monotonic() - started)))
+
+    def refresh_geoblock(self) -> None:
+        """Ask Polymarket whether this host's IP may trade; shown on /health. Blocked: new buys
+        are held (a close-only region may still sell; a fully blocked one is refused by the
+        exchange). Unreachable: one log line, orders go on, retried in an hour."""
+        self.last_geoblock = time.time()
+        if not self.cfg.geoblock_url:
+            self.geoblock = {"checked": False, "detail": "GEOBLOCK_URL empty"}
+            return
+        try:
+            self.geoblock = {"checked": True, **check_geoblock(self.cfg.geoblock_url), "at": int(time.time())}
+        except HttpError as exc:
+            self.geoblock = {"checked": False, "detail": str(exc)[:200]}
+            log.warning("geoblock check failed: %s", exc)
+            return
+        if self.geoblock["blocked"]:
+            log.error("geoblock: Polymarket blocks orders from this host (%s, %s %s): new buys held",
+                      self.geoblock.get("ip"), self.geoblock.get("country"), self.geoblock.get("region"))
 
     def _crash_point(self, point: str) -> None:
         """Tests only: ``POLYMARKET_BOT_TEST_CRASH_AT=<point>`` kills this process with SIGKILL
@@ -251,6 +283,8 @@ class Engine:
             self.resolve_open()
         if time.time() - self.last_reconcile >= self.cfg.reconcile_interval:
             self.reconcile("interval")
+        if time.time() - self.last_geoblock >= GEOBLOCK_EVERY:
+            self.refresh_geoblock()
         self.retry_exits()
         try:
             try:
@@ -289,6 +323,7 @@ class Engine:
             self.api_creds()  # an HttpError leaves ``warmed`` False: retried at the next poll
         self.to_warm.update(p.condition_id for p in self.ledger.positions(str(self.mode)) if p.condition_id)
         self.warmed = True
+        self.refresh_geoblock()
         self.resolve_open()
         self.reconcile("start")
 
@@ -674,6 +709,8 @@ class Engine:
         """USD a new buy may still add under the account limits, and the binding limit's name."""
         cfg = self.cfg
         room, limit = math.inf, ""
+        if self.geoblock.get("blocked"):
+            return 0.0, "geoblocked"
         if cfg.max_daily_loss > 0 and self.daily_loss() >= cfg.max_daily_loss:
             return 0.0, "max_daily_loss"
         if cfg.max_total_exposure > 0:
@@ -700,7 +737,7 @@ class Engine:
             "total_exposure_usd": round(self.ledger.exposure(mode), 2),
             "max_leader_exposure_usd": cfg.max_leader_exposure or None,
             "reconcile_interval_seconds": cfg.reconcile_interval, "position_drift_corrections": self.drift_total,
-            "exits_awaiting_retry": len(self.exit_retries),
+            "exits_awaiting_retry": len(self.exit_retries), "geoblock": self.geoblock,
         }
 
     def decide(self, t: dict[str, Any]) -> Plan:

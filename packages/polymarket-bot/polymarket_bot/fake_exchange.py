@@ -62,6 +62,7 @@ class State:
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)   # order hash -> response
     faults: list[Fault] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
+    geoblocked: bool = False
     request_log: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=200_000))  # (time, path)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -615,6 +616,9 @@ class Handler(BaseHTTPRequestHandler):
             "/tick-size": lambda: ex.tick_size(q), "/neg-risk": lambda: ex.neg_risk(q),
             "/auth/derive-api-key": lambda: ex.auth(h), "/balance-allowance": lambda: ex.balance_allowance(h, q),
             "/time": lambda: int(time.time()), "/": lambda: "OK",
+            "/api/geoblock": lambda: {"blocked": ex.s.geoblocked, "ip": "127.0.0.1",
+                                      "country": "US" if ex.s.geoblocked else "IE",
+                                      "region": "NY" if ex.s.geoblocked else "L"},
             "/_control/orders": lambda: list(ex.s.orders), "/_control/requests": lambda: dict(ex.s.requests),
         }
         if method == "GET" and path in routes_get:
@@ -644,6 +648,8 @@ class Handler(BaseHTTPRequestHandler):
             ex.set_balance(b["address"], b["usd"], b.get("token"))
         elif path == "/_control/trade":
             return ex.add_trade(b, float(b.get("visible_after", 0)))
+        elif path == "/_control/geoblock":
+            ex.s.geoblocked = bool(b["blocked"])
         elif path == "/_control/fault":
             ex.add_fault(b["path"], str(b["kind"]), int(b.get("count", 1)), float(b.get("delay", 0)))
         elif path == "/_control/leader":

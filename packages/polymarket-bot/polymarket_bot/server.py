@@ -74,6 +74,7 @@ def health(engine: Engine) -> tuple[int, dict[str, Any]]:
         # KILL_SWITCH_FILE exists / the circuit breaker is open: no order is sent (still live)
         "kill_switch": engine.killed,
         "circuit_breaker_open": time.time() < engine.breaker_until,
+        "geoblock": engine.geoblock,
     }
     return (200 if db_ok and poll_ok else 503), body
 
