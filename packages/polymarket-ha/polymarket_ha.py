@@ -11,18 +11,23 @@ with rsync over ssh, and reports the HA state. Only the standard library.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
+import errno
 import fcntl
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import pwd
-import shutil
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +52,7 @@ OUTGOING_DIR = STATE_DIR / "outgoing"
 PREVIOUS_DIR = STATE_DIR / "previous"
 SSH_DIR = STATE_DIR / ".ssh"
 KEY = SSH_DIR / "id_ed25519"
+KNOWN_HOSTS = SSH_DIR / "known_hosts"
 LAST_ACTIVE = STATE_DIR / "last-active"
 LAST_REPLICATION = STATE_DIR / "last-replication.json"
 VRRP_STATE = RUN_DIR / "vrrp-state"
@@ -54,6 +60,11 @@ PROMOTING = RUN_DIR / "promoting"
 NOTIFY_LOCK = RUN_DIR / "notify.lock"
 RRSYNC = "/usr/bin/rrsync"
 ROLES = ("primary", "standby", "lb")
+# previous/ keeps the ledgers replaced by the last promotions, no more (each a set of db, -wal, -shm).
+PREVIOUS_KEEP = 5
+# A promotion takes at most: stop the bot (90 s), start it, 60 s for /health. A "promoting" marker older
+# than this, or whose process is gone, is stale (a promotion killed midway) and is ignored by check-bot.
+PROMOTING_MAX_AGE = 300
 PRIORITY = {"primary": 150, "standby": 100}
 
 
@@ -382,6 +393,98 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+# -- files in directories that another user owns ------------------------------------
+#
+# /var/lib/polymarket belongs to polymarket-bot and /var/lib/polymarket-ha (with .ssh) to polymarket-ha:
+# either user can put a symlink where root is about to write. Root therefore never opens a path there
+# that follows a link: new files are created with O_CREAT|O_EXCL|O_NOFOLLOW after the old name is
+# unlinked (unlink removes a link, not its target), owner and mode are set through the descriptor,
+# and the file is renamed into place (rename replaces a link, it never writes through one).
+
+def _create_exclusive(path: Path, mode: int = 0o600) -> int:
+    """A new, empty regular file at ``path`` (a link or file there is removed first); its descriptor."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def _copy_fd(src: int, dst: int) -> None:
+    os.lseek(src, 0, os.SEEK_SET)
+    while chunk := os.read(src, 1 << 20):
+        os.write(dst, chunk)
+    os.fsync(dst)
+
+
+def _open_regular(path: Path) -> int:
+    """``path`` opened for reading, refusing a symlink or anything but a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise HAError(f"{path} is a symlink: refused") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HAError(f"{path} is not a regular file: refused")
+    return fd
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    """Atomically replace ``path`` with ``data``; never writes through a symlink planted at either name."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = _create_exclusive(tmp, 0o600)
+    try:
+        os.write(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _root_dir_fd(path: Path, mode: int = 0o700) -> int:
+    """A descriptor of root's private directory ``path`` (made if missing); refused if it is a link or not root's.
+
+    Later moves use the descriptor, so renaming the directory away and planting a link meanwhile changes nothing.
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise HAError(f"{path} is not a directory ({exc.strerror}): refused", "remove it; it is made again") from None
+    st = os.fstat(fd)
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        os.close(fd)
+        raise HAError(f"{path} is not root's private directory: refused", "remove it; it is made again")
+    return fd
+
+
+def _move_into(src: Path, dir_fd: int, name: str) -> None:
+    """Move ``src`` (the bot's file) into the directory ``dir_fd`` as ``name``; a symlink is dropped, not followed."""
+    try:
+        os.rename(src, name, dst_dir_fd=dir_fd)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    if stat.S_ISLNK(os.lstat(src).st_mode):
+        os.unlink(src)
+        return
+    fd = _open_regular(src)
+    try:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            _copy_fd(fd, out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    os.unlink(src)
+
+
 def gather(s: Settings) -> dict[str, Any]:
     status: dict[str, Any] = {"role": s.role, "hostname": socket.gethostname(), "virtual_ip": s.virtual_ip,
                               "checked_at": _iso(time.time())}
@@ -408,10 +511,15 @@ def gather(s: Settings) -> dict[str, Any]:
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(mode)
-    tmp.replace(path)
+    write_file(path, text.encode("utf-8"), mode)
+
+
+def _touch(path: Path) -> None:
+    """Set the mtime of ``path`` to now (made if missing) without following a symlink there."""
+    try:
+        os.utime(path, follow_symlinks=False)
+    except FileNotFoundError:
+        os.close(_create_exclusive(path, 0o644))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -455,7 +563,10 @@ def cmd_heartbeat(_args: argparse.Namespace) -> int:
                 ", ".join(f"{a}={h['http']}/{h['role']}" for a, h in st["backends"].items()))
         return 0
     if st["vrrp_state"] == "MASTER" and st["vip_held"]:
-        LAST_ACTIVE.touch()
+        _touch(LAST_ACTIVE)
+    if PROMOTING.exists() and not promoting_live():
+        log.warning("removing the stale %s of a promotion that did not finish", PROMOTING)
+        PROMOTING.unlink(missing_ok=True)
     if st["split_brain"]:
         log.critical("split brain: this node and %s both report an active bot", s.peer_address)
         return 2
@@ -497,33 +608,82 @@ def bot_healthy(s: Settings, timeout: float) -> bool:
     return False
 
 
+def prune_previous(dir_fd: int, keep: int = PREVIOUS_KEEP) -> list[str]:
+    """Keep the ledgers of the last ``keep`` promotions in previous/; delete older ones. The deleted names."""
+    stamps = sorted({name.rsplit(".", 1)[-1] for name in os.listdir(dir_fd) if name.startswith(LEDGER.name)})
+    gone = []
+    for name in sorted(os.listdir(dir_fd)):
+        if name.startswith(LEDGER.name) and name.rsplit(".", 1)[-1] in stamps[:-keep]:
+            os.unlink(name, dir_fd=dir_fd)
+            gone.append(name)
+    return gone
+
+
 def adopt_replica(s: Settings) -> str:
     """Put the newest replica in place of the ledger, if it is newer than this node's own trading."""
     replica = REPLICA_DIR / LEDGER.name
-    replica_at = _mtime(replica)
-    if replica_at is None:
+    try:
+        src = _open_regular(replica)
+    except FileNotFoundError:
         return "no replica: keeping the local ledger"
-    active_at = _mtime(LAST_ACTIVE)
-    if active_at is not None and active_at >= replica_at:
-        return f"replica of {_iso(replica_at)} is older than this node's own trading ({_iso(active_at)}): kept local"
-    staged = LEDGER.with_name(".trade_history.db.promote")
-    shutil.copyfile(replica, staged)
-    if not integrity_ok(staged):
-        staged.unlink()
-        return f"replica of {_iso(replica_at)} fails integrity_check: kept the local ledger"
-    bot = pwd.getpwnam(BOT_USER)
-    os.chown(staged, bot.pw_uid, bot.pw_gid)
-    staged.chmod(0o600)
-    run(["systemctl", "stop", BOT_UNIT])
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    PREVIOUS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        old = LEDGER.with_name(LEDGER.name + suffix)
-        if old.exists():
-            shutil.move(old, PREVIOUS_DIR / f"{LEDGER.name}{suffix}.{stamp}")
-    staged.replace(LEDGER)
-    run(["systemctl", "start", BOT_UNIT])
-    return f"adopted the replica of {_iso(replica_at)}; previous ledger in {PREVIOUS_DIR}"
+    except HAError as exc:
+        return f"{exc}: kept the local ledger"
+    try:
+        replica_at = os.fstat(src).st_mtime
+        active_at = _mtime(LAST_ACTIVE)
+        if active_at is not None and active_at >= replica_at:
+            return (f"replica of {_iso(replica_at)} is older than this node's own trading ({_iso(active_at)}): "
+                    "kept local")
+        prev = _root_dir_fd(PREVIOUS_DIR)
+        os.close(prev)
+        # Checked in a directory of root's own, then written into the bot's directory through a new file.
+        with tempfile.TemporaryDirectory(prefix="polymarket-ha-promote.", dir="/var/tmp") as tmp:
+            checked = Path(tmp) / LEDGER.name
+            out = os.open(checked, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                _copy_fd(src, out)
+            finally:
+                os.close(out)
+            if not integrity_ok(checked):
+                return f"replica of {_iso(replica_at)} fails integrity_check: kept the local ledger"
+            bot = pwd.getpwnam(BOT_USER)
+            staged = LEDGER.with_name(".trade_history.db.promote")
+            fd = _create_exclusive(staged, 0o600)
+            try:
+                with open(checked, "rb") as good:
+                    _copy_fd(good.fileno(), fd)
+                os.fchown(fd, bot.pw_uid, bot.pw_gid)
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(src)
+    prev = _root_dir_fd(PREVIOUS_DIR)
+    try:
+        run(["systemctl", "stop", BOT_UNIT])
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for suffix in ("", "-wal", "-shm"):
+            old = LEDGER.with_name(LEDGER.name + suffix)
+            if os.path.lexists(old):
+                _move_into(old, prev, f"{LEDGER.name}{suffix}.{stamp}")
+        os.rename(staged, LEDGER)
+        run(["systemctl", "start", BOT_UNIT])
+        pruned = prune_previous(prev)
+    finally:
+        os.close(prev)
+    kept = f" ({len(pruned)} older file(s) pruned, the last {PREVIOUS_KEEP} kept)" if pruned else ""
+    return f"adopted the replica of {_iso(replica_at)}; previous ledger in {PREVIOUS_DIR}{kept}"
+
+
+def promoting_live(path: Path = PROMOTING, max_age: float = PROMOTING_MAX_AGE) -> bool:
+    """Whether ``path`` marks a promotion under way: its process is alive and it is younger than ``max_age``."""
+    try:
+        st = os.lstat(path)
+        text = path.read_text(encoding="ascii", errors="replace") if stat.S_ISREG(st.st_mode) else ""
+    except OSError:
+        return False
+    pid = text.split()[0] if text.split() else ""
+    return pid.isdigit() and Path(f"/proc/{pid}").is_dir() and time.time() - st.st_mtime < max_age
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
@@ -540,7 +700,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 log.warning("VRRP %s: bot passive", state)
                 with contextlib.suppress(OSError):
                     if LAST_ACTIVE.exists():
-                        LAST_ACTIVE.touch()
+                        _touch(LAST_ACTIVE)
             return 0
         s = load_settings()
         held_by = time.monotonic() + 10
@@ -549,7 +709,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 log.error("VRRP MASTER but %s is not on %s: bot stays passive", s.vip_address, s.interface)
                 return 1
             time.sleep(0.2)
-        PROMOTING.touch()
+        # Our pid: check-bot ignores the marker once this process is gone (killed midway) or it is too old.
+        _write_atomic(PROMOTING, f"{os.getpid()}\n")
         try:
             detail = adopt_replica(s) if LEDGER.parent.is_dir() else "no ledger directory"
             log.warning("VRRP MASTER: %s", detail)
@@ -557,7 +718,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 log.error("the bot is not healthy after promotion; staying passive")
                 return 1
             if vrrp_state() == "MASTER":  # still: a BACKUP meanwhile waits for the lock, then re-asserts passive
-                LAST_ACTIVE.touch()
+                _touch(LAST_ACTIVE)
                 PASSIVE.unlink(missing_ok=True)
                 log.warning("VRRP MASTER: bot active")
         finally:
@@ -586,8 +747,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def ssh_command() -> str:
-    return (f"ssh -i {KEY} -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
-            f"-o UserKnownHostsFile={SSH_DIR}/known_hosts -o ConnectTimeout=10")
+    # The peer's host key is pinned by trust-peer: no trust on first use at replication time.
+    return (f"ssh -i {KEY} -o BatchMode=yes -o StrictHostKeyChecking=yes "
+            f"-o UserKnownHostsFile={KNOWN_HOSTS} -o ConnectTimeout=10")
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
@@ -618,6 +780,9 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         sent = run(argv, user=HA_USER, group=HA_USER, extra_groups=[], cwd=str(STATE_DIR))
         if sent.returncode != 0:
             result = f"rsync exit {sent.returncode}: " + (sent.stderr.strip().splitlines() or ["?"])[-1]
+            if "Host key verification failed" in sent.stderr:
+                result = ("Host key verification failed: the peer's ssh host key is not the one pinned by "
+                          "trust-peer (reinstalled peer? then run trust-peer again with --host-key)")
     record = {"at": _iso(started), "kind": "full" if args.full else "incremental", "peer": s.peer_address,
               "result": result, "seconds": round(time.time() - started, 3)}
     _write_atomic(LAST_REPLICATION, json.dumps(record) + "\n")
@@ -633,22 +798,72 @@ def cmd_pubkey(_args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_ed25519(text: str, what: str) -> str:
+    """``ssh-ed25519 BASE64 [comment]`` checked down to the key: the canonical "ssh-ed25519 BASE64".
+
+    Refused: control characters (a newline would add a second, unchecked line), options before the type,
+    another type, base64 that does not decode strictly, a blob whose inner type is not ssh-ed25519 or whose
+    key is not 32 bytes, trailing bytes (a truncated or padded key).
+    """
+    hint = "on the peer run: polymarket-ha pubkey" if what == "key" else \
+        "on the peer: cat /etc/ssh/ssh_host_ed25519_key.pub"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise HAError(f"the {what} contains a control character (newline?)", hint)
+    fields = text.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519":
+        raise HAError(f"the {what} is not an ssh-ed25519 public key (\"ssh-ed25519 AAAA...\")", hint)
+    try:
+        blob = binascii.a2b_base64(fields[1].encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise HAError(f"the {what} is not valid base64 (truncated?)", hint) from None
+    if base64.b64encode(blob).decode("ascii") != fields[1]:  # the one canonical spelling: no stray padding
+        raise HAError(f"the {what} is not canonical base64 (truncated or padded?)", hint)
+    parts = []
+    rest = blob
+    while len(rest) >= 4:
+        n = int.from_bytes(rest[:4], "big")
+        if n > len(rest) - 4:
+            break
+        parts.append(rest[4:4 + n])
+        rest = rest[4 + n:]
+    if rest or len(parts) != 2 or parts[0] != b"ssh-ed25519" or len(parts[1]) != 32:
+        raise HAError(f"the {what} is not a complete ssh-ed25519 key (truncated?)", hint)
+    return f"ssh-ed25519 {base64.b64encode(blob).decode('ascii')}"
+
+
+def scan_host_key(address: str) -> str:
+    proc = run(["ssh-keyscan", "-T", "10", "-t", "ed25519", address])
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "ssh-ed25519":
+            return parse_ed25519(" ".join(fields[1:3]), "host key")
+    raise HAError(f"no ssh-ed25519 host key from {address}:22", "give it with --host-key "
+                  "'ssh-ed25519 AAAA...' (on the peer: cat /etc/ssh/ssh_host_ed25519_key.pub)")
+
+
+def fingerprint(key: str) -> str:
+    digest = hashlib.sha256(base64.b64decode(key.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
 def cmd_trust_peer(args: argparse.Namespace) -> int:
-    """Let the peer's replication key write into our replica directory, and nothing else."""
+    """Let the peer's replication key write into our replica directory, and nothing else; pin its host key."""
     s = load_settings()
     if not s.ha_node:
         raise HAError("only the primary and the standby replicate")
-    fields = args.key.split()
-    if len(fields) < 2 or fields[0] != "ssh-ed25519" or not fields[1].startswith("AAAA"):
-        raise HAError("not an ssh-ed25519 public key", "on the peer run: polymarket-ha pubkey")
+    key = parse_ed25519(args.key, "key")
+    host_key = parse_ed25519(args.host_key, "host key") if args.host_key else scan_host_key(s.peer_address)
     line = (f'restrict,from="{s.peer_address}",command="{RRSYNC} -wo {REPLICA_DIR}" '
-            f"{fields[0]} {fields[1]} polymarket-ha@{s.peer_address}\n")
+            f"{key} polymarket-ha@{s.peer_address}\n")
     ha = pwd.getpwnam(HA_USER)
     SSH_DIR.mkdir(mode=0o700, exist_ok=True)
+    # Both checked before either is written: a bad input leaves the working files as they were.
     path = SSH_DIR / "authorized_keys"
-    _write_atomic(path, line, 0o600)
-    os.chown(path, ha.pw_uid, ha.pw_gid)
+    write_file(path, line.encode("ascii"), 0o600, (ha.pw_uid, ha.pw_gid))
+    write_file(KNOWN_HOSTS, f"{s.peer_address} {host_key}\n".encode("ascii"), 0o644, (ha.pw_uid, ha.pw_gid))
     print(f"{path}: the key of {s.peer_address} may write replicas into {REPLICA_DIR} only")
+    print(f"{KNOWN_HOSTS}: host key of {s.peer_address} pinned, {fingerprint(host_key)} "
+          "(compare on the peer: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)")
     return 0
 
 
@@ -666,8 +881,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="send the whole file (the daily run)")
     p.set_defaults(func=cmd_replicate)
     sub.add_parser("pubkey", help="print this node's replication key").set_defaults(func=cmd_pubkey)
-    p = sub.add_parser("trust-peer", help="accept the peer's replication key")
-    p.add_argument("key")
+    p = sub.add_parser("trust-peer", help="accept the peer's replication key and pin its ssh host key")
+    p.add_argument("key", help="the peer's 'polymarket-ha pubkey' line")
+    p.add_argument("--host-key", metavar="KEY",
+                   help="the peer's /etc/ssh/ssh_host_ed25519_key.pub (default: read from the peer now, "
+                        "fingerprint printed)")
     p.set_defaults(func=cmd_trust_peer)
     p = sub.add_parser("render", help="render the generated configuration files")
     p.add_argument("--settings", default=str(SETTINGS))

@@ -106,15 +106,18 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     assert "pit-before" in after and "pit-after" not in after, after
     assert c.sh(f"stat -c '%U %G %a' {LEDGER}").stdout.strip() == owner
     assert c.sh(f"sqlite3 {LEDGER} 'PRAGMA integrity_check'").stdout.strip() == "ok"
-    safety = c.sh("cd /var/backups/polymarket/pre-restore && ls -d trade_history.db.*").stdout.split()
-    assert len(safety) == 1, safety
-    safe_kinds = c.sh(f"sqlite3 /var/backups/polymarket/pre-restore/{safety[0]} "
-                      "'SELECT DISTINCT kind FROM decisions'").stdout.split()  # fmt: skip
-    assert "pit-after" in safe_kinds
+    # The state of before is an encrypted snapshot of its own (no plaintext copy on disk), and restoring it undoes.
+    pre = [line.split()[0] for line in c.sh("polymarket-backup list").stdout.splitlines() if "pre-restore" in line]
+    assert len(pre) == 1 and f"--snapshot {pre[0]}" in restore.stdout, restore.stdout
+    assert c.sh("test -e /var/backups/polymarket/pre-restore", check=False).returncode == 1
+    assert c.sh("grep -rl 'changed after T1' /var/backups /var/lib/polymarket-backup", check=False).returncode == 1
     # The configuration of T1 is back, with its owner and mode; the later one is kept aside.
     assert "changed after T1" not in c.sh("cat /etc/polymarket/.env").stdout
     assert c.sh("stat -c '%a %U' /etc/polymarket/.env").stdout.split() == ["600", "polymarket-bot"]
-    assert c.sh("grep -l 'changed after T1' /var/backups/polymarket/pre-restore/config.*/etc/polymarket/.env").stdout
+    undo = c.sh(f"polymarket-backup restore --snapshot {pre[0]} --with-config")
+    assert "ledger restored" in undo.stdout
+    assert c.sh("ls -A /etc/polymarket | grep pmrestore", check=False).returncode == 1
+    assert {"pit-before", "pit-after"} <= kinds(c) and "changed after T1" in c.sh("cat /etc/polymarket/.env").stdout
     assert c.sh("ls -A /etc/polymarket | grep pmrestore", check=False).returncode == 1
     files = c.sh(f"restic -r {REPO_DIR} --password-file /etc/polymarket-backup/repository-password ls latest").stdout
     assert "/etc/polymarket/.env" in files and "/etc/polymarket-backup/offsite.conf" in files
@@ -124,10 +127,16 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     assert refused.returncode == 1 and refused.stderr.startswith("error: no snapshot at or before")
 
     # The daily verify and prune run under their units' sandboxes.
+    # What older versions kept in plaintext under pre-restore/ goes once older than the retention.
+    c.sh("install -d -m 0700 /var/backups/polymarket/pre-restore/config.20200101T000000/etc/polymarket && "
+         "echo PRIVATE_KEY=0xold > /var/backups/polymarket/pre-restore/config.20200101T000000/etc/polymarket/.env && "
+         "touch -d '40 days ago' /var/backups/polymarket/pre-restore/config.20200101T000000 && "
+         "echo recent > /var/backups/polymarket/pre-restore/trade_history.db.20991231T000000")  # fmt: skip
     c.sh("systemctl start polymarket-backup-verify.service polymarket-backup-prune.service")
+    assert c.sh("ls -A /var/backups/polymarket/pre-restore").stdout.split() == ["trade_history.db.20991231T000000"]
     assert "passes integrity_check" in c.sh("journalctl -u polymarket-backup-verify.service -o cat").stdout
     assert "snapshots of the last 30d kept" in c.sh("journalctl -u polymarket-backup-prune.service -o cat").stdout
-    assert "3 snapshot(s)" in c.sh("polymarket-backup list").stdout  # none older than 30 days
+    assert "5 snapshot(s)" in c.sh("polymarket-backup list").stdout  # none older than 30 days (2 pre-restore)
 
     # A damaged pack is found by verify and named.
     pack = c.sh(f"find {REPO_DIR}/data -type f -size +2k | sort | head -n 1").stdout.strip()
@@ -239,3 +248,25 @@ def test_offsite_copy_to_s3(rootfs: Path, dist: Path) -> None:
             "dump latest /var/lib/polymarket-backup/staging/trade_history.db > /tmp/offsite.db && "
             "sqlite3 /tmp/offsite.db \"SELECT count(*) FROM decisions WHERE kind='offsite'\"")
         assert dump.stdout.strip() == "1"
+
+
+def test_purging_the_bot_keeps_the_backups(container: harness.Container, dist: Path) -> None:
+    """The repository is polymarket-backup's: purging polymarket-bot neither deletes nor owns it (issue 7, item 2)."""
+    c = container
+    install(c, dist)
+    assert c.sh("stat -c '%U %a' /var/backups/polymarket").stdout.split() == ["root", "700"]
+    mark(c, "before-purge")
+    c.sh("polymarket-backup backup")
+    c.sh("touch /run/polymarket/passive")  # polymarket-ha's switch: not the bot's to delete
+    c.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-bot")
+    assert c.sh("test -e /var/lib/polymarket", check=False).returncode == 1  # the bot's own data is gone
+    assert c.sh("test -e /run/polymarket/passive", check=False).returncode == 0
+    assert "repository ok" in c.sh("polymarket-backup verify --read-data-subset 100%").stdout
+    assert "polymarket-ledger" in c.sh("polymarket-backup list").stdout
+    dump = c.sh(f"restic -r {REPO_DIR} --password-file /etc/polymarket-backup/repository-password "
+                "dump latest /var/lib/polymarket-backup/staging/trade_history.db > /tmp/l.db && "
+                "sqlite3 /tmp/l.db \"select count(*) from decisions where kind='before-purge'\"")  # fmt: skip
+    assert dump.stdout.strip() == "1"
+    # And systemd-tmpfiles (boot) keeps it root's.
+    c.sh("systemd-tmpfiles --create")
+    assert c.sh("stat -c '%U %a' /var/backups/polymarket").stdout.split() == ["root", "700"]
