@@ -200,6 +200,7 @@ def test_compliance_score_ignores_not_applicable() -> None:
 def test_reports_are_rotated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mod = compliance_module()
     monkeypatch.setattr(mod, "REPORT_DIR", tmp_path / "compliance")
+    monkeypatch.setattr(mod, "OLD_REPORT_DIR", tmp_path / "old-compliance")
     controls = [mod.Control("a", "a", "1", "1", mod.Status.PASS)]
     cfg = mod.Config(threshold=95, keep=2)
     for stamp in ("20260101T060000Z", "20260102T060000Z", "20260103T060000Z"):
