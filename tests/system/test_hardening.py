@@ -139,7 +139,7 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
 
     # The timer's service writes the reports.
     c.sh("systemctl start polymarket-compliance.service")
-    latest = json.loads(c.sh("cat /var/lib/polymarket/compliance/latest.json").stdout)
+    latest = json.loads(c.sh("cat /var/lib/polymarket-hardening/compliance/latest.json").stdout)
     assert latest["score"] == report["score"]
     assert c.sh("systemctl is-enabled polymarket-compliance.timer").stdout.strip() == "enabled"
 
@@ -323,7 +323,7 @@ def test_remove_then_purge_restores_the_system(container: harness.Container, dis
     ipv6_before = c.sh("sysctl -n net.ipv6.conf.all.disable_ipv6").stdout
     c.install_debs([deb(dist, PKG)])
     c.sh("systemctl start polymarket-compliance.service")
-    assert c.sh("ls /var/lib/polymarket/compliance/latest.json", check=False).returncode == 0
+    assert c.sh("ls /var/lib/polymarket-hardening/compliance/latest.json", check=False).returncode == 0
 
     c.sh(f"DEBIAN_FRONTEND=noninteractive apt-get remove -y {PKG}")
     assert c.sh(f"test -e {DROPIN}", check=False).returncode != 0

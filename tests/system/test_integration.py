@@ -18,8 +18,8 @@ def test_compliance_report_reaches_the_dashboard(container: Container, dist: Pat
     c.sh("systemctl restart polymarket-bot")
     # The audit as the timer runs it: the real unit, with its sandbox.
     c.sh("systemctl start polymarket-compliance.service", check=False)
-    report = json.loads(c.sh("cat /var/lib/polymarket/compliance/latest.json").stdout)
-    assert c.sh("stat -c '%a %U %G' /var/lib/polymarket/compliance/latest.json").stdout.split() == [
+    report = json.loads(c.sh("cat /var/lib/polymarket-hardening/compliance/latest.json").stdout)
+    assert c.sh("stat -c '%a %U %G' /var/lib/polymarket-hardening/compliance/latest.json").stdout.split() == [
         "640",
         "root",
         "polymarket-bot",
