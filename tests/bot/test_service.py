@@ -65,7 +65,8 @@ def test_service_copies_once_across_restart(h: Harness, tmp_path: Path) -> None:
     env_file.chmod(0o600)
     p = start(env_file)
     try:
-        assert wait_for(lambda: health(dport) == 200), p.stderr.read() if p.poll() is not None else "no health"
+        assert wait_for(lambda: health(dport) == 200), (
+            p.stderr.read() if p.stderr is not None and p.poll() is not None else "no health")
         h.trade(leader=1)
         assert wait_for(lambda: len(h.ex.s.orders) == 1)
     finally:
