@@ -62,6 +62,28 @@ def test_no_secret_or_data_is_shipped(members: dict[str, tarfile.TarInfo]) -> No
     assert not any(p.startswith("/var/") for p in members)
 
 
+def test_the_backup_directory_is_ours_alone(deb: Path, control: Path) -> None:
+    """/var/backups/polymarket is polymarket-backup's (root 0700): made by its tmpfiles and postinst, and
+    polymarket-bot neither makes, owns nor deletes it (issue 7, item 2; the booted test purges the bot)."""
+    tmpfiles = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(tmpfiles)) as tar:
+        member = tar.extractfile("./usr/lib/tmpfiles.d/polymarket-backup.conf")
+        assert member is not None
+        lines = [ln.split() for ln in member.read().decode().splitlines() if ln and not ln.startswith("#")]
+    assert ["d", "/var/backups/polymarket", "0700", "root", "root", "-"] in lines
+    assert "install -d -m 0700 -o root -g root /var/backups/polymarket" in (control / "postinst").read_text()
+    overlay = REPO / "packages" / "polymarket-bot" / "debian-overlay"
+    for name in ("polymarket-bot.postrm", "polymarket-bot.tmpfiles", "polymarket-bot.postinst"):
+        if (overlay / name).exists():
+            code = "\n".join(ln for ln in (overlay / name).read_text().splitlines() if not ln.lstrip().startswith("#"))
+            assert "/var/backups" not in code, name
+    postrm = "\n".join(ln for ln in (overlay / "polymarket-bot.postrm").read_text().splitlines()
+                       if not ln.lstrip().startswith("#"))
+    assert "/run/polymarket " not in postrm + " " and "rm -rf /run/polymarket" not in postrm
+
+
 def test_conffiles(control: Path) -> None:
     assert (control / "conffiles").read_text().split() == ["/etc/polymarket-backup/backup.conf"]
 
