@@ -81,7 +81,7 @@ def test_the_backup_directory_is_ours_alone(deb: Path, control: Path) -> None:
             assert "/var/backups" not in code, name
     postrm = "\n".join(ln for ln in (overlay / "polymarket-bot.postrm").read_text().splitlines()
                        if not ln.lstrip().startswith("#"))
-    assert "/run/polymarket " not in postrm + " " and "rm -rf /run/polymarket" not in postrm
+    assert "rm -rf /run/polymarket" not in postrm and "/run/polymarket/passive" not in postrm
 
 
 def test_conffiles(control: Path) -> None:
