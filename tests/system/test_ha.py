@@ -119,10 +119,11 @@ def ha(rootfs: Path, dist: Path) -> Iterator[Lan]:
                                                                          deb(dist, "polymarket-ha")]  # fmt: skip
             c.install_debs(debs)
         p, s = net.nodes["primary"], net.nodes["standby"]
-        # The one-time key exchange of the README.
+        # The one-time key exchange of the README: the replication key and the ssh host key, both given.
         for a, b in ((p, s), (s, p)):
             key = a.sh("polymarket-ha pubkey").stdout.strip()
-            b.sh(f"polymarket-ha trust-peer '{key}'")
+            host = " ".join(a.sh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+            b.sh(f"polymarket-ha trust-peer '{key}' --host-key '{host}'")
         yield net
 
 
@@ -138,6 +139,9 @@ def test_installed_layout_and_generated_config(ha: Lan) -> None:
     # VRRP, ssh and /health opened to the peer only (without VRRP both nodes would take the VIP).
     rules = p.sh("ufw status").stdout
     assert f"{ADDR['standby']}/vrrp" in rules and "# polymarket-ha" in rules
+    # The peer's host key is pinned: replication never learns one by itself (no accept-new).
+    host = " ".join(ha.nodes["standby"].sh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+    assert p.sh("cat /var/lib/polymarket-ha/.ssh/known_hosts").stdout == f"{ADDR['standby']} {host}\n"
     auth = p.sh("cat /var/lib/polymarket-ha/.ssh/authorized_keys").stdout
     assert auth.startswith(f'restrict,from="{ADDR["standby"]}",command="/usr/bin/rrsync -wo ')
     assert p.sh("stat -c '%a %U' /var/lib/polymarket-ha/.ssh/id_ed25519").stdout.split() == ["600", "polymarket-ha"]
