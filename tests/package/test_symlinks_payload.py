@@ -294,3 +294,18 @@ def test_compliance_refuses_a_linked_report_dir(tmp_path: Path, canary: Path, mo
     with pytest.raises(mod.UsageError, match="is not a directory"):
         mod.write_reports([], mod.Config(threshold=95, keep=3), "now", "20260101T060000Z")
     assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_ha_a_linked_replica_is_refused_and_the_local_ledger_kept(tmp_path: Path, canary: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The replica directory belongs to polymarket-ha (the peer writes it): a link there is never read by root."""
+    ha = ha_module()
+    replica = tmp_path / "replica"
+    replica.mkdir()
+    (replica / "trade_history.db").symlink_to(canary)
+    monkeypatch.setattr(ha, "REPLICA_DIR", replica)
+    monkeypatch.setattr(ha, "LAST_ACTIVE", tmp_path / "last-active")
+    monkeypatch.setattr(ha, "run", lambda argv, **kw: pytest.fail(f"ran {argv}"))
+    detail = ha.adopt_replica(None)
+    assert "is a symlink: refused" in detail and "kept the local ledger" in detail
+    assert unchanged(canary)
