@@ -68,6 +68,7 @@ def test_exchange_cannot_be_asked_decision_stays_open_and_health_says_so(h: Harn
     assert h.decisions(e)[0][0] == "unknown" and e.open_decisions == 1
     status, body = server.health(e)
     assert status == 200 and body["open_decisions"] == 1          # liveness stays green, JSON tells
+    assert "\npolymarket_open_decisions 1\n" in e.metrics.render()
     h.ex.s.faults.clear()
     e.last_resolve = 0
     e.poll_once()

@@ -28,7 +28,7 @@ def test_kill_switch_holds_every_order_until_removed(h: Harness) -> None:
     h.trade(side="SELL", size=100, price=0.49, ago=3, transactionHash="0x3")
     e.poll_once()
     assert len(h.ex.s.orders) == 1                        # no order at all, not even the exit
-    assert server.health(e)[1]["kill_switch"] is True
+    assert server.health(e)[1]["kill_switch"] is True and "\npolymarket_kill_switch 1\n" in e.metrics.render()
     assert e.metrics.get("polymarket_trades_skipped_total", reason="kill_switch") == 2
     assert e.metrics.get("polymarket_risk_blocked_total", limit="kill_switch") == 2
     (h.tmp / "kill-switch").unlink()

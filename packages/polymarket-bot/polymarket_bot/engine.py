@@ -218,6 +218,15 @@ class Engine:
         self.exit_retries: dict[int, tuple[float, dict[str, Any]]] = {}  # decision -> (trade ts, trade)
         self.geoblock: dict[str, Any] = {"checked": False}
         self.last_geoblock = 0.0
+        for name, text, fn in (
+                ("polymarket_open_decisions", "Orders whose outcome the exchange has not confirmed yet",
+                 lambda: float(self.open_decisions)),
+                ("polymarket_kill_switch", "1 while KILL_SWITCH_FILE exists", lambda: float(self.killed)),
+                ("polymarket_circuit_breaker_open", "1 while the circuit breaker holds orders",
+                 lambda: float(time.time() < self.breaker_until)),
+                ("polymarket_geoblocked", "1 while Polymarket's geoblock check blocks this host",
+                 lambda: float(bool(self.geoblock.get("blocked"))))):
+            self.metrics.gauge(name, text, fn)
         self.feed = cfg.leader_feed
         if self.feed is LeaderFeed.AUTO:
             self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
@@ -1008,6 +1017,8 @@ class Engine:
             if exc.retryable or exc.status not in (400, 404):
                 raise
             o = None
+        if o is not None and not isinstance(o, dict):  # never read an odd answer as "not found"
+            raise Malformed(f"GET /data/order/{order_hash}", TypeError(type(o).__name__))
         after = int(since) - 60
         trades = [t for t in self._paged("/data/trades", {"asset_id": token, "after": after})
                   if str(t.get("taker_order_id", "")).lower() == order_hash.lower()
@@ -1136,8 +1147,8 @@ class Engine:
         RECONCILE_SETTLE seconds or with an open decision are left for the next round.
         Returns the number of corrections; an unreachable API is one log line."""
         self.last_reconcile = time.time()
-        if self.mode is not TradingMode.LIVE or not self.maker:
-            return 0
+        if self.mode is not TradingMode.LIVE or not self.maker or self.passive:
+            return 0  # a passive node's ledger is the primary's replica: reconciled on promotion
         mode = str(self.mode)
         try:
             exchange: dict[str, tuple[float, str]] = {}

@@ -34,6 +34,10 @@ class Metrics:
             ("polymarket_http_connections_dropped_total",
              "Connections to our listeners closed before a complete request: timeout (no full request head "
              "within the deadline), limit (connection bound reached), fd-limit (no descriptor left), oversize"),
+            ("polymarket_position_drift", "Positions corrected to the exchange's figure at reconcile"),
+            ("polymarket_risk_blocked_total", "Orders held by an account-level limit, by limit"),
+            ("polymarket_circuit_breaker_trips_total", "Times consecutive order errors paused trading"),
+            ("polymarket_market_refresh_retries_total", "Orders refused for tick/minimum size, market refreshed"),
         ):
             self.help[name] = ("counter", text)
             self.counters[name] = {}
