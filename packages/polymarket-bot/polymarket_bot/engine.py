@@ -294,6 +294,7 @@ class Engine:
             self.reconcile("interval")
         if time.time() - self.last_geoblock >= GEOBLOCK_EVERY:
             self.refresh_geoblock()
+        self.mark_to_market()
         self.retry_exits()
         try:
             try:
@@ -699,19 +700,24 @@ class Engine:
             log.error("circuit breaker: %d order errors in a row; no order for %.0f s",
                       self.cfg.max_consecutive_order_errors, self.cfg.circuit_breaker_seconds)
 
+    def mark_to_market(self) -> None:
+        """Between polls (off the order path), at most every RISK_REFRESH seconds: the open
+        positions at the best bid minus their cost, for MAX_DAILY_LOSS_USD."""
+        if self.cfg.max_daily_loss <= 0 or time.time() - self.last_mark_to_market < RISK_REFRESH:
+            return
+        self.last_mark_to_market = time.time()
+        value = 0.0
+        for p in self.ledger.positions(str(self.mode)):
+            try:
+                bids, _ = self._book(p.asset)
+            except (HttpError, KeyError, TypeError, ValueError):
+                bids = []  # no bid known: valued at 0 (conservative)
+            value += (float(bids[0][0]) * p.shares if bids else 0.0) - p.cost
+        self.unrealised = value
+
     def daily_loss(self) -> float:
-        """Realised loss since 00:00 UTC plus the unrealised loss of open positions (marked to
-        the best bid at most every RISK_REFRESH seconds): positive is a loss."""
-        if time.time() - self.last_mark_to_market >= RISK_REFRESH:
-            self.last_mark_to_market = time.time()
-            value = 0.0
-            for p in self.ledger.positions(str(self.mode)):
-                try:
-                    bids, _ = self._book(p.asset)
-                except HttpError:
-                    bids = []
-                value += (float(bids[0][0]) * p.shares if bids else 0.0) - p.cost
-            self.unrealised = value
+        """Realised loss since 00:00 UTC plus the unrealised loss of open positions (as of the
+        last ``mark_to_market``): positive is a loss."""
         return -(self.ledger.realised_since(str(self.mode), self._day_start()) + self.unrealised)
 
     def _risk_room(self, leader: str) -> tuple[float, str]:
