@@ -262,6 +262,11 @@ SETTINGS: tuple[Setting, ...] = (
             "order errors in a row that open the circuit breaker"),
     Setting("CIRCUIT_BREAKER_SECONDS", "circuit_breaker_seconds", "300", _number(1, 86400),
             "seconds the circuit breaker pauses trading"),
+    # --- the trading lease of polymarket-ha (issue 11); set by its drop-in, never by hand --------
+    Setting("LEASE_FILE", "lease_file", "", _optional_path,
+            "when set, no order unless this lease file (polymarket-ha's lease keeper) names LEASE_NODE "
+            "with a deadline ahead on CLOCK_BOOTTIME; absent, unreadable or expired: passive"),
+    Setting("LEASE_NODE", "lease_node", "", _str, "this node's name in LEASE_FILE (primary or standby)"),
     Setting("GEOBLOCK_URL", "geoblock_url", "https://polymarket.com/api/geoblock",
             lambda raw: _url(raw) if raw.strip() else "",
             "Polymarket's geoblock check of this host's IP (at start and hourly, on /health; "
@@ -320,6 +325,8 @@ class Config:
     max_consecutive_order_errors: int
     circuit_breaker_seconds: float
     geoblock_url: str
+    lease_file: Path | None
+    lease_node: str
     warnings: tuple[str, ...] = ()
 
     @property
@@ -446,6 +453,8 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None,
             warnings.append("API_SECRET_KEY: empty or the placeholder; dashboard pages will refuse access")
         if not kwargs["leaders"]:
             warnings.append("COPY_LEADERS: empty; the bot will follow nobody")
+        if kwargs["lease_file"] is not None and not kwargs["lease_node"]:
+            problems.append("LEASE_NODE: required when LEASE_FILE is set (the node name the lease must hold)")
     if problems:
         raise ConfigError(problems)
     return Config(**kwargs, warnings=tuple(warnings))

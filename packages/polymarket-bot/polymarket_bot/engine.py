@@ -77,6 +77,14 @@ class StaleMarket(Exception):
     """The exchange refused an order for its tick size or minimum size: refresh, retry once."""
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _tick_or_size_error(err: str) -> bool:
     e = err.lower()
     return "tick" in e or "invalid price" in e or "lower than the minimum" in e or "minimum size" in e
@@ -278,7 +286,7 @@ class Engine:
     def poll_once(self) -> int:
         """One detection round; returns how many new leader trades were handled."""
         was_passive = self.passive
-        self.passive = self.cfg.passive_file.exists()
+        self.passive = self.cfg.passive_file.exists() or not self.lease_ok()[0]
         self.killed = self.cfg.kill_switch_file.exists()
         if not self.warmed:
             self.warm_up()
@@ -678,6 +686,31 @@ class Engine:
                                                 "signature_type": self.cfg.signature_type})
         return int(r["balance"]) / 1e6
 
+    def lease_ok(self) -> tuple[bool, str]:
+        """With LEASE_FILE (polymarket-ha): whether the lease names LEASE_NODE, is of this boot, and its
+        deadline is ahead on CLOCK_BOOTTIME. BOOTTIME, not MONOTONIC: it also runs while the machine is
+        suspended, and a process that was stopped (SIGSTOP, a frozen cgroup, a long pause) reads the
+        real elapsed time when it wakes, so it finds the deadline passed. Absent, unreadable, another
+        holder, expired: no lease, no order."""
+        path = self.cfg.lease_file
+        if path is None:
+            return True, "no lease configured"
+        try:
+            with open(path, "rb") as f:
+                lease = json.loads(f.read(65536))
+            deadline = float(lease["deadline"])
+            holder, clock, boot = lease["holder"], lease["clock"], lease["boot_id"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return False, f"no valid lease file {path} ({exc.__class__.__name__})"
+        if holder != self.cfg.lease_node:
+            return False, f"the lease is held by {holder or 'nobody'}"
+        if clock != "CLOCK_BOOTTIME" or boot != _boot_id():
+            return False, "the lease is not of this boot"
+        left = deadline - time.clock_gettime(time.CLOCK_BOOTTIME)
+        if left <= 0:
+            return False, f"the lease expired {-left:.1f}s ago"
+        return True, f"{left:.1f}s left"
+
     def check_orders_allowed(self) -> None:
         """The account-level stops that hold every order, sells included."""
         if self.killed:
@@ -947,6 +980,14 @@ class Engine:
         "Duplicated" one, is resolved by asking the exchange (``resolve_order``)."""
         creds = self.api_creds()
         body = signing.dumps(payload)
+        held, why = self.lease_ok()
+        if not held:  # the lease is checked last, right before the order leaves (issue 11)
+            self.passive = True
+            self.ledger.finish_order(oid, status="not_sent", response={"lease": why}, filled_shares=0,
+                                     filled_usd=0, latency_ms=None, decision="skipped", reason=f"no_lease: {why}")
+            self.metrics.inc("polymarket_trades_skipped_total", reason="no_lease")
+            log.warning("order %s not sent: no trading lease (%s)", order_hash, why)
+            return
         try:
             answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(
                 self.address, creds, int(time.time()), "POST", "/order", body))
