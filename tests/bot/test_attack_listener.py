@@ -1,0 +1,138 @@
+"""Outside review of the listeners (issue 7, item 3): attacks the event-loop server still loses to.
+
+Each test runs the real service (or a real listener) the way tests/bot/test_listener.py does.
+The xfail markers name the defect; the owners remove them with the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Harness
+from polymarket_bot import server as srv
+from polymarket_bot.server import DashboardHandler, DashboardServer
+from test_listener import UNIT_NOFILE, cpu_seconds, timed_health, unit_limits
+from test_service import free_port, health, wait_for
+
+
+@pytest.fixture
+def service(h: Harness, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The real service under the unit's RLIMIT_NOFILE; yields (process, dashboard port)."""
+    nofile = unit_limits()
+    assert nofile == UNIT_NOFILE
+    dport, mport = free_port(), free_port()
+    env_file = tmp_path / "bot.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in h.env(DASHBOARD_PORT=dport, METRICS_PORT=mport,
+                                                                POLL_INTERVAL="0.5", LOG_FILE="").items()))
+    env_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYMARKET", "PRIVATE_KEY"))}
+    env["PYTHONPATH"] = str(ROOT / "packages" / "polymarket-bot")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    p = subprocess.Popen([sys.executable, "-m", "polymarket_bot", "--config", str(env_file), "run"], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=limit)
+    try:
+        assert wait_for(lambda: health(dport) == 200), "the service never became healthy"
+        yield p, dport
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err, err
+
+
+PIPELINED = b"GET /health HTTP/1.1\r\nHost: bot\r\n\r\n"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 7 item 3 (review): a worker answers a pipelined request with a blocking sendall bounded "
+    "only by WRITE_TIMEOUT (10 s per write), and a connection waiting in the ready queue counts as "
+    "busy, so it is never evicted. 16 clients that pipeline /health and never read their answers "
+    "hold all 4 workers for 10 s each, in turn: /health times out (HAProxy 'inter 2s fall 2' and "
+    "check-bot fail the node over), and at 256 such clients every newcomer is closed ('limit')."))
+def test_attack_pipelined_requests_whose_answers_are_never_read_do_not_stop_health(
+        service: tuple[subprocess.Popen[str], int]) -> None:
+    p, dport = service
+    socks = []
+    try:
+        for _ in range(16):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # a small window: answers pile up server-side
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.connect(("127.0.0.1", dport))
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.send(PIPELINED * 10000)  # 340 KB of complete requests, cheap to send; never read anything
+            socks.append(s)
+        cpu0, wall0 = cpu_seconds(p.pid), time.monotonic()
+        answers = []
+        while time.monotonic() - wall0 < 20:
+            answers.append(timed_health(dport))
+            time.sleep(0.5)
+        print(f"\nservice CPU {cpu_seconds(p.pid) - cpu0:.1f} s in {time.monotonic() - wall0:.1f} s; {answers}")
+        assert all(status == 200 and took < 1.0 for status, took in answers), answers
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture
+def listener(h: Harness) -> Iterator[DashboardServer]:
+    s = DashboardServer(("127.0.0.1", 0), DashboardHandler, h.engine(), max_connections=16,
+                        header_timeout=2.0).start()
+    yield s
+    s.shutdown()
+    s.server_close()
+
+
+def read_all(s: socket.socket, wait: float = 2.0) -> bytes:
+    s.settimeout(wait)
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return data
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 7 item 3 (review): MAX_HEAD is checked only while the buffer holds no blank line, so a "
+    "head of 46 KiB whose end arrives in the same recv (up to 64 KiB) is answered (/health) instead of "
+    "the connection being closed (README: 'request head over 16 KiB: connection closed')."))
+def test_attack_head_over_16k_is_refused_even_when_its_end_arrives_in_one_read(listener: DashboardServer) -> None:
+    with socket.create_connection(listener.server_address, timeout=2) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 990)
+                                                                      for i in range(15)))  # 15 KB, under the bound
+        time.sleep(0.3)
+        s.sendall(b"".join(b"Y-%d: %s\r\n" % (i, b"b" * 990) for i in range(30)) + b"\r\n")  # 30 KB more, and the end
+        data = read_all(s)
+    assert srv.MAX_HEAD == 16384
+    # closed unanswered (or 431); never answered as a request (this engine never polled: 503)
+    assert data == b"" or data.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), data[:200]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 7 item 3 (review): with two differing Content-Length headers the handler reads the first "
+    "(0), keeps the connection and answers the body as the next request: a request-smuggling "
+    "primitive (RFC 9112 6.3: such a message is an unrecoverable error, 400 and close)."))
+def test_attack_conflicting_content_lengths_are_refused_and_the_body_never_runs(listener: DashboardServer) -> None:
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    with socket.create_connection(listener.server_address, timeout=2) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
+                  % len(smuggled) + smuggled)
+        data = read_all(s)
+    assert data.count(b"HTTP/1.1 ") <= 1 and b"404" not in data, data
