@@ -125,15 +125,25 @@ def test_attack_head_over_16k_is_refused_even_when_its_end_arrives_in_one_read(l
     assert data == b"" or data.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), data[:200]
 
 
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 7 item 3 (review): with two differing Content-Length headers the handler reads the first "
-    "(0), keeps the connection and answers the body as the next request: a request-smuggling "
-    "primitive (RFC 9112 6.3: such a message is an unrecoverable error, 400 and close)."))
-def test_attack_conflicting_content_lengths_are_refused_and_the_body_never_runs(listener: DashboardServer) -> None:
-    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    "issue 7 item 3 (review): the body framing is decided from headers.get('Content-Length') and "
+    "'Transfer-Encoding' in headers; two differing Content-Lengths (the first, 0, wins), and "
+    "'Content-Length : N', 'Transfer-Encoding : chunked' or a NUL in the name (not seen at all) keep "
+    "the connection and answer the body as the next request: a request-smuggling primitive behind "
+    "any front end that reads them otherwise (RFC 9112 5.1, 6.3: 400 and close)."))
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 0\r\nContent-Length: %d" % len(SMUGGLED),
+    b"Content-Length : %d" % len(SMUGGLED),
+    b"Transfer-Encoding : chunked",
+    b"Content-Length\x00: %d" % len(SMUGGLED),
+], ids=["two-content-lengths", "space-before-colon", "te-space-before-colon", "nul-in-name"])
+def test_attack_ambiguous_body_framing_is_refused_and_the_body_never_runs(listener: DashboardServer,
+                                                                          framing: bytes) -> None:
     with socket.create_connection(listener.server_address, timeout=2) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
-                  % len(smuggled) + smuggled)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n\r\n" + SMUGGLED)
         data = read_all(s)
     assert data.count(b"HTTP/1.1 ") <= 1 and b"404" not in data, data
 
