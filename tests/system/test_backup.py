@@ -96,7 +96,9 @@ def test_backup_verify_restore(container: harness.Container, dist: Path) -> None
     assert {"pit-before", "pit-after"} <= kinds(c)
     owner = c.sh(f"stat -c '%U %G %a' {LEDGER}").stdout.strip()
     bot_before = c.sh("systemctl is-active polymarket-bot.service", check=False).stdout.strip()
-    restore = c.sh(f"polymarket-backup restore --time '{t1}' --with-config")
+    restore = c.sh(f"polymarket-backup restore --time '{t1}' --with-config", check=False)
+    assert restore.returncode == 0, restore.stderr + c.sh(
+        "journalctl -u 'polymarket-bot*' -o cat | tail -n 30", check=False).stdout  # fmt: skip
     assert "ledger restored from snapshot" in restore.stdout and "configuration file(s)" in restore.stdout
     # The bot is stopped for the swap and running again afterwards.
     assert bot_before == "active"
