@@ -79,8 +79,12 @@ def test_attack_pipelined_requests_whose_answers_are_never_read_do_not_stop_heal
             socks.append(s)
         cpu0, wall0 = cpu_seconds(p.pid), time.monotonic()
         answers = []
-        while time.monotonic() - wall0 < 20:
+        # the answers pile up until the kernel buffers are full (a few seconds of the service's
+        # CPU), then the workers block; stop at the first late answer, keep the test short
+        while time.monotonic() - wall0 < 25:
             answers.append(timed_health(dport))
+            if answers[-1][0] != 200 or answers[-1][1] >= 1.0:
+                break
             time.sleep(0.5)
         print(f"\nservice CPU {cpu_seconds(p.pid) - cpu0:.1f} s in {time.monotonic() - wall0:.1f} s; {answers}")
         assert all(status == 200 and took < 1.0 for status, took in answers), answers
