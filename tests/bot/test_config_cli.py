@@ -171,9 +171,27 @@ def test_cli_help_and_validate(tmp_path: Path) -> None:
 
 
 def test_cli_prune(tmp_path: Path) -> None:
+    from polymarket_bot.ledger import Ledger
+
+    Ledger(tmp_path / "db.sqlite").close()  # prune never creates the ledger (test_attack_cli)
     good = write(tmp_path, f"DB_PATH={tmp_path}/db.sqlite\n")
     r = run_cli("--config", str(good), "prune", "--days", "90")
     assert r.returncode == 0 and "pruned" in r.stdout, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root pruning the service user's ledger")
+def test_cli_prune_as_root_refuses_a_ledger_root_does_not_own(tmp_path: Path) -> None:
+    from polymarket_bot.ledger import Ledger
+
+    db = tmp_path / "lib" / "db.sqlite"
+    Ledger(db).close()
+    for p in (db.parent, *db.parent.iterdir()):
+        os.chown(p, 65534, 65534)
+    before = {p.name: (p.stat().st_uid, p.read_bytes()) for p in db.parent.iterdir()}
+    r = run_cli("--config", str(write(tmp_path, f"DB_PATH={db}\n")), "prune", "--days", "90")
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.startswith("error: prune: ") and "sudo -u nobody polymarket-bot prune" in r.stderr, r.stderr
+    assert {p.name: (p.stat().st_uid, p.read_bytes()) for p in db.parent.iterdir()} == before
 
 
 def test_prune_keeps_recent_and_positions(tmp_path: Path) -> None:
@@ -292,6 +310,9 @@ def test_prune_refuses_days_below_one_or_not_finite(tmp_path: Path, days: str) -
 
 
 def test_prune_accepts_one_day_and_fractions_above(tmp_path: Path) -> None:
+    from polymarket_bot.ledger import Ledger
+
+    Ledger(tmp_path / "l.db").close()
     env = write(tmp_path, f"DB_PATH={tmp_path}/l.db\n")
     for days in ("1", "1.5", "3650"):
         r = run_cli("--config", str(env), "prune", "--days", days)

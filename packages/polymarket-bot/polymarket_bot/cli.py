@@ -107,6 +107,14 @@ def check_ledger_path(path: Path) -> str | None:
     validate-config (the unit's ExecStartPre, or root by hand) must leave the disk as it found it.
     """
     try:
+        return _check_ledger_path(path)
+    except OSError as exc:  # a directory on the way that cannot be searched: stat() says EACCES
+        return (f"cannot check {exc.filename or path}: {exc.strerror} (every directory above DB_PATH must be "
+                "searchable by the service user)")
+
+
+def _check_ledger_path(path: Path) -> str | None:
+    try:
         who = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         who = f"uid {os.geteuid()}"
@@ -220,6 +228,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from .ledger import Ledger
 
+    # prune never creates the ledger (nor its directories), and never leaves a file of the service's
+    # owned by root: root's SQLite would create a root-owned -wal/-shm the service cannot open
+    try:
+        st = cfg.db_path.stat()
+    except FileNotFoundError:
+        print(f"no ledger at {cfg.db_path}, nothing to prune")
+        return 0
+    except OSError as exc:
+        raise BotError(f"DB_PATH: cannot read {exc.filename or cfg.db_path}: {exc.strerror}; nothing deleted") from None
+    if os.geteuid() == 0 and st.st_uid != 0:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        raise BotError(f"prune: {cfg.db_path} belongs to {owner}; root would leave root-owned files beside it "
+                       "that the service cannot open; nothing deleted",
+                       f"run as {owner}: sudo -u {owner} polymarket-bot prune --days {days:g}")
     ledger = Ledger(cfg.db_path)
     removed = ledger.prune(days)
     ledger.close()

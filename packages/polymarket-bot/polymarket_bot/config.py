@@ -100,14 +100,22 @@ def _choice(kind: type[enum.StrEnum]) -> Callable[[str], Any]:
 def _url(raw: str) -> str:
     if any(c <= " " or c == "\x7f" for c in raw):
         raise Invalid(f"must be an http(s) URL without spaces or control characters, got {raw!r}")
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        hostname = parts.hostname
+    except ValueError as exc:  # a broken IPv6 literal: "http://[::1", "http://[]:80"
+        raise Invalid(f"must be an http(s) URL, got {raw!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(f"must be an http(s) URL, got {raw!r}")
+    if "@" in parts.netloc:
+        # urllib would send user:pass nowhere (no Authorization header): refuse rather than drop it
+        raise Invalid("must be an http(s) URL without user:password@ (credentials in a URL are not used), "
+                      f"got {parts._replace(netloc='...@' + parts.netloc.rpartition('@')[2]).geturl()!r}")
     try:
         port = parts.port
     except ValueError:
         port = 0
-    if port == 0 or not parts.hostname:
+    if port == 0 or not hostname:
         raise Invalid(f"must be an http(s) URL with a host and a port between 1 and 65535, got {raw!r}")
     return raw.rstrip("/")
 
