@@ -1,8 +1,8 @@
 """An outside review of "Secrets at rest" (issue 7): each test is a defect found by attacking it.
 
-Every test is xfail(strict=True) with the defect as its reason: the owners fix the code and
-remove the marker. The real systemd-creds encrypts with a host key of the test
-(SYSTEMD_CREDENTIAL_SECRET), never this machine's.
+Each test was xfail(strict=True) with the defect as its reason until the code was fixed; its
+tokens have 32 characters or more, as ``secret set`` now requires. The real systemd-creds
+encrypts with a host key of the test (SYSTEMD_CREDENTIAL_SECRET), never this machine's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from polymarket_bot import cli, config, secrets
 
 PKG = ROOT / "packages" / "polymarket-bot"
 HEX = KEY[2:]
-TOKEN = "dashboard-token-0123456789"
+TOKEN = "dashboard-token-0123456789abcdef0123456789"
+ROTATED = "the-rotated-new-token-0123456789abcdef"
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-creds") is None, reason="needs systemd-creds (systemd 252+)")
 
@@ -67,9 +68,6 @@ def cli_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     return code, out, err
 
 
-@pytest.mark.xfail(strict=True, reason="the unit's public SetCredential= sentinel 'not provisioned', given as "
-                   "API_SECRET_KEY in .env or the environment, is taken as a real dashboard token: "
-                   "'Authorization: Bearer not provisioned' opens /system, /metrics, /ha; secret list says unset")
 @pytest.mark.parametrize("where", ["env-file", "environment"])
 def test_the_not_provisioned_sentinel_is_never_a_dashboard_token(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str) -> None:
@@ -84,8 +82,6 @@ def test_the_not_provisioned_sentinel_is_never_a_dashboard_token(
     assert not cfg.dashboard_token_set  # the server's _authorised() refuses every request only then
 
 
-@pytest.mark.xfail(strict=True, reason="a real secret on a commented-out line of .env (an old wallet key) is "
-                   "neither migrated, blanked nor reported: migrate and secret list say nothing, it stays plaintext")
 def test_a_secret_on_a_commented_line_is_not_left_silently_in_plaintext(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     box.env_file.write_text(f"# the old wallet, before the rotation\n#PRIVATE_KEY={KEY}\nLOG_LEVEL=INFO\n")
@@ -95,8 +91,6 @@ def test_a_secret_on_a_commented_line_is_not_left_silently_in_plaintext(
     assert HEX not in box.env_file.read_text() or ("comment" in said and code != 0)
 
 
-@pytest.mark.xfail(strict=True, reason="migrate reads .env with universal newlines: every CRLF line of the "
-                   "operator's file, not only the secret's, is rewritten to LF (the rest is not kept byte for byte)")
 def test_migrate_keeps_the_other_lines_of_a_crlf_env_file_byte_for_byte(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     box.env_file.write_bytes(b"LOG_LEVEL=INFO\r\n" + f"API_SECRET_KEY={TOKEN}\r\n".encode() + b"TRADING_MODE=dry-run")
@@ -108,12 +102,9 @@ def test_migrate_keeps_the_other_lines_of_a_crlf_env_file_byte_for_byte(
     assert after.endswith(b"TRADING_MODE=dry-run")
 
 
-@pytest.mark.xfail(strict=True, reason="a transient decrypt failure of an existing credential (TPM2 busy, "
-                   "systemd-creds error) makes migrate overwrite it with a different, stale plaintext value of "
-                   ".env: 'a differing value is never written over its credential' is broken, the only copy lost")
 def test_migrate_never_overwrites_a_credential_it_could_not_decrypt(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_run(monkeypatch, capsys, "secret", "set", "API_SECRET_KEY", stdin=b"the-rotated-new-token")[0] == 0
+    assert cli_run(monkeypatch, capsys, "secret", "set", "API_SECRET_KEY", stdin=ROTATED.encode())[0] == 0
     box.env_file.write_text(f"API_SECRET_KEY={TOKEN}\n")  # the old value, left there (it "differs")
     before = (box.store / "API_SECRET_KEY.cred").read_bytes()
     real = secrets.decrypt
@@ -128,11 +119,9 @@ def test_migrate_never_overwrites_a_credential_it_could_not_decrypt(
     monkeypatch.setattr(secrets, "decrypt", flaky)
     cli_run(monkeypatch, capsys, "secret", "migrate")
     assert (box.store / "API_SECRET_KEY.cred").read_bytes() == before
-    assert box.decrypt("API_SECRET_KEY") == "the-rotated-new-token"
+    assert box.decrypt("API_SECRET_KEY") == ROTATED
 
 
-@pytest.mark.xfail(strict=True, reason="secret set/migrate/list (root, plaintext in memory, an operator can "
-                   "Ctrl-\\ at the prompt) do not call prctl(PR_SET_DUMPABLE, 0): a core dump holds the value")
 def test_secret_commands_cannot_dump_core_with_the_value(box: Box) -> None:
     probe = textwrap.dedent(f"""
         import ctypes, sys
@@ -153,9 +142,6 @@ def test_secret_commands_cannot_dump_core_with_the_value(box: Box) -> None:
     assert "DUMPABLE 0 [0]" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="migrate prints an unsalted 64-bit SHA-256 prefix of API_SECRET_KEY; "
-                   "it reaches the journal (polymarket-bot-secrets.service) and /var/log/apt/term.log (group adm): "
-                   "a dictionary attack recovers a low-entropy dashboard token offline")
 def test_migrate_output_logged_by_the_unit_gives_no_offline_verifier_of_the_token(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     weak = "polymarket2024"
@@ -167,17 +153,12 @@ def test_migrate_output_logged_by_the_unit_gives_no_offline_verifier_of_the_toke
     assert guess is None, "the logged fingerprint confirms the guessed token"
 
 
-@pytest.mark.xfail(strict=True, reason="secret set accepts a 1-character API_SECRET_KEY (any length >= 1): the "
-                   "dashboard token of /system, /metrics, /ha can be trivially guessed over the network")
 def test_a_trivially_short_dashboard_token_is_refused(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli_run(monkeypatch, capsys, "secret", "set", "API_SECRET_KEY", stdin=b"a")
     assert code == 2 and err.startswith("error: ") and not (box.store / "API_SECRET_KEY.cred").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="a wallet key pasted into WALLET_ADDRESS or COPY_LEADERS (the line after "
-                   "PRIVATE_KEY= in .env) is echoed in full by validate-config, the unit's ExecStartPre: the "
-                   "key reaches the journal ('got 0x...')")
 @pytest.mark.parametrize("key", ["WALLET_ADDRESS", "COPY_LEADERS"])
 def test_a_private_key_in_an_address_setting_is_never_echoed(tmp_path: Path, key: str) -> None:
     env_file = tmp_path / "env"
@@ -188,10 +169,6 @@ def test_a_private_key_in_an_address_setting_is_never_echoed(tmp_path: Path, key
     assert not any(HEX in p for p in exc.value.problems), exc.value.problems
 
 
-@pytest.mark.xfail(strict=True, reason="migrate moves a plaintext key and says nothing about the copies it "
-                   "cannot reach (polymarket-backup snapshots and offsite copies of the old .env, the unlinked "
-                   "blocks of the old file, .env.dpkg-old): the README promises backups and disk images hold "
-                   "only ciphertext, but a migrated key must be rotated for that to be true")
 def test_migrate_tells_the_operator_that_earlier_copies_still_hold_the_key(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     box.env_file.write_text(f"PRIVATE_KEY={KEY}\n")
@@ -201,9 +178,6 @@ def test_migrate_tells_the_operator_that_earlier_copies_still_hold_the_key(
     assert "backup" in said and "rotat" in said
 
 
-@pytest.mark.xfail(strict=True, reason="a key given as an argument is refused, but it is already in sudo's log "
-                   "(journal, /var/log/auth.log: group adm) and ps; the hint says only 'remove the line from your "
-                   "shell history', as if the key were still safe: it must say the key is exposed, rotate it")
 def test_a_key_given_as_an_argument_is_called_exposed(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli_run(monkeypatch, capsys, "secret", "set", "PRIVATE_KEY", KEY)

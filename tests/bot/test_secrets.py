@@ -22,7 +22,7 @@ from polymarket_bot import cli, config, secrets
 from polymarket_bot.errors import ConfigError
 
 PKG = ROOT / "packages" / "polymarket-bot"
-TOKEN = "dashboard-token-0123456789"
+TOKEN = "dashboard-token-0123456789abcdef0123456789"
 HEX = KEY[2:]
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-creds") is None, reason="needs systemd-creds (systemd 252+)")
@@ -134,7 +134,9 @@ def test_list_shows_names_and_fingerprints_never_values(
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert set(rows) == set(secrets.SECRET_NAMES)
     assert "credential" in rows["PRIVATE_KEY"] and ME in rows["PRIVATE_KEY"]
-    assert hashlib.sha256(TOKEN.encode()).hexdigest()[:16] in rows["API_SECRET_KEY"]
+    # A token: its length and the day it was set, never a hash a guess could be checked against.
+    assert f"{len(TOKEN)} chars, set 20" in rows["API_SECRET_KEY"]
+    assert hashlib.sha256(TOKEN.encode()).hexdigest()[:16] not in out
     assert "plaintext" in rows["ENCRYPTION_KEY"] and "secret migrate" in rows["ENCRYPTION_KEY"]
 
 
@@ -231,12 +233,13 @@ def test_migrate_moves_secrets_blanks_them_keeps_the_rest_and_is_idempotent(
 
 def test_migrate_never_overwrites_a_different_credential(
         box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_run(monkeypatch, capsys, "secret", "set", "API_SECRET_KEY", stdin=b"the-credential-token")[0] == 0
+    new = b"the-credential-token-0123456789abcdef"
+    assert cli_run(monkeypatch, capsys, "secret", "set", "API_SECRET_KEY", stdin=new)[0] == 0
     box.env_file.write_text(f"API_SECRET_KEY={TOKEN}\n")
     code, _, err = cli_run(monkeypatch, capsys, "secret", "migrate")
     assert code == 2 and "differ" in err and TOKEN not in err
     assert box.env_file.read_text() == f"API_SECRET_KEY={TOKEN}\n"
-    assert box.decrypt("API_SECRET_KEY") == "the-credential-token"
+    assert box.decrypt("API_SECRET_KEY") == "the-credential-token-0123456789abcdef"
 
 
 def test_migrate_leaves_an_invalid_value_and_says_so(
@@ -320,3 +323,36 @@ def test_on_a_terminal_the_value_is_typed_twice_and_never_echoed(box: Box) -> No
     assert os.waitstatus_to_exitcode(status) == 0, seen
     assert TOKEN.encode() not in seen and b"stored encrypted" in seen
     assert box.decrypt("API_SECRET_KEY") == TOKEN
+
+
+def test_migrate_reads_what_dpkg_left_beside_the_env_file(
+        box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An upgrade that took the new .env: the old one, with the key, is .env.dpkg-old."""
+    old = box.env_file.with_name(box.env_file.name + ".dpkg-old")
+    old.write_bytes(f"LOG_LEVEL=INFO\r\nPRIVATE_KEY={KEY}\r\nCOPY_LEADERS=\r\n".encode())
+    old.chmod(0o600)
+    box.env_file.write_text("PRIVATE_KEY=your_private_key_here\n")
+    code, out, err = cli_run(monkeypatch, capsys, "secret", "migrate")
+    assert code == 0, err
+    assert box.decrypt("PRIVATE_KEY") == KEY and HEX not in old.read_text() and HEX not in out + err
+    assert old.read_bytes().startswith(b"LOG_LEVEL=INFO\r\n") and b"PRIVATE_KEY=\r\n" in old.read_bytes()
+    assert oct(old.stat().st_mode & 0o777) == "0o600" and "rotate" in err
+    assert box.env_file.read_text() == "PRIVATE_KEY=your_private_key_here\n"
+    listing = cli_run(monkeypatch, capsys, "secret", "list")[1]
+    assert "PRIVATE_KEY     credential" in listing and "plaintext" not in listing
+    assert cli_run(monkeypatch, capsys, "secret", "migrate")[:2] == (0, "")
+    # An older, different key left in a dpkg copy is never written over the credential: reported, kept.
+    other = "0x" + "1" * 63 + "2"
+    old.write_text(f"PRIVATE_KEY={other}\n")
+    code, _, err = cli_run(monkeypatch, capsys, "secret", "migrate")
+    assert code == 2 and "differ" in err and str(old) in err and other[2:] not in err
+    assert box.decrypt("PRIVATE_KEY") == KEY
+
+
+def test_validate_config_warns_about_a_secret_on_a_commented_line(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text(f"#PRIVATE_KEY={KEY}\n# PRIVATE_KEY=your_private_key_here\n")
+    env_file.chmod(0o600)
+    cfg = config.load(env_file, {}, credentials={})
+    said = [w for w in cfg.warnings if "commented-out" in w]
+    assert len(said) == 1 and said[0].startswith(f"{env_file}:1: PRIVATE_KEY") and HEX not in said[0]

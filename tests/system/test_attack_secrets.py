@@ -11,8 +11,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.system.conftest import deb
 from tests.system.harness import Container
 
@@ -29,10 +27,6 @@ def previous_env() -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="upgrade taking the new .env conffile (--force-confnew, or 'Y' at the "
-                   "prompt every upgrader with an edited .env gets): the wallet key stays in plaintext in "
-                   "/etc/polymarket/.env.dpkg-old, is never migrated, the bot silently drops to dry-run and "
-                   "secret list says 'unset'")
 def test_upgrade_taking_the_new_conffile_still_moves_the_secrets_into_credentials(
         container: Container, dist: Path) -> None:
     c = container

@@ -31,6 +31,8 @@ from .secrets import (
     SecretError,
     Store,
     check_name,
+    commented_warnings,
+    env_files,
     migrate,
     plaintext_in,
     read_value,
@@ -66,6 +68,7 @@ def _store_values_outside_unit() -> tuple[dict[str, str] | None, list[str]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    no_core_dumps()  # root's validate-config decrypts every credential into this process's memory
     credentials, unreadable = _store_values_outside_unit()
     for p in unreadable:
         print(f"error: {p}", file=sys.stderr)
@@ -254,6 +257,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_secret(args: argparse.Namespace) -> int:
     """secret set|list|remove|migrate: one line per result, `error: ...` and a status for the rest."""
+    no_core_dumps()  # a value, typed or decrypted, is in this process's memory: no core dump of it
     try:
         return _secret(args)
     except SecretError as exc:
@@ -271,18 +275,22 @@ def _secret(args: argparse.Namespace) -> int:
     env_file = env_file_path(args.config, os.environ)
     if args.action == "set":
         if args.argv_value:
-            raise SecretError("secret set: the value is read from stdin, never from the command line (where ps and "
-                              "the shell history show it); nothing stored",
+            raise SecretError("secret set: the value is read from stdin, never from the command line; nothing "
+                              "stored. The value you gave is exposed: sudo logged the command line (the journal, "
+                              "/var/log/auth.log), ps showed it, the shell history keeps it",
+                              "treat it as leaked and rotate it (a new wallet key, the funds moved to it; a new "
+                              "token: openssl rand -hex 32), then give the new value on stdin: "
                               "printf %s \"$VALUE\" | sudo polymarket-bot secret set NAME, or type it at the "
-                              "prompt; remove the line from your shell history", status=BAD_INPUT)
+                              "prompt", status=BAD_INPUT)
         check_name(args.name)
         require_root(f"secret set {args.name}")
         fp = store.set(args.name, read_value(), args.with_key)
         print(f"{args.name}: stored encrypted in {store.path(args.name)} ({fp}); "
               "restart the service to use it: systemctl restart polymarket-bot")
-        if args.name in plaintext_in(env_file):
-            print(f"warning: {args.name} is still in plaintext in {env_file}: polymarket-bot secret migrate",
-                  file=sys.stderr)
+        for path in env_files(env_file):
+            if args.name in plaintext_in(path):
+                print(f"warning: {args.name} is still in plaintext in {path}: polymarket-bot secret migrate",
+                      file=sys.stderr)
         return 0
     if args.action == "remove":
         check_name(args.name)
@@ -292,14 +300,18 @@ def _secret(args: argparse.Namespace) -> int:
         return 0
     if args.action == "migrate":
         require_root("secret migrate")
-        done, problems = migrate(store, env_file, args.with_key)
-        for line in done:
+        result = migrate(store, env_file, args.with_key)
+        for line in result.done:
             print(line)
-        for p in problems:
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        for p in result.problems:
             print(f"error: {p}", file=sys.stderr)
-        return BAD_INPUT if problems else 0
+        return BAD_INPUT if result.problems else 0
     require_root("secret list")
     entries = store.entries(env_file)
+    for w in commented_warnings(env_file):
+        print(f"warning: {w}", file=sys.stderr)
     width = max(len(n) for n in SECRET_NAMES)
     print(f"{'NAME':<{width}}  {'STATE':<13}  FINGERPRINT")
     for e in entries:
@@ -322,7 +334,8 @@ def _secret_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     st.add_argument("name", metavar="NAME", help=names)
     st.add_argument("argv_value", nargs="*", help=argparse.SUPPRESS)  # refused, and never echoed
     st.add_argument("--with-key", choices=KEY_CHOICES, default="auto", help=key_help)
-    acts.add_parser("list", help="names, state and fingerprints (never values)")
+    acts.add_parser("list", help="names, state and fingerprints: the wallet's address, a token's length and date "
+                                 "(never a value, nor a hash of one)")
     rm = acts.add_parser("remove", help="delete the credential NAME")
     rm.add_argument("name", metavar="NAME", help=names)
     mg = acts.add_parser("migrate", help="move plaintext secrets of the env file into credentials and blank them")

@@ -17,12 +17,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .secrets import SECRET_NAMES, Secret, from_credentials_directory, is_unset
+from .secrets import (
+    MIN_TOKEN,
+    NOT_PROVISIONED,
+    SECRET_NAMES,
+    TOKEN_HINT,
+    Secret,
+    commented_warnings,
+    from_credentials_directory,
+    is_unset,
+)
 
 DEFAULT_ENV_FILE = "/etc/polymarket/.env"
-PLACEHOLDER_KEYS = {"", "your_private_key_here"}
-PLACEHOLDER_SECRETS = {"", "your_api_secret_here", "your_strong_encryption_key_here"}
+# The shipped placeholders, and the unit's SetCredential= fallback: none of them is a secret.
+PLACEHOLDER_KEYS = {"", "your_private_key_here", NOT_PROVISIONED}
+PLACEHOLDER_SECRETS = {"", "your_api_secret_here", "your_strong_encryption_key_here", NOT_PROVISIONED}
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_KEYLIKE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class TradingMode(enum.StrEnum):
@@ -120,13 +131,22 @@ def _url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _shown(raw: str) -> str:
+    """RAW for an error message, unless it holds 64 hex digits: a wallet key pasted into the wrong
+    setting must not reach the journal (validate-config is the unit's ExecStartPre)."""
+    if _KEYLIKE.search(raw):
+        return ("a value with 64 hex digits (a private key? not shown; if it is one, it sat in plaintext "
+                "in the wrong setting: rotate it)")
+    return repr(raw)
+
+
 def _address_list(raw: str) -> tuple[str, ...]:
     out: list[str] = []
     for item in (x.strip() for x in raw.split(",")):
         if not item:
             continue
         if not _ADDRESS.match(item):
-            raise Invalid(f"{item!r} is not a 0x-prefixed 40-hex-digit address")
+            raise Invalid(f"{_shown(item)} is not a 0x-prefixed 40-hex-digit address")
         if item.lower() not in out:
             out.append(item.lower())
     return tuple(out)
@@ -140,7 +160,7 @@ def _wallet(raw: str) -> str:
     if raw in ("", "0x..."):
         return ""
     if not _ADDRESS.match(raw):
-        raise Invalid(f"must be a 0x-prefixed 40-hex-digit address, got {raw!r}")
+        raise Invalid(f"must be a 0x-prefixed 40-hex-digit address, got {_shown(raw)}")
     return raw
 
 
@@ -422,6 +442,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None,
         for key, (_, no) in file_values.items():
             if key not in KNOWN and key not in ("POLYMARKET_ENV_FILE",):
                 warnings.append(f"{path}:{no}: {key}: unknown key, ignored")
+        warnings += commented_warnings(path)
     kwargs: dict[str, Any] = {}
     for s in SETTINGS:
         where = s.key
@@ -459,6 +480,8 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None,
                             "deposit wallet)")
         if kwargs["api_secret_key"].reveal() in PLACEHOLDER_SECRETS:
             warnings.append("API_SECRET_KEY: empty or the placeholder; dashboard pages will refuse access")
+        elif len(kwargs["api_secret_key"].reveal()) < MIN_TOKEN:
+            warnings.append(f"API_SECRET_KEY: shorter than {MIN_TOKEN} characters, it can be guessed: {TOKEN_HINT}")
         if not kwargs["leaders"]:
             warnings.append("COPY_LEADERS: empty; the bot will follow nobody")
         if kwargs["lease_file"] is not None and not kwargs["lease_node"]:

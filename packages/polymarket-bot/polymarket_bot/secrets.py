@@ -16,16 +16,17 @@ it.
 
 from __future__ import annotations
 
+import datetime
 import getpass
-import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -38,6 +39,12 @@ DEFAULT_STORE = "/etc/polymarket/credentials"
 # The unit's SetCredential= fallback for a secret not provisioned: not a valid value of any secret.
 NOT_PROVISIONED = "not provisioned"
 MAX_VALUE = 4096
+# A dashboard token set with ``secret set`` has at least 32 characters (openssl rand -hex 32 gives 64).
+MIN_TOKEN = 32
+TOKEN_HINT = "openssl rand -hex 32 | sudo polymarket-bot secret set API_SECRET_KEY"
+# What dpkg leaves beside a conffile: the administrator's old file when the new one was taken at the
+# prompt (.dpkg-old), a backup (.dpkg-bak, dpkg-maintscript-helper), the package's version (.dpkg-dist).
+DPKG_SIBLINGS = (".dpkg-old", ".dpkg-bak", ".dpkg-dist")
 KEY_CHOICES = ("auto", "host", "host+tpm2", "tpm2")
 
 BAD_INPUT, NOT_ROOT, NO_TOOL, TOOL_FAILED = 2, 1, 3, 4
@@ -89,7 +96,7 @@ def is_unset(name: str, value: str) -> bool:
     from .config import PLACEHOLDER_KEYS, PLACEHOLDER_SECRETS
 
     placeholders = PLACEHOLDER_KEYS if name == "PRIVATE_KEY" else PLACEHOLDER_SECRETS
-    return value.strip() in placeholders or value == NOT_PROVISIONED
+    return value.strip() in placeholders or value.strip() == NOT_PROVISIONED
 
 
 def check_name(name: str) -> str:
@@ -98,8 +105,11 @@ def check_name(name: str) -> str:
     return name
 
 
-def normalise(name: str, raw: str) -> str:
-    """The value to store, or SecretError; no message ever contains the value."""
+def normalise(name: str, raw: str, *, new: bool = True) -> str:
+    """The value to store, or SecretError; no message ever contains the value.
+
+    NEW: a value chosen now (``secret set``), so a dashboard token must have MIN_TOKEN characters;
+    a token migrated from .env is kept as it is (migrate warns that it is short)."""
     check_name(name)
     value = raw[:-1] if raw.endswith("\n") else raw
     value = value[:-1] if value.endswith("\r") else value
@@ -123,17 +133,29 @@ def normalise(name: str, raw: str) -> str:
     if any(not "\x21" <= c <= "\x7e" for c in value):
         raise SecretError(f"{name}: must be printable ASCII without spaces (value not shown); nothing stored",
                           status=BAD_INPUT)
+    if new and name == "API_SECRET_KEY" and len(value) < MIN_TOKEN:
+        raise SecretError(f"{name}: {len(value)} characters, at least {MIN_TOKEN} are needed (a short token can be "
+                          "guessed over the network); nothing stored", TOKEN_HINT, status=BAD_INPUT)
     return value
 
 
-def fingerprint(name: str, value: str) -> str:
-    """What identifies a value without showing it: the wallet address of the key (public), else a
-    short SHA-256, equal on every host for the same value (compare primary and standby)."""
+def fingerprint(name: str, value: str, stored: Path | None = None) -> str:
+    """What identifies a value without showing it or confirming a guess: the wallet address of the
+    key (public, equal on every host: compare primary and standby), else only the length and the
+    day the credential was written. A hash of a token, even salted with a salt kept beside it,
+    would let whoever reads it (the journal, a backup) test guesses offline."""
     if name == "PRIVATE_KEY":
         from .crypto import address_of
 
         return f"wallet {address_of(Secret(value))}"
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    out = f"{len(value)} chars"
+    if stored is not None:
+        try:
+            day = datetime.datetime.fromtimestamp(stored.stat().st_mtime, datetime.UTC).date()
+        except OSError:
+            return out
+        out += f", set {day.isoformat()}"
+    return out
 
 
 def read_value(stream: TextIO | None = None) -> str:
@@ -298,13 +320,13 @@ class Store:
             return None
         return path.read_bytes()
 
-    def set(self, name: str, value: str, choice: str = "auto") -> str:
+    def set(self, name: str, value: str, choice: str = "auto", *, new: bool = True) -> str:
         """Encrypt and store; the fingerprint of the value."""
-        value = normalise(name, value)
+        value = normalise(name, value, new=new)
         ciphertext = encrypt(name, value, choice)
         self.ensure()
         write_atomic(self.path(name), ciphertext)
-        return fingerprint(name, value)
+        return fingerprint(name, value, self.path(name))
 
     def remove(self, name: str) -> None:
         path = self.path(name)
@@ -328,7 +350,11 @@ class Store:
         return values, problems
 
     def entries(self, env_file: Path | None) -> list[Entry]:
-        plain = plaintext_in(env_file)
+        # NAME -> (the first file holding it in plaintext: the env file, then dpkg's copies; the value)
+        plain: dict[str, tuple[Path, str]] = {}
+        for path in env_files(env_file):
+            for name, value in plaintext_in(path).items():
+                plain.setdefault(name, (path, value))
         out: list[Entry] = []
         for name in SECRET_NAMES:
             ciphertext = self.load(name)
@@ -338,11 +364,11 @@ class Store:
                 except SecretError:
                     out.append(Entry(name, "undecryptable", "", f"not on this host's key: secret set {name}"))
                 else:
-                    note = f"also in plaintext in {env_file}: secret migrate" if name in plain else ""
-                    out.append(Entry(name, "credential", fingerprint(name, value), note))
+                    note = f"also in plaintext in {plain[name][0]}: secret migrate" if name in plain else ""
+                    out.append(Entry(name, "credential", fingerprint(name, value, self.path(name)), note))
             elif name in plain:
-                out.append(Entry(name, "plaintext", _safe_fingerprint(name, plain[name]),
-                                 f"in {env_file}: secret migrate"))
+                out.append(Entry(name, "plaintext", _safe_fingerprint(name, plain[name][1]),
+                                 f"in {plain[name][0]}: secret migrate"))
             else:
                 out.append(Entry(name, "unset"))
         return out
@@ -350,7 +376,7 @@ class Store:
 
 def _safe_fingerprint(name: str, value: str) -> str:
     try:
-        return fingerprint(name, normalise(name, value))
+        return fingerprint(name, normalise(name, value, new=False))
     except (SecretError, ValueError):
         return "(invalid value)"
 
@@ -365,16 +391,35 @@ def _env_line(line: str) -> tuple[str, str] | None:
         return None
 
 
+def env_files(env_file: Path | None) -> list[Path]:
+    """The env file, then what dpkg leaves beside it: after an upgrade that took the package's new
+    .env, the administrator's old file, secrets and all, is .env.dpkg-old."""
+    if env_file is None:
+        return []
+    return [env_file, *(env_file.with_name(env_file.name + suffix) for suffix in DPKG_SIBLINGS)]
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their ends, split at LF only: CRLF, a lone CR and a last line without an end are
+    kept byte for byte when the lines are joined again."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _read(env_file: Path) -> str:
+    return env_file.read_bytes().decode("utf-8")  # no newline translation
+
+
 def plaintext_in(env_file: Path | None) -> dict[str, str]:
     """Secrets with a real value in the env file (the last line of a key wins, as for the bot)."""
     found: dict[str, str] = {}
     if env_file is None:
         return found
     try:
-        text = env_file.read_text(encoding="utf-8")
+        text = _read(env_file)
     except (OSError, UnicodeDecodeError):
         return found
-    for line in text.splitlines():
+    for line in split_lines(text):
         kv = _env_line(line)
         if kv and kv[0] in SECRET_NAMES:
             if is_unset(kv[0], kv[1]):
@@ -384,59 +429,123 @@ def plaintext_in(env_file: Path | None) -> dict[str, str]:
     return found
 
 
-def migrate(store: Store, env_file: Path, choice: str = "auto") -> tuple[list[str], list[str]]:
-    """Move every real secret of ENV_FILE into the store, then blank its lines in ENV_FILE.
+_COMMENT = re.compile(r"\s*#[#\s]*(.*)")
 
-    Idempotent. The credentials are written (and proven to decrypt) before the env file is
-    rewritten once, atomically, with its owner and mode; a failure leaves it as it was.
-    Returns (done, problems); a secret with a problem stays where it is.
+
+def commented_in(text: str) -> list[tuple[int, str]]:
+    """(line number, NAME) of each commented-out line with a real secret (#PRIVATE_KEY=0x...): never
+    migrated (it is not the value in use, maybe an old wallet's only copy), never silently left."""
+    found: list[tuple[int, str]] = []
+    for no, line in enumerate(split_lines(text), 1):
+        m = _COMMENT.fullmatch(line.rstrip("\r\n"))
+        kv = _env_line(m.group(1)) if m else None
+        if kv and kv[0] in SECRET_NAMES and not is_unset(kv[0], kv[1]):
+            found.append((no, kv[0]))
+    return found
+
+
+def commented_warnings(env_file: Path | None) -> list[str]:
+    out: list[str] = []
+    for path in env_files(env_file):
+        try:
+            text = _read(path)
+        except (OSError, UnicodeDecodeError):
+            continue
+        out += [f"{path}:{no}: {name}: a value on a commented-out line, in plaintext (a comment is never "
+                "migrated): keep it in your password manager and delete the line; rotate it if it was ever used"
+                for no, name in commented_in(text)]
+    return out
+
+
+@dataclass
+class Migration:
+    done: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    exposed: set[str] = field(default_factory=set)  # found in plaintext, now blanked
+
+
+def migrate(store: Store, env_file: Path, choice: str = "auto") -> Migration:
+    """Move every real secret of ENV_FILE, then of dpkg's copies of it, into the store, and blank it there.
+
+    Idempotent. The credentials are written (and proven to decrypt) before a file is rewritten once,
+    atomically, with its owner and mode, its other lines byte for byte; a failure leaves it as it was.
+    A secret with a problem stays where it is, and is a problem (exit 2).
     """
-    done: list[str] = []
-    problems: list[str] = []
+    result = Migration()
+    for path in env_files(env_file):
+        _migrate_file(store, path, choice, result)
+    if result.exposed:
+        names = ", ".join(sorted(result.exposed))
+        result.warnings.append(
+            f"{names} sat in plaintext: the copies made before today still hold it (polymarket-backup snapshots "
+            "and their offsite copies, older backups and disk snapshots, a .env.dpkg-old, the freed disk blocks "
+            "of the old file). Encryption protects only from now on: rotate it (a new wallet key, the funds "
+            f"moved to it; a new dashboard token: {TOKEN_HINT})")
+    return result
+
+
+def _migrate_file(store: Store, env_file: Path, choice: str, result: Migration) -> None:
     try:
         st = os.lstat(env_file)
     except FileNotFoundError:
-        return done, problems
+        return
     if not stat.S_ISREG(st.st_mode):
         raise SecretError(f"{env_file} is not a regular file (a symlink?); nothing migrated")
-    plain = plaintext_in(env_file)
+    try:
+        text = _read(env_file)
+    except UnicodeDecodeError:
+        result.problems.append(f"{env_file}: not UTF-8 text; nothing migrated from it")
+        return
+    for no, name in commented_in(text):
+        result.problems.append(f"{env_file}:{no}: {name}: a value on a commented-out line stays in plaintext (a "
+                               "comment is never migrated): keep it in your password manager and delete the "
+                               "line; rotate it if it was ever used")
+    moved: list[str] = []
     blank: set[str] = set()
-    for name, raw in plain.items():
+    for name, raw in plaintext_in(env_file).items():
         try:
-            value = normalise(name, raw)
+            value = normalise(name, raw, new=False)
         except SecretError as exc:
-            problems.append(f"{exc}; left in {env_file}")
+            result.problems.append(f"{exc}; left in {env_file}")
             continue
         ciphertext = store.load(name)
         if ciphertext is not None:
             try:
-                current: str | None = decrypt(name, ciphertext)
-            except SecretError:
-                current = None
+                current = decrypt(name, ciphertext)
+            except SecretError as exc:
+                # Not known to differ, not known to be equal: the credential may be the only copy of a newer value.
+                result.problems.append(f"{name}: the credential {store.path(name)} could not be decrypted ({exc}); "
+                                       f"it is never overwritten: left in {env_file}; run secret migrate again, "
+                                       f"or replace the credential with: polymarket-bot secret set {name}")
+                continue
             if current == value:
                 blank.add(name)
                 continue
-            if current is not None:
-                problems.append(f"{name}: {env_file} and the encrypted credential differ, and the credential is "
-                                f"the one used; left in {env_file}: delete the line, or replace the credential "
-                                f"with: polymarket-bot secret set {name}")
-                continue
-        store.set(name, value, choice)
-        done.append(f"{name}: moved into {store.path(name)} ({fingerprint(name, value)})")
+            result.problems.append(f"{name}: {env_file} and the encrypted credential differ, and the credential "
+                                   f"is the one used; left in {env_file}: delete the line, or replace the "
+                                   f"credential with: polymarket-bot secret set {name}")
+            continue
+        store.set(name, value, choice, new=False)
+        moved.append(name)
+        result.done.append(f"{name}: moved from {env_file} into {store.path(name)}")
+        if name == "API_SECRET_KEY" and len(value) < MIN_TOKEN:
+            result.warnings.append(f"API_SECRET_KEY: {len(value)} characters, shorter than {MIN_TOKEN}: it can be "
+                                   f"guessed; replace it: {TOKEN_HINT}")
         blank.add(name)
-    if blank:
-        lines = env_file.read_text(encoding="utf-8").splitlines(keepends=True)
-        out = []
-        for line in lines:
-            kv = _env_line(line)
-            if kv and kv[0] in blank and not is_unset(kv[0], kv[1]):
-                end = line[len(line.rstrip("\r\n")):] or "\n"
-                out.append(f"# {kv[0]} is an encrypted credential: polymarket-bot secret list{end}")
-                out.append(f"{kv[0]}={end}")
-            else:
-                out.append(line)
-        write_atomic(env_file, "".join(out).encode("utf-8"), mode=stat.S_IMODE(st.st_mode),
-                     owner=(st.st_uid, st.st_gid))
-        if not done:
-            done.append(f"{', '.join(sorted(blank))}: already encrypted; blanked in {env_file}")
-    return done, problems
+    if not blank:
+        return
+    out = []
+    for line in split_lines(text):
+        kv = _env_line(line)
+        if kv and kv[0] in blank and not is_unset(kv[0], kv[1]):
+            end = line[len(line.rstrip("\r\n")):]
+            out.append(f"# {kv[0]} is an encrypted credential: polymarket-bot secret list{end or chr(10)}")
+            out.append(f"{kv[0]}={end}")
+        else:
+            out.append(line)
+    write_atomic(env_file, "".join(out).encode("utf-8"), mode=stat.S_IMODE(st.st_mode),
+                 owner=(st.st_uid, st.st_gid))
+    result.exposed |= blank
+    if not moved:
+        result.done.append(f"{', '.join(sorted(blank))}: already encrypted; blanked in {env_file}")
