@@ -12,10 +12,19 @@ Output layout (``dist/autoinstall/`` by default)::
     pxe/grub/grub.cfg                                 UEFI PXE, an entry per host
     pxe/pxelinux.cfg/01-MAC                           BIOS PXE, an entry per host
     pxe/dnsmasq.conf.example                          DHCP + TFTP
+    build-info                                        the inventory's name and sha256, the hosts
+    .polymarket-autoinstall                           the marker: this directory is the builder's
+
+The output directory is replaced as a whole, and only when the builder made
+it: it holds the marker (or is an earlier output of the builder, recognised by
+its layout) and nothing the builder did not write, or it is empty.  Anything
+else (``--output dist``, ``--output ~``) is refused with one line, and nothing
+is deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -37,6 +46,12 @@ from builder.run import run
 log = logging.getLogger(__name__)
 
 SEED_LABEL = "CIDATA"
+MARKER = ".polymarket-autoinstall"
+MARKER_TEXT = "Autoinstall media written by python3 -m builder autoinstall; it replaces this directory as a whole.\n"
+BUILD_INFO = "build-info"
+# What earlier versions wrote into the output (no marker yet): HOST/ and pxe/ holding only these.
+_LEGACY_HOST_FILES = frozenset({"user-data", "meta-data", "seed.iso"})
+_LEGACY_PXE_ENTRIES = frozenset({"http", "grub", "pxelinux.cfg", "dnsmasq.conf.example"})
 
 # Used by `check` only, while dist/repo/ has not been published yet: the
 # structure is validated with this stand-in (an empty public-key packet),
@@ -50,6 +65,49 @@ class Rendered:
 
     files: dict[str, str]
     seeds: tuple[str, ...]  # host names: HOST/seed.iso from HOST/{user-data,meta-data}
+
+
+def _is_legacy_media(output: Path) -> bool:
+    """``output`` looks exactly like what the builder wrote before it wrote a marker."""
+    entries = list(output.iterdir())
+    if not any(e.name == "pxe" for e in entries):
+        return False
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_dir():
+            return False
+        names = {e.name for e in entry.iterdir()}
+        allowed = _LEGACY_PXE_ENTRIES if entry.name == "pxe" else _LEGACY_HOST_FILES
+        if not names <= allowed:
+            return False
+    return True
+
+
+def check_output(output: Path) -> None:
+    """Refuse to replace ``output`` unless the builder made it (or it is empty): never delete what is not ours."""
+    if output.exists() and not output.is_dir():
+        raise InputError(
+            f"--output {output}: not a directory",
+            hint="give a directory of its own for the media, such as dist/autoinstall",
+        )
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if (output / MARKER).is_file() or _is_legacy_media(output):
+        return
+    raise InputError(
+        f"--output {output}: the directory holds files the builder did not write (no {MARKER}); nothing was changed",
+        hint="the media replace their directory as a whole: give an empty or new directory, such as dist/autoinstall",
+    )
+
+
+def build_info(inv: Inventory) -> str:
+    """Which inventory the media came from: its name and sha256 (compare: sha256sum inventory.yaml), and
+    the hosts."""
+    digest = hashlib.sha256(inv.path.read_bytes()).hexdigest()
+    return (
+        f"inventory: {inv.path.name}\n"
+        f"inventory-sha256: {digest}\n"
+        f"hosts: {' '.join(h.name for h in inv.hosts)}\n"
+    )
 
 
 def _environment(project: Project) -> jinja2.Environment:
@@ -172,6 +230,7 @@ def check_seed(iso: Path) -> None:
 def write(project: Project, rendered: Rendered, output: Path) -> None:
     """Write the media next to ``output`` and move them into place in one rename."""
     output = output.resolve()
+    check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     epoch = project.source_date_epoch()
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
@@ -182,10 +241,12 @@ def write(project: Project, rendered: Rendered, output: Path) -> None:
             path.write_text(text, encoding="utf-8")
         for host in rendered.seeds:
             make_seed(staging / host, epoch)
+        (staging / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
         for path in staging.rglob("*"):
             os.utime(path, (epoch, epoch))
         staging.chmod(0o755)
         old = None
+        check_output(output)  # again, right before the swap
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
             output.rename(old / output.name)
@@ -207,8 +268,10 @@ def check(project: Project, inventory_path: Path) -> Inventory:
 
 def render(project: Project, inventory_path: Path, output: Path) -> None:
     """Render the autoinstall media of every host in the inventory into ``output``."""
+    check_output(output.resolve())  # before the work: a directory that is not ours is refused at once
     inv = inventory_mod.load(inventory_path, project.service_users)
     rendered = render_files(project, inv, read_key(inv))
+    rendered.files[BUILD_INFO] = build_info(inv)
     write(project, rendered, output)
     for host in inv.hosts:
         log.info("autoinstall: %s (%s, %s) -> %s/%s/", host.name, host.role, host.address, output, host.name)

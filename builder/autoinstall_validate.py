@@ -36,7 +36,7 @@ from builder import autoinstall_config as config
 from builder import debconf
 from builder.errors import CommandFailed, InputError, ToolMissing
 from builder.run import SAFE_PATH, run
-from builder.text import HTTP_URL
+from builder.text import is_http_url
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def check_late_commands(name: str, ai: Mapping[str, Any]) -> tuple[str, ...]:
     source = paragraphs[0]
     if source.get("Signed-By") != config.KEYRING_PATH or f"> /target{config.KEYRING_PATH};" not in cmd[2]:
         raise fail(repo_at, f"the source must be Signed-By the keyring it writes, {config.KEYRING_PATH}")
-    if source.get("Types") != "deb" or not HTTP_URL.fullmatch(source.get("URIs", "")):
+    if source.get("Types") != "deb" or not is_http_url(source.get("URIs", "")):
         raise fail(repo_at, "the source must be 'Types: deb' with one http(s) URI")
     installs = [i for i, c in enumerate(commands) if c[:8] == config.install_command(())]
     if len(installs) != 1 or installs[0] < repo_at:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from builder import __version__
 from builder.errors import BuilderError, InputError
-from builder.text import control_problem
+from builder.text import control_problem, shown
 
 log = logging.getLogger("builder")
 
@@ -129,8 +129,8 @@ def check_arguments(argv: list[str]) -> None:
             name, value = argv[i - 1], arg
         else:
             name, value = f"argument {i + 1}", arg
-        shown = repr(value) if len(value) <= 80 else f"{value[:77]!r}..."
-        raise InputError(f"{name}: {shown}: {problem}", hint="give one line of printable text per argument")
+        name = name if len(name) <= 40 else f"{name[:37]}..."
+        raise InputError(f"{name}: {shown(value)}: {problem}", hint="give one line of printable text per argument")
 
 
 def _dispatch(args: argparse.Namespace) -> int:

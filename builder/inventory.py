@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import posixpath
 import re
 import struct
 from collections.abc import Callable, Mapping
@@ -28,14 +29,24 @@ import yaml
 
 from builder import project
 from builder.errors import InputError
-from builder.text import control_problem, http_url
+from builder.text import control_problem, http_url, shown
 
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 DISK = re.compile(r"/dev/[A-Za-z0-9/_.:-]+")
-INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+# A Linux interface name as polymarket-ha check-value takes it (the kernel's
+# dev_valid_name: 1-15 bytes, not "." or "..", no "/", ":" or whitespace; and
+# only what keepalived.conf and systemd units take): tests/unit hold both to
+# the same samples.
+INTERFACE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.@-]{1,15}")
+# Host names that mean something else where the builder writes them: pxe/ is
+# the PXE tree beside the host directories, GRUB's menu has an entry --id
+# local, dnsmasq reads dhcp-host=MAC,ignore / ,infinite / a lease time such
+# as 45m or 3600.
+RESERVED_HOSTS = frozenset({"pxe", "local", "localhost", "ignore", "infinite", "deprecated", "http", "grub"})
+LEASE_TIME = re.compile(r"[0-9]+[smhdw]?")
 LOCALE = re.compile(r"[a-z]{2,3}_[A-Z]{2}\.UTF-8")
 KEYBOARD = re.compile(r"[a-z]{2,3}")
 
@@ -51,6 +62,9 @@ SSH_KEY_TYPES = (
     "ssh-rsa",
 )
 MIN_RSA_BITS = 3072
+# An ECDSA key blob holds its type, its curve's name and the uncompressed EC
+# point (0x04, X, Y) of that curve.
+ECDSA_POINT_BYTES = {"ecdsa-sha2-nistp256": 65, "ecdsa-sha2-nistp384": 97, "ecdsa-sha2-nistp521": 133}
 
 # Accounts every Ubuntu 24.04 server of ours has besides our packages' own
 # (base-passwd's static ones, those of the server install and of our
@@ -62,6 +76,25 @@ SYSTEM_ACCOUNTS = frozenset(
         "www-data", "backup", "list", "irc", "_apt", "nobody", "systemd-network", "systemd-resolve",
         "systemd-timesync", "systemd-coredump", "messagebus", "syslog", "sshd", "polkitd", "tss", "uuidd",
         "tcpdump", "landscape", "fwupd-refresh", "usbmux", "dnsmasq", "haproxy", "_rpc", "statd",
+        "dhcpcd", "pollinate", "lxd", "gnats", "systemd-oom", "_chrony", "_laurel", "ntp", "postfix",
+        "keepalived", "keepalived_script",
+    }
+)  # fmt: skip
+
+# Groups an Ubuntu 24.04 server has after install (base-passwd's static ones,
+# systemd's and those of the server seed): cloud-init's useradd of an admin
+# named like one fails ("group exists"), and the host boots with no admin,
+# password and root logins off.
+SYSTEM_GROUPS = frozenset(
+    {
+        "root", "daemon", "bin", "sys", "adm", "tty", "disk", "lp", "mail", "news", "uucp", "man", "proxy",
+        "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio", "dip", "www-data",
+        "backup", "operator", "list", "irc", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff",
+        "games", "users", "nogroup", "systemd-journal", "systemd-network", "systemd-resolve",
+        "systemd-timesync", "crontab", "messagebus", "syslog", "_ssh", "tss", "input", "sgx", "kvm",
+        "render", "lxd", "uuidd", "tcpdump", "landscape", "fwupd-refresh", "netdev", "polkitd", "rdma",
+        "pollinate", "ssl-cert",
+        "systemd-coredump", "dnsmasq", "haproxy", "_chrony", "gnats", "dhcpcd", "usbmux",
     }
 )  # fmt: skip
 
@@ -168,7 +201,7 @@ class _Reader:
     def only(self, *known: str) -> None:
         for key in self.data:
             if key not in known:
-                self.fail(f"unknown key {key!r}", hint=f"known keys here: {', '.join(known)}", at=str(key))
+                self.fail(f"unknown key {shown(key)}", hint=f"known keys here: {', '.join(known)}", at=str(key))
 
     def get(self, field: str, default: Any = None) -> Any:
         if field in self.data:
@@ -182,17 +215,17 @@ class _Reader:
         if not isinstance(value, str) or not value:
             self.fail_field(field, f"must be a non-empty string, not {_kind(value)}")
         if pattern is not None and not pattern.fullmatch(value):
-            self.fail_field(field, f"{value!r} is not valid (expected {pattern.pattern})")
+            self.fail_field(field, f"{shown(value)} is not valid (expected {pattern.pattern})")
         return str(value)
 
     def parse(self, field: str, convert: Callable[[str], T], what: str, default: str | None = None) -> T:
         value = self.get(field, default)
         if not isinstance(value, str):
-            self.fail_field(field, f"{value!r} is not {what}")
+            self.fail_field(field, f"{shown(value)} is not {what}")
         try:
             return convert(value)
         except ValueError:
-            self.fail_field(field, f"{value!r} is not {what}")
+            self.fail_field(field, f"{shown(value)} is not {what}")
             raise  # unreachable
 
     def strings(self, field: str, pattern: re.Pattern[str] | None = None, what: str = "valid") -> tuple[str, ...]:
@@ -204,9 +237,9 @@ class _Reader:
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str) or (pattern is not None and not pattern.fullmatch(item)):
-                self.fail_field(field, f"{item!r} is not {what}", item=i)
+                self.fail_field(field, f"{shown(item)} is not {what}", item=i)
             if item in out:
-                self.fail_field(field, f"{item!r} is listed twice", item=i)
+                self.fail_field(field, f"{shown(item)} is listed twice", item=i)
             out.append(item)
         return tuple(out)
 
@@ -221,6 +254,13 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+def check_interface(value: str) -> str:
+    """``value`` when it is an interface name polymarket-ha takes (see INTERFACE), else ValueError."""
+    if not INTERFACE.fullmatch(value):
+        raise ValueError(value)
+    return value
 
 
 def _ipv4(value: str) -> ipaddress.IPv4Address:
@@ -246,7 +286,7 @@ def ssh_key_problem(line: str) -> str | None:
         return "is not 'TYPE BASE64 [COMMENT]'"
     kind, blob64 = words[0], words[1]
     if kind not in SSH_KEY_TYPES:
-        return f"type {kind!r} is not accepted (use ssh-ed25519)"
+        return f"type {shown(kind)} is not accepted (use ssh-ed25519)"
     try:
         blob = base64.b64decode(blob64, validate=True)
     except (binascii.Error, ValueError):
@@ -266,6 +306,20 @@ def ssh_key_problem(line: str) -> str | None:
         return f"the key data does not match its type {kind}"
     if kind == "ssh-ed25519" and (len(fields) != 2 or len(fields[1]) != 32):
         return "the key data is not a valid ssh-ed25519 key"
+    if kind == "sk-ssh-ed25519@openssh.com" and (len(fields) != 3 or len(fields[1]) != 32 or not fields[2]):
+        return f"the key data is not a valid {kind} key (type, 32-byte key, application)"
+    if kind in ECDSA_POINT_BYTES or kind == "sk-ecdsa-sha2-nistp256@openssh.com":
+        curve = kind.removeprefix("sk-").removesuffix("@openssh.com").removeprefix("ecdsa-sha2-")
+        want = 4 if kind.startswith("sk-") else 3
+        if (
+            len(fields) != want
+            or fields[1] != curve.encode()
+            or len(fields[2]) != ECDSA_POINT_BYTES[f"ecdsa-sha2-{curve}"]
+            or fields[2][:1] != b"\x04"
+            or (want == 4 and not fields[3])
+        ):
+            what = "type, curve, EC point" + (", application" if want == 4 else "")
+            return f"the key data is not a valid {kind} key ({what})"
     if kind == "ssh-rsa":
         if len(fields) != 3:
             return "the key data is not a valid ssh-rsa key"
@@ -304,6 +358,11 @@ def _refuse_controls(text: str, path: tuple[str, ...], line: int, name: str, wha
         )
 
 
+INT_TAG = "tag:yaml.org,2002:int"
+FLOAT_TAG = "tag:yaml.org,2002:float"
+MAX_NUMBER_CHARS = 100  # Python's int() of a YAML number refuses over 4300 digits (a ValueError, no line)
+
+
 def _walk(
     node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], name: str, walked: set[int]
 ) -> None:
@@ -316,14 +375,22 @@ def _walk(
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
         _refuse_controls(node.value, path, lines[path], name)
+        if node.tag in (INT_TAG, FLOAT_TAG) and len(node.value) > MAX_NUMBER_CHARS:
+            where, field = _where(path)
+            raise InputError(
+                f"{name}:{lines[path]}: {where}: {field + ': ' if field else ''}a number of {len(node.value)} "
+                f"characters is too long (at most {MAX_NUMBER_CHARS})",
+                hint="quote the value if it is meant as text",
+            )
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
-        for key_node, value_node in node.value:
+        for index, (key_node, value_node) in enumerate(node.value):
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
+            lines[(*path, f"#{index}")] = line  # a key that YAML makes no string (null, 1_000) is found by position
             _refuse_controls(key, path, line, name, what="host " if path == ("hosts",) else "key ")
             if key in seen:
-                what = f"host {key}" if path == ("hosts",) else f"key {key!r}"
+                what = f"host {key[:60]}" if path == ("hosts",) else f"key {shown(key)}"
                 where = ".".join(path) or "inventory"
                 raise InputError(f"{name}:{line}: {where}: {what} is defined twice")
             seen.add(key)
@@ -336,10 +403,17 @@ def _walk(
 
 def _load_yaml(path: Path, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         hint = "give the inventory with --inventory FILE"
         raise InputError(f"{name}: cannot read: {exc.strerror}", hint=hint) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"{name}:{line}: byte 0x{raw[exc.start]:02X} is not UTF-8", hint="save the inventory as UTF-8"
+        ) from None
     lines: dict[tuple[str, ...], int] = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -376,12 +450,12 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
         try:
             dns.append(_ipv4(item))
         except ValueError:
-            n.fail_field("dns", f"{item!r} is not an IPv4 address", item=i)
+            n.fail_field("dns", f"{shown(item)} is not an IPv4 address", item=i)
     network = Network(
         cidr=cidr,
         gateway=n.parse("gateway", _ipv4, "an IPv4 address"),
         dns=tuple(dns),
-        interface=n.string("interface", INTERFACE),
+        interface=n.parse("interface", check_interface, "an interface name (1-15 of A-Z a-z 0-9 - _ . @; not . or ..)"),
         virtual_ip=n.parse("virtual_ip", _ipv4, "an IPv4 address"),
         admin_network=n.parse("admin_network", _ipv4_net, "an IPv4 network", default=str(cidr)),
     )
@@ -400,6 +474,10 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
         a.fail_field("user", f"{user!r} is reserved (the service account of {service_users[user]})", hint=ADMIN_HINT)
     if user in SYSTEM_ACCOUNTS:
         a.fail_field("user", f"{user!r} is reserved (a system account of Ubuntu)", hint=ADMIN_HINT)
+    if user in SYSTEM_GROUPS:
+        a.fail_field(
+            "user", f"{user!r} is the name of a group of Ubuntu (useradd would fail: no admin)", hint=ADMIN_HINT
+        )
     keys = a.strings("ssh_keys")
     for i, key in enumerate(keys, 1):
         problem = ssh_key_problem(key)
@@ -433,7 +511,7 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
     def timezone_of(reader: _Reader, default: str) -> str:
         tz = reader.string("timezone", default=default)
         if tz not in zones:
-            reader.fail_field("timezone", f"{tz!r} is not a known time zone (such as UTC or Europe/Berlin)")
+            reader.fail_field("timezone", f"{shown(tz)} is not a known time zone (such as UTC or Europe/Berlin)")
         return tz
 
     default_tz = timezone_of(d, "UTC")
@@ -444,7 +522,7 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
     roles: dict[Role, tuple[str, ...]] = {}
     for role_name in ro.data:
         if role_name not in {r.value for r in Role}:
-            ro.fail(f"unknown role {role_name!r}", hint=f"the roles are: {', '.join(Role)}", at=role_name)
+            ro.fail(f"unknown role {shown(role_name)}", hint=f"the roles are: {', '.join(Role)}", at=role_name)
         roles[Role(role_name)] = ro.strings(role_name, PACKAGE, "a Debian package name")
 
     hs = top.sub("hosts")
@@ -456,14 +534,26 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
         network.virtual_ip: "the virtual IP",
     }
     seen_mac: dict[str, str] = {}
-    for host_name, raw in hs.data.items():
-        h = _Reader(name, raw, f"host {host_name}", ("hosts", str(host_name)), lines)
-        if not isinstance(host_name, str) or not HOSTNAME.fullmatch(host_name):
+    for index, (host_name, raw) in enumerate(hs.data.items()):
+        if not isinstance(host_name, str):  # null, 1_000, true: YAML made it no string (and no line of its own)
+            line = lines.get(("hosts", f"#{index}"))
+            raise InputError(
+                f"{name}{f':{line}' if line else ''}: hosts: the host name {shown(host_name)} is {_kind(host_name)}, "
+                "not a lower-case DNS label (a-z, 0-9, -)"
+            )
+        h = _Reader(name, raw, f"host {host_name}", ("hosts", host_name), lines)
+        if not HOSTNAME.fullmatch(host_name):
             h.fail("the host name must be a lower-case DNS label (a-z, 0-9, -)")
+        if host_name in RESERVED_HOSTS or LEASE_TIME.fullmatch(host_name):
+            h.fail(
+                f"the host name {host_name!r} is reserved (the PXE tree, GRUB's local entry, or a word or "
+                "lease time to dnsmasq)",
+                hint="name hosts by a word with a letter, such as primary, standby, lb1",
+            )
         h.only("role", "address", "mac", "disks", "timezone", "locale", "keyboard")
         role_name = h.string("role")
         if role_name not in {r.value for r in Role}:
-            h.fail_field("role", f"unknown role {role_name!r}", hint=f"the roles are: {', '.join(Role)}")
+            h.fail_field("role", f"unknown role {shown(role_name)}", hint=f"the roles are: {', '.join(Role)}")
         role = Role(role_name)
         if role not in roles:
             h.fail_field("role", f"role {role_name!r} has no packages under roles:")
@@ -475,11 +565,14 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
         seen_addr[address] = f"host {host_name}"
         mac = h.string("mac").lower()
         if not MAC.fullmatch(mac):
-            h.fail_field("mac", f"{h.data['mac']!r} is not a MAC address such as 52:54:00:12:34:56")
+            h.fail_field("mac", f"{shown(h.data['mac'])} is not a MAC address such as 52:54:00:12:34:56")
         if mac in seen_mac:
             h.fail(f"mac {mac} is already used by {seen_mac[mac]}", at="mac")
         seen_mac[mac] = f"host {host_name}"
         disks = h.strings("disks", DISK, "a device path such as /dev/sda")
+        for i, disk in enumerate(disks):
+            if posixpath.normpath(disk) != disk:
+                h.fail_field("disks", f"{disk!r} is not a plain device path (no '.', '..', '//')", item=i)
         if len(disks) > 2:
             h.fail_field("disks", f"{len(disks)} disks listed; give one, or two for RAID 1")
         hosts.append(

@@ -106,10 +106,23 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
+# The last second of year 9999: time.strftime and debian/changelog dates stop there.
+MAX_EPOCH = 253402300799
+
+
 def source_date_epoch_env() -> int | None:
-    """$SOURCE_DATE_EPOCH when it is set to a number of seconds (the one reader of that variable)."""
+    """$SOURCE_DATE_EPOCH when it is set to a number of seconds (the one reader of that variable); unset or
+    empty: None; anything else (not ASCII digits, after year 9999): InputError."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return int(value) if value.isdigit() else None
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_EPOCH)) and int(value) <= MAX_EPOCH):
+        shown = repr(value) if len(value) <= 40 else f"{value[:37]!r}..."
+        raise InputError(
+            f"SOURCE_DATE_EPOCH={shown} is not a number of seconds since 1970 (up to year 9999)",
+            hint="unset it, or set it to e.g. $(date +%s)",
+        )
+    return int(value)
 
 
 def read_changelog(path: Path) -> Changelog:

@@ -70,9 +70,16 @@ def release(project: Project, version: str, messages: list[str]) -> Path:
         date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(source_date_epoch_env() or time.time())),
         changes=["", *[f"  * {m}" for m in lines], ""],
     )
+    try:
+        data = str(changelog).encode("utf-8")
+    except UnicodeEncodeError:  # a byte that was not UTF-8 in an argument (check_arguments refuses it first)
+        raise InputError("-m: a changelog line is not UTF-8", hint="give the message as UTF-8 text") from None
     tmp = path.with_name(".changelog.tmp")
-    tmp.write_text(str(changelog), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("debian/changelog: %s %s (%s)", project.source, version, SUITE)
     log.info("next: make (builds %s and publishes it into dist/repo beside the earlier versions)", version)
     return path

@@ -36,7 +36,7 @@ from builder import keys
 from builder.errors import InputError
 from builder.project import SUITE, Project
 from builder.run import run
-from builder.text import http_url
+from builder.text import http_url, shown
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def repository_url(url: str | None) -> str:
         http_url(given)
     except ValueError:
         raise InputError(
-            f"{what}: {given!r} is not an http:// or https:// URL",
+            f"{what}: {shown(given)} is not an http:// or https:// URL",
             hint="one URL such as http://192.168.1.5/polymarket: a host, an optional port and a path, no spaces",
         ) from None
     return given

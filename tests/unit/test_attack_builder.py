@@ -1,9 +1,8 @@
 """Outside review of issue 7 item 10 (builder inputs), as an attacker and a new operator.
 
-Every test here is a defect found on today's code, marked xfail(strict=True): the suite stays
-green, and a fix makes the test pass, which fails the run until its marker is removed.  The bad
-inventories are under data/attack/ (their first line says what is wrong); once fixed, they belong
-in data/inventories/ with their '# expect:' line.
+Every test here was a defect found on the code of the time, first marked xfail(strict=True); each
+passes since its fix.  The bad inventories are under data/attack/ (their first line says what was
+wrong).
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ TEST_KEY = Path(__file__).resolve().parent / "data" / "inventories" / "test-arch
 
 
 def _bad(name: str, reason: str) -> object:
-    return pytest.param(name, id=name, marks=pytest.mark.xfail(strict=True, reason=reason))
+    """A sample refused since the fix; ``reason`` says what it did before."""
+    return pytest.param(name, id=name)
 
 
 # Each is accepted today (exit 0, media written) or ends in a traceback; each should be one
@@ -84,7 +84,6 @@ def test_bad_inventory_is_one_line_exit_2_nothing_written(
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="Low: host null (or 1_000) fails without the file:line the README promises")
 def test_a_non_string_host_name_error_has_its_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -98,11 +97,6 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Medium: _walk stops alias bombs, but error messages repr() the value: an alias bomb in a list "
-    "item (dns: [8.8.8.8, *bomb]) makes check/autoinstall hang and eat memory (10^9 elements)",
-)
 def test_alias_bomb_in_a_refused_value_is_one_line_fast(tmp_path: Path) -> None:
     started = time.monotonic()
     try:
@@ -117,11 +111,6 @@ def test_alias_bomb_in_a_refused_value_is_one_line_fast(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="High: --output DIR renames DIR away and deletes it with everything in it: --output dist (the "
-    "signed repository pool, every version ever published), --output ~ or --output . is lost without a word",
-)
 def test_output_directory_holding_other_files_is_not_deleted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,7 +127,6 @@ def test_output_directory_holding_other_files_is_not_deleted(
 
 
 @pytest.mark.parametrize("url", ["http://]:[/x", "http://192.168.1.5:99999/x", "http://-/x", "http://h:/x"])
-@pytest.mark.xfail(strict=True, reason="Low: text.HTTP_URL is not 'one http(s) URL': any mix of . : [ ] - is a host")
 def test_http_url_refuses_what_is_no_url(url: str) -> None:
     with pytest.raises(ValueError):
         text.http_url(url)
@@ -152,27 +140,16 @@ def test_http_url_refuses_what_is_no_url(url: str) -> None:
     ],
     ids=["ecdsa-type-only", "sk-ed25519-type-only"],
 )
-@pytest.mark.xfail(strict=True, reason="Low/Medium: ssh-keygen -l says 'not a public key file'; the builder takes it")
 def test_ssh_key_holding_only_its_type_is_refused(key: str) -> None:
     assert inventory.ssh_key_problem(key) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Low: an argument that is not UTF-8 (a Latin-1 terminal: -m $'caf\\xe9') passes check_arguments; "
-    "release then dies with UnicodeEncodeError and leaves an empty debian/.changelog.tmp",
-)
 def test_an_argument_that_is_not_utf8_is_refused() -> None:
     with pytest.raises(InputError):
         cli.check_arguments(["release", "--version", "1.1.0", "-m", "caf\udce9"])
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "99999999999999999"], ids=["superscript-two", "year-out-of-range"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="Low: SOURCE_DATE_EPOCH=² passes isdigit() and int() raises; a huge one gives OSError/OverflowError "
-    "in release (time.gmtime): tracebacks, not one line",
-)
 def test_source_date_epoch_is_a_usable_time_or_an_input_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
     try:

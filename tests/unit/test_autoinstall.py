@@ -231,6 +231,7 @@ def test_media_are_reproducible(project: Project, rendered: Path, tmp_path: Path
 def test_rendering_replaces_the_previous_output(project: Project, tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "oldhost").mkdir(parents=True)
+    (out / autoinstall.MARKER).write_text("earlier media")  # the builder's: replaced as a whole
     autoinstall.render(project, example_inventory(tmp_path), out)
     assert not (out / "oldhost").exists() and (out / "primary" / "seed.iso").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "out"]
@@ -242,6 +243,7 @@ def test_nothing_written_when_an_output_is_invalid(
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep").write_text("previous media")
+    (out / autoinstall.MARKER).write_text("earlier media")
     inv = example_inventory(tmp_path)
     real = autoinstall_config.storage
 
@@ -255,7 +257,7 @@ def test_nothing_written_when_an_output_is_invalid(
     with pytest.raises(InputError, match=r"^lb/user-data: autoinstall.storage.config: nothing is mounted at /$"):
         autoinstall.render(project, inv, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "out"]
-    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert sorted(p.name for p in out.iterdir()) == [autoinstall.MARKER, "keep"]
 
 
 def test_missing_key_is_one_line_with_a_hint(project: Project, tmp_path: Path) -> None:
