@@ -67,6 +67,24 @@ PREVIOUS_KEEP = 5
 PROMOTING_MAX_AGE = 300
 PRIORITY = {"primary": 150, "standby": 100}
 
+# -- the trading lease (issue 11): etcd, three members, a leader key under a lease --------------------------------
+ETCD_DIR = Path("/etc/polymarket-ha/etcd")
+ETCD_CA_KEY = ETCD_DIR / "ca.key"      # the lb only: the cluster CA's private key
+ETCD_CA = ETCD_DIR / "ca.crt"
+ETCD_KEY = ETCD_DIR / "member.key"    # made on each node, never leaves it
+ETCD_CSR = ETCD_DIR / "member.csr"
+ETCD_CERT = ETCD_DIR / "member.crt"   # signed by the CA on the lb (etcd-sign), installed by etcd-join
+ETCD_DATA = "/var/lib/etcd/polymarket"
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+LEASE_FILE = Path("/run/polymarket/lease")
+LEADER_KEY = "/polymarket/leader"
+LEASE_TTL = 6            # seconds: etcd expires the key this long after the last keepalive it received
+LEASE_RENEW = 1.0        # a keepalive every second: the deadline is renewed 5 times per TTL
+LEASE_RATE = 0.01        # clocks may run 1 % apart (NTP slews at most 0.05 %)
+LEASE_MARGIN = 0.5       # seconds for an order checked just before the deadline to reach the exchange
+LEASE_REQUEST_TIMEOUT = 1.0
+
 
 class HAError(Exception):
     """A failure with a one-line message and a hint for the operator."""
@@ -86,6 +104,23 @@ class Settings:
     router_id: int
     backends: tuple[str, ...]
     bot_port: int = 8080
+    witness_address: str = ""  # the lb, third etcd member (primary/standby); empty: no lease (legacy VRRP only)
+
+    @property
+    def members(self) -> dict[str, str]:
+        """The etcd members by name (primary, standby, lb), or {} when the lease is not configured."""
+        if self.role in PRIORITY:
+            if not self.witness_address:
+                return {}
+            other = "standby" if self.role == "primary" else "primary"
+            return {self.role: self.own_address, other: self.peer_address, "lb": self.witness_address}
+        if len(self.backends) != 2:
+            return {}
+        return {"primary": self.backends[0], "standby": self.backends[1], "lb": self.own_address}
+
+    @property
+    def lease(self) -> bool:
+        return bool(self.members)
 
     @property
     def vip_address(self) -> str:
@@ -138,7 +173,12 @@ def parse_settings(text: str) -> Settings:
     if role in PRIORITY and not peer:
         raise HAError(f"PEER_ADDRESS is empty on the {role}", "dpkg-reconfigure polymarket-ha")
     backends = tuple(_address(b, "BACKENDS entry") for b in raw.get("BACKENDS", "").split())
-    return Settings(role, own, peer, f"{net.ip}/{net.network.prefixlen}", interface, router_id, backends)
+    witness = _address(raw.get("WITNESS_ADDRESS", ""), "WITNESS_ADDRESS", empty_ok=True)
+    if role in PRIORITY and witness and len({own, peer, witness}) != 3:
+        raise HAError("OWN_ADDRESS, PEER_ADDRESS and WITNESS_ADDRESS must be three different hosts",
+                      "dpkg-reconfigure polymarket-ha")
+    return Settings(role, own, peer, f"{net.ip}/{net.network.prefixlen}", interface, router_id, backends,
+                    witness_address=witness)
 
 
 def load_settings(path: Path = SETTINGS) -> Settings:
@@ -192,7 +232,7 @@ vrrp_script polymarket_bot {{
     fall 2
     rise 2
 }}
-
+{_lease_script(s)}
 vrrp_instance polymarket {{
     # Both nodes start as BACKUP with nopreempt: a recovered primary does not
     # take the VIP back from a healthy standby (one failover, not two).
@@ -214,11 +254,62 @@ vrrp_instance polymarket {{
         {s.virtual_ip} dev {s.interface}
     }}
     track_script {{
-        polymarket_bot
+        polymarket_bot{"" if not s.lease else chr(10) + "        polymarket_lease"}
     }}
     notify "/usr/sbin/polymarket-ha notify"
 }}
 """
+
+
+def _lease_script(s: Settings) -> str:
+    if not s.lease:
+        return ""
+    return f"""
+# The VIP follows the trading lease: without a valid lease in {LEASE_FILE} naming
+# this node (etcd, issue 11) the instance is FAULT and holds no VIP.
+vrrp_script polymarket_lease {{
+    script "/usr/sbin/polymarket-ha lease-check"
+    interval 1
+    timeout 2
+    fall 1
+    rise 1
+}}
+"""
+
+
+def render_etcd_env(s: Settings) -> str:
+    """Environment of etcd.service (polymarket-ha's drop-in): one member of the three, TLS everywhere."""
+    members = s.members
+    if not members:
+        raise HAError(f"the {s.role} has no etcd members configured",
+                      "set polymarket-ha/witness_address (primary, standby) or two BACKENDS (lb)")
+    name = s.role
+    host = f"[{s.own_address}]" if ":" in s.own_address else s.own_address
+
+    def url(addr: str, port: int) -> str:
+        return f"https://[{addr}]:{port}" if ":" in addr else f"https://{addr}:{port}"
+
+    cluster = ",".join(f"{n}={url(a, ETCD_PEER_PORT)}" for n, a in members.items())
+    tls = (f"ETCD_CERT_FILE={ETCD_CERT}\nETCD_KEY_FILE={ETCD_KEY}\nETCD_TRUSTED_CA_FILE={ETCD_CA}\n"
+           "ETCD_CLIENT_CERT_AUTH=true\n"
+           f"ETCD_PEER_CERT_FILE={ETCD_CERT}\nETCD_PEER_KEY_FILE={ETCD_KEY}\nETCD_PEER_TRUSTED_CA_FILE={ETCD_CA}\n"
+           "ETCD_PEER_CLIENT_CERT_AUTH=true\n")
+    return HEADER.format(src=SETTINGS) + (
+        "# Read by etcd.service through polymarket-ha's drop-in (overrides /etc/default/etcd).\n"
+        f"ETCD_NAME={name}\n"
+        f"ETCD_DATA_DIR={ETCD_DATA}\n"
+        f"ETCD_LISTEN_PEER_URLS=https://{host}:{ETCD_PEER_PORT}\n"
+        f"ETCD_LISTEN_CLIENT_URLS=https://{host}:{ETCD_CLIENT_PORT}\n"
+        f"ETCD_INITIAL_ADVERTISE_PEER_URLS=https://{host}:{ETCD_PEER_PORT}\n"
+        f"ETCD_ADVERTISE_CLIENT_URLS=https://{host}:{ETCD_CLIENT_PORT}\n"
+        f"ETCD_INITIAL_CLUSTER={cluster}\n"
+        "ETCD_INITIAL_CLUSTER_STATE=new\n"
+        "ETCD_INITIAL_CLUSTER_TOKEN=polymarket-ha\n"
+        "# etcd's defaults: heartbeat 100 ms, election 1 s (the lease TTL is 6 s).\n"
+        "ETCD_HEARTBEAT_INTERVAL=100\n"
+        "ETCD_ELECTION_TIMEOUT=1000\n"
+        + tls
+    )
 
 
 def render_haproxy(s: Settings) -> str:
@@ -258,9 +349,13 @@ backend polymarket_bots
 
 
 def render_bot_env(s: Settings) -> str:
+    lease = ""
+    if s.lease and s.ha_node:
+        lease = ("# Orders only while the trading lease names this node and its deadline is ahead (issue 11).\n"
+                 f"LEASE_FILE={LEASE_FILE}\nLEASE_NODE={s.role}\n")
     return HEADER.format(src=SETTINGS) + (
         "# Read by polymarket-bot.service through polymarket-ha's drop-in; overrides /etc/polymarket/.env.\n"
-        f"BIND_ADDRESS={s.own_address}\n"
+        f"BIND_ADDRESS={s.own_address}\n" + lease
     )
 
 
@@ -276,6 +371,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"bot.env": render_bot_env(s)}
+    if s.lease:
+        files["etcd.env"] = render_etcd_env(s)
     if s.ha_node:
         files["keepalived.conf"] = render_keepalived(s)
     else:
@@ -292,7 +389,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 # "polymarket-ha check-value QUESTION VALUE" is how the debconf config loop and the
 # postinst check one answer: a value that fails is refused with one line, never
 # repaired (stripping characters turned 192.168.1.1OO into 192.168.1.1).
-QUESTIONS = ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends")
+QUESTIONS = ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends",
+             "witness_address")
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 
 
@@ -323,9 +421,9 @@ def check_value(question: str, value: str) -> str:
             raise HAError(f"role {value!r} is not one of {', '.join(ROLES)}", hint)
     elif question == "own_address":
         check_address(value, "own_address")
-    elif question == "peer_address":
+    elif question in ("peer_address", "witness_address"):
         if value:
-            check_address(value, "peer_address")
+            check_address(value, question)
     elif question == "virtual_ip":
         address, slash, prefix = value.partition("/")
         check_address(address, "virtual_ip")
@@ -499,6 +597,9 @@ def gather(s: Settings) -> dict[str, Any]:
             "peer": {"address": s.peer_address, **peer},
             "replica_at": _iso(_mtime(REPLICA_DIR / LEDGER.name)),
         })
+        if s.lease:
+            ok, why = lease_valid(s.role)
+            status["lease"] = {"held": ok, "detail": why, "enrolled": ETCD_CERT.exists()}
         try:
             status["last_replication"] = json.loads(LAST_REPLICATION.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -539,6 +640,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             last = st["last_replication"]
             print(f"replication: last sent {last['at'] if last else 'never'}"
                   f"{' (' + last['result'] + ')' if last else ''}; replica here from {st['replica_at'] or 'never'}")
+            if "lease" in st:
+                print(f"lease:       {'held' if st['lease']['held'] else 'not held'} ({st['lease']['detail']})"
+                      f"{'' if st['lease']['enrolled'] else '; etcd not enrolled (see man polymarket-ha)'}")
             if st["split_brain"]:
                 print("WARNING:     both nodes report an active bot (split brain)")
         else:
@@ -867,6 +971,380 @@ def cmd_trust_peer(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the trading lease (issue 11) ---------------------------------------------------------------------------------
+#
+# Three etcd members (primary, standby, the lb as witness) hold one key, LEADER_KEY, under a lease of
+# LEASE_TTL seconds. The lease keeper of the primary and of the standby campaigns for the key and keeps
+# its lease alive; the holder writes LEASE_FILE, which the bot reads before every order and keepalived's
+# vrrp_script reads every second. The file's deadline is on CLOCK_BOOTTIME (counts while the machine is
+# suspended, unlike CLOCK_MONOTONIC) and is computed from the moment the keepalive was *sent*: etcd's
+# leader cannot expire the key before it received that keepalive plus the TTL, so the deadline
+# (sent + TTL x (1 - LEASE_RATE) - LEASE_MARGIN) passes before any other node can take the key.
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def lease_record(holder: str, deadline: float, **extra: Any) -> dict[str, Any]:
+    return {"holder": holder, "deadline": round(deadline, 3), "clock": "CLOCK_BOOTTIME", "boot_id": boot_id(),
+            "ttl": LEASE_TTL, "written_at": _iso(time.time()), **extra}
+
+
+def lease_valid(node: str, path: Path = LEASE_FILE, now: float | None = None) -> tuple[bool, str]:
+    """Whether ``path`` is a lease for ``node`` of this boot whose deadline is ahead; and why (not)."""
+    try:
+        fd = _open_regular(path)
+    except FileNotFoundError:
+        return False, f"no lease file {path}"
+    except (HAError, OSError) as exc:
+        return False, str(exc)
+    try:
+        data = json.loads(os.read(fd, 65536) or b"{}")
+    except ValueError:
+        return False, f"{path} is not JSON"
+    finally:
+        os.close(fd)
+    if not isinstance(data, dict):
+        return False, f"{path} is not a lease"
+    if data.get("holder") != node:
+        return False, f"the lease is held by {data.get('holder') or 'nobody'}"
+    if data.get("clock") != "CLOCK_BOOTTIME" or data.get("boot_id") != boot_id():
+        return False, "the lease is from another boot"
+    deadline = data.get("deadline")
+    if not isinstance(deadline, (int, float)):
+        return False, "the lease has no deadline"
+    left = deadline - (boottime() if now is None else now)
+    if left <= 0:
+        return False, f"the lease expired {-left:.1f}s ago"
+    return True, f"held by {node}, {left:.1f}s left"
+
+
+class Etcd:
+    """etcd's v3 JSON gateway over HTTPS with this member's certificate; tries the members in turn."""
+
+    def __init__(self, endpoints: list[str], cafile: Path = ETCD_CA, cert: Path = ETCD_CERT, key: Path = ETCD_KEY,
+                 timeout: float = LEASE_REQUEST_TIMEOUT) -> None:
+        import ssl
+        self.endpoints = endpoints
+        self.timeout = timeout
+        self.ctx = ssl.create_default_context(cafile=str(cafile))
+        self.ctx.load_cert_chain(str(cert), str(key))
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        errors = []
+        for endpoint in self.endpoints:
+            req = urllib.request.Request(f"{endpoint}{path}", data=data, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as resp:
+                    answer = json.loads(resp.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                errors.append(f"{endpoint}: HTTP {exc.code} {exc.read(200)!r}")
+                continue
+            except (OSError, ValueError) as exc:
+                errors.append(f"{endpoint}: {exc}")
+                continue
+            if isinstance(answer, dict) and "error" in answer:
+                errors.append(f"{endpoint}: {answer.get('error') or answer.get('message')}")
+                continue
+            return answer.get("result", answer) if isinstance(answer, dict) else {}
+        raise HAError("etcd: " + "; ".join(errors), "journalctl -u etcd; polymarket-ha status")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+class LeaseKeeper:
+    """Campaign for LEADER_KEY, keep the lease alive, and write LEASE_FILE (see the section comment)."""
+
+    def __init__(self, name: str, etcd: Etcd, path: Path = LEASE_FILE) -> None:
+        self.name = name
+        self.etcd = etcd
+        self.path = path
+        self.lease_id = ""
+        # The last moment another holder's key was seen (or could have existed, unseen): a new holder
+        # writes a valid lease only LEASE_TTL after it. Unknown at start: now.
+        self.other_seen = boottime()
+        self.written: tuple[str, bool] | None = None
+
+    def write(self, holder: str, deadline: float, **extra: Any) -> None:
+        if self.path.parent.is_dir():
+            write_file(self.path, (json.dumps(lease_record(holder, deadline, **extra)) + "\n").encode(), 0o644)
+        state = (holder, deadline > 0)
+        if self.written != state:
+            log.warning("lease: %s", f"valid for this node until {deadline:.1f} (CLOCK_BOOTTIME)" if deadline > 0
+                        else f"held by {holder}, not valid for trading here yet" if holder == self.name
+                        else f"held by {holder or 'nobody'}: this node is passive")
+        self.written = state
+
+    def campaign(self) -> None:
+        sent = boottime()
+        grant = self.etcd.call("/v3/lease/grant", {"TTL": LEASE_TTL})
+        lease_id = str(grant["ID"])
+        ttl = int(grant.get("TTL", 0))
+        key = _b64(LEADER_KEY)
+        txn = self.etcd.call("/v3/kv/txn", {
+            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [{"requestPut": {"key": key, "value": _b64(self.name), "lease": lease_id}}],
+            "failure": [{"requestRange": {"key": key}}]})
+        if txn.get("succeeded"):
+            self.lease_id = lease_id
+            log.warning("lease: took %s under lease %s (TTL %ds)", LEADER_KEY, lease_id, ttl)
+            self.renewed(sent, ttl)
+            return
+        seen = boottime()
+        with contextlib.suppress(Exception):
+            self.etcd.call("/v3/lease/revoke", {"ID": lease_id})
+        holder = ""
+        for r in txn.get("responses", []):
+            for kv in r.get("response_range", {}).get("kvs", []):
+                holder = base64.b64decode(kv.get("value", "")).decode(errors="replace")
+        self.other_seen = seen
+        self.write(holder, 0.0)
+
+    def renewed(self, sent: float, ttl: int) -> None:
+        deadline = sent + ttl * (1 - LEASE_RATE) - LEASE_MARGIN
+        valid_from = self.other_seen + LEASE_TTL
+        if boottime() < valid_from:  # the previous holder's lease may still run: not yet ours to trade on
+            self.write(self.name, 0.0, waiting_until=round(valid_from, 3))
+            return
+        self.write(self.name, deadline, lease=self.lease_id)
+
+    def keepalive(self) -> None:
+        sent = boottime()
+        result = self.etcd.call("/v3/lease/keepalive", {"ID": self.lease_id})
+        ttl = int(result.get("TTL", 0) or 0)
+        if ttl <= 0:
+            log.error("lease: lease %s expired (no keepalive in time): not the holder any more", self.lease_id)
+            self.lost()
+            return
+        got = self.etcd.call("/v3/kv/range", {"key": _b64(LEADER_KEY)})
+        kvs = got.get("kvs", [])
+        value = base64.b64decode(kvs[0].get("value", "")).decode(errors="replace") if kvs else ""
+        if value != self.name or str(kvs[0].get("lease", "")) != self.lease_id:
+            log.error("lease: %s is %r, not ours: not the holder any more", LEADER_KEY, value)
+            self.lost()
+            return
+        self.renewed(sent, ttl)
+
+    def lost(self) -> None:
+        self.lease_id = ""
+        self.other_seen = boottime()
+        self.write("", 0.0)
+
+    def step(self) -> None:
+        try:
+            if self.lease_id:
+                self.keepalive()
+            else:
+                self.campaign()
+        except (HAError, KeyError, TypeError, ValueError) as exc:
+            # The written deadline stands (it runs out by itself); nothing is extended without etcd.
+            log.warning("lease: %s", exc)
+
+    def release(self) -> None:
+        """On a clean stop: the lease file says nobody first, then the key is given up at once."""
+        lease_id = self.lease_id
+        self.write("", 0.0)
+        if lease_id:
+            with contextlib.suppress(HAError):
+                self.etcd.call("/v3/lease/revoke", {"ID": lease_id})
+
+
+def etcd_endpoints(s: Settings) -> list[str]:
+    own = [s.own_address]
+    others = [a for n, a in s.members.items() if a != s.own_address]
+    return [f"https://[{a}]:{ETCD_CLIENT_PORT}" if ":" in a else f"https://{a}:{ETCD_CLIENT_PORT}"
+            for a in own + sorted(others, key=lambda a: a != s.witness_address)]
+
+
+def cmd_lease_keeper(_args: argparse.Namespace) -> int:
+    import signal
+    s = load_settings()
+    if not (s.ha_node and s.lease):
+        raise HAError(f"no lease on this node (role {s.role}, witness {s.witness_address or 'not set'})",
+                      "dpkg-reconfigure polymarket-ha (witness_address)")
+    keeper = LeaseKeeper(s.role, Etcd(etcd_endpoints(s)))
+    stop = False
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    keeper.write("", 0.0)  # nothing from before this start is trusted
+    log.info("lease keeper of %s: key %s, TTL %ds, endpoints %s", s.role, LEADER_KEY, LEASE_TTL,
+             " ".join(keeper.etcd.endpoints))
+    while not stop:
+        started = boottime()
+        keeper.step()
+        time.sleep(max(0.0, LEASE_RENEW - (boottime() - started)))
+    keeper.release()
+    return 0
+
+
+def cmd_lease_check(args: argparse.Namespace) -> int:
+    """keepalived's vrrp_script: 0 while this node holds a valid lease."""
+    if args.node:
+        node = args.node
+    else:
+        s = load_settings()
+        node = s.role
+    ok, why = lease_valid(node)
+    if not ok or args.verbose:
+        print(why, file=sys.stderr if not ok else sys.stdout)
+    return 0 if ok else 1
+
+
+# -- the etcd cluster's CA and the members' certificates ---------------------------------------------------------
+#
+# The CA is made on the lb at install (its key never leaves the lb). Each node makes its own key and a
+# certificate request at install; the one-time enrolment of a node is one pipe, run from the admin host:
+#   ssh NODE sudo polymarket-ha etcd-csr | ssh LB sudo polymarket-ha etcd-sign NODE \
+#     | ssh NODE sudo polymarket-ha etcd-join
+# The lb signs only the request's public key: the name and the address come from the lb's own settings.
+
+def openssl(*argv: str, stdin: str | None = None) -> str:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    proc = subprocess.run(["openssl", *argv], capture_output=True, text=True, input=stdin, env=env, check=False)
+    if proc.returncode != 0:
+        raise HAError(f"openssl {argv[0]}: " + (proc.stderr.strip().splitlines() or ["failed"])[-1])
+    return proc.stdout
+
+
+def _etcd_group() -> int:
+    import grp
+    try:
+        return grp.getgrnam("etcd").gr_gid
+    except KeyError:
+        raise HAError("no group etcd (is etcd-server installed?)", "apt-get install etcd-server") from None
+
+
+def ensure_member_key(s: Settings) -> None:
+    """This node's etcd key (root:etcd 0640) and its certificate request, made once."""
+    ETCD_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if not ETCD_KEY.exists():
+        with tempfile.TemporaryDirectory(prefix="polymarket-ha-key.") as tmp:
+            openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{tmp}/k")
+            write_file(ETCD_KEY, Path(f"{tmp}/k").read_bytes(), 0o640, (0, _etcd_group()))
+    if not ETCD_CSR.exists():
+        csr = openssl("req", "-new", "-key", str(ETCD_KEY), "-subj", f"/CN=polymarket-ha {s.role}")
+        write_file(ETCD_CSR, csr.encode(), 0o644)
+
+
+def ensure_ca(s: Settings) -> None:
+    """On the lb: the cluster CA (made once) and the lb's own member certificate."""
+    ETCD_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if not (ETCD_CA_KEY.exists() and ETCD_CA.exists()):
+        with tempfile.TemporaryDirectory(prefix="polymarket-ha-ca.") as tmp:
+            openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", f"{tmp}/ca.key", "-out", f"{tmp}/ca.crt", "-days", "3650",
+                    "-subj", "/CN=polymarket-ha etcd CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+            write_file(ETCD_CA_KEY, Path(f"{tmp}/ca.key").read_bytes(), 0o600)
+            write_file(ETCD_CA, Path(f"{tmp}/ca.crt").read_bytes(), 0o644)
+    ensure_member_key(s)
+    if not ETCD_CERT.exists():
+        write_file(ETCD_CERT, sign_member(s, "lb", ETCD_CSR.read_text(encoding="ascii")).encode(), 0o644)
+
+
+def sign_member(s: Settings, name: str, csr: str) -> str:
+    members = s.members
+    if name not in members:
+        raise HAError(f"{name!r} is not a member ({', '.join(members) or 'none configured'})",
+                      "the members are primary, standby (BACKENDS on the lb) and lb")
+    if "-----BEGIN CERTIFICATE REQUEST-----" not in csr or any(ord(c) < 0x20 and c not in "\n\r" for c in csr):
+        raise HAError("the input is not a PEM certificate request", "on the node: polymarket-ha etcd-csr")
+    with tempfile.TemporaryDirectory(prefix="polymarket-ha-sign.") as tmp:
+        Path(f"{tmp}/req.csr").write_text(csr, encoding="ascii")
+        openssl("req", "-verify", "-noout", "-in", f"{tmp}/req.csr")
+        Path(f"{tmp}/ext").write_text(
+            f"subjectAltName=IP:{members[name]}\nbasicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+            encoding="ascii")
+        serial = "0x" + os.urandom(16).hex()
+        return openssl("x509", "-req", "-in", f"{tmp}/req.csr", "-CA", str(ETCD_CA), "-CAkey", str(ETCD_CA_KEY),
+                       "-set_serial", serial, "-days", "3650", "-subj", f"/CN=polymarket-ha {name}",
+                       "-extfile", f"{tmp}/ext")
+
+
+def cmd_etcd_init(_args: argparse.Namespace) -> int:
+    """The postinst: the CA (lb) or this node's key and request; nothing without etcd members."""
+    s = load_settings()
+    if not s.lease:
+        return 0
+    if s.role == "lb":
+        ensure_ca(s)
+    else:
+        ensure_member_key(s)
+        if not ETCD_CERT.exists():
+            print(f"polymarket-ha: etcd not enrolled yet; from the admin host: ssh THIS-NODE sudo polymarket-ha "
+                  f"etcd-csr | ssh LB sudo polymarket-ha etcd-sign {s.role} | ssh THIS-NODE sudo polymarket-ha "
+                  "etcd-join", file=sys.stderr)
+    return 0
+
+
+def cmd_etcd_csr(_args: argparse.Namespace) -> int:
+    s = load_settings()
+    ensure_member_key(s)
+    print(ETCD_CSR.read_text(encoding="ascii"), end="")
+    return 0
+
+
+def cmd_etcd_sign(args: argparse.Namespace) -> int:
+    s = load_settings()
+    if s.role != "lb":
+        raise HAError("the cluster CA is on the lb", "run etcd-sign on the lb")
+    if not ETCD_CA_KEY.exists():
+        raise HAError(f"{ETCD_CA_KEY} is missing", "dpkg-reconfigure polymarket-ha on the lb (BACKENDS: 2 addresses)")
+    cert = sign_member(s, args.name, sys.stdin.read(65536))
+    print(cert + ETCD_CA.read_text(encoding="ascii"), end="")
+    return 0
+
+
+def cmd_etcd_join(_args: argparse.Namespace) -> int:
+    """Install the certificate the lb signed for this node (stdin: certificate, then the CA)."""
+    s = load_settings()
+    if not s.lease:
+        raise HAError("no etcd members configured", "dpkg-reconfigure polymarket-ha (witness_address)")
+    text = sys.stdin.read(65536)
+    blocks = [b + "-----END CERTIFICATE-----\n" for b in text.split("-----END CERTIFICATE-----")[:-1]]
+    blocks = [b[b.index("-----BEGIN CERTIFICATE-----"):] for b in blocks if "-----BEGIN CERTIFICATE-----" in b]
+    if len(blocks) != 2:
+        raise HAError("the input is not a certificate and the CA (two PEM certificates)",
+                      "pipe in the output of 'polymarket-ha etcd-sign NAME' on the lb")
+    cert, ca = blocks
+    with tempfile.TemporaryDirectory(prefix="polymarket-ha-join.") as tmp:
+        Path(f"{tmp}/c").write_text(cert, encoding="ascii")
+        Path(f"{tmp}/ca").write_text(ca, encoding="ascii")
+        openssl("verify", "-CAfile", f"{tmp}/ca", f"{tmp}/c")
+        if openssl("x509", "-noout", "-pubkey", "-in", f"{tmp}/c") != openssl("pkey", "-pubout", "-in", str(ETCD_KEY)):
+            raise HAError("the certificate is not for this node's key", "run etcd-csr on this node again and re-sign")
+        san = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", f"{tmp}/c")
+        if f"IP Address:{s.own_address}" not in san:
+            raise HAError(f"the certificate is not for {s.own_address} ({' '.join(san.split()[-1:])})",
+                          f"on the lb: polymarket-ha etcd-sign {s.role}")
+        fp = openssl("x509", "-noout", "-fingerprint", "-sha256", "-in", f"{tmp}/ca").strip()
+    write_file(ETCD_CA, ca.encode(), 0o644)
+    write_file(ETCD_CERT, cert.encode(), 0o644)
+    print(f"{ETCD_CERT}: installed; CA {fp} (compare on the lb: openssl x509 -noout -fingerprint -sha256 "
+          f"-in {ETCD_CA})")
+    for unit in ("etcd.service", "polymarket-ha-lease.service"):
+        run(["systemctl", "restart", "--no-block", unit])
+    return 0
+
+
 # -- CLI --------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -901,6 +1379,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("state")
     p.add_argument("priority", nargs="?")
     p.set_defaults(func=cmd_notify)
+    sub.add_parser("lease-keeper", help="campaign for the trading lease in etcd and keep it (a service)"
+                   ).set_defaults(func=cmd_lease_keeper)
+    p = sub.add_parser("lease-check", help="exit 0 while this node holds a valid trading lease (vrrp_script)")
+    p.add_argument("--node", help="the node name to check for (default: this node's role)")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_lease_check)
+    sub.add_parser("etcd-csr", help="print this node's etcd certificate request").set_defaults(func=cmd_etcd_csr)
+    p = sub.add_parser("etcd-sign", help="on the lb: sign a member's request (stdin) with the cluster CA")
+    p.add_argument("name", choices=("primary", "standby", "lb"))
+    p.set_defaults(func=cmd_etcd_sign)
+    sub.add_parser("etcd-join", help="install this node's signed etcd certificate (stdin: etcd-sign's output)"
+                   ).set_defaults(func=cmd_etcd_join)
+    p = sub.add_parser("etcd-init", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_etcd_init)
     p = sub.add_parser("snapshot", help=argparse.SUPPRESS)
     p.add_argument("source")
     p.add_argument("dest")

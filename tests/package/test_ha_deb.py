@@ -36,6 +36,8 @@ FILES = {
     "/usr/lib/polymarket-ha/apply": 0o755,
     "/usr/lib/polymarket-ha/firewall": 0o755,
     "/lib/systemd/system/polymarket-ha-firewall.service": 0o644,
+    "/lib/systemd/system/polymarket-ha-lease.service": 0o644,
+    "/lib/systemd/system/etcd.service.d/polymarket-ha.conf": 0o644,
     "/usr/sbin/polymarket-floating-ip": 0o755,
     "/lib/systemd/system/keepalived.service.d/polymarket-ha.conf": 0o644,
     "/lib/systemd/system/haproxy.service.d/polymarket-ha.conf": 0o644,
@@ -66,13 +68,15 @@ def test_no_generated_or_foreign_config_is_shipped(members: dict[str, tarfile.Ta
 
 def test_depends(deb: Path) -> None:
     depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True).stdout
-    for pkg in ("keepalived", "haproxy", "rsync", "openssh-client", "openssh-server", "iputils-arping", "ucf"):
+    for pkg in ("keepalived", "haproxy", "rsync", "openssh-client", "openssh-server", "iputils-arping", "ucf",
+                "etcd-server", "openssl"):
         assert pkg in depends
 
 
 def test_debconf_templates(control: Path) -> None:
     templates = (control / "templates").read_text()
-    for q in ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends"):
+    for q in ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends",
+              "witness_address"):
         assert f"Template: polymarket-ha/{q}\n" in templates
     assert "Choices: primary, standby, lb" in templates
 
@@ -145,12 +149,15 @@ def test_haproxy_config_checks_health_and_role() -> None:
 
 
 @pytest.mark.parametrize("bad", ['ROLE="boss"', 'OWN_ADDRESS="1.2.3"', 'VIRTUAL_IP="x"', 'ROUTER_ID="300"',
-                                 'INTERFACE="a;b"', 'PEER_ADDRESS=""'])  # fmt: skip
+                                 'INTERFACE="a;b"', 'PEER_ADDRESS=""', 'WITNESS_ADDRESS="10.0.0.300"',
+                                 'WITNESS_ADDRESS="10.0.0.2"'])  # fmt: skip
 def test_bad_settings_are_one_line_errors(bad: str) -> None:
     ha = ha_module()
     text = SETTINGS.format(role="primary", own="10.0.0.1", peer="10.0.0.2", backends="")
     key = bad.split("=", 1)[0]
     text = "\n".join(bad if line.startswith(f"{key}=") else line for line in text.splitlines())
+    if key not in text:
+        text += bad + "\n"
     with pytest.raises(ha.HAError):
         ha.parse_settings(text)
 
@@ -175,3 +182,169 @@ def test_timers_do_nothing_successfully_on_an_unconfigured_node(monkeypatch: pyt
     monkeypatch.setattr(ha, "load_settings", unconfigured)
     assert ha.cmd_replicate(argparse.Namespace(full=False)) == 0
     assert ha.cmd_heartbeat(argparse.Namespace()) == 0
+
+
+# -- the trading lease (issue 11) --------------------------------------------------------------------------
+
+LEASE = {"primary": ("10.0.0.1", "10.0.0.2"), "standby": ("10.0.0.2", "10.0.0.1")}
+
+
+def lease_settings(ha: ModuleType, role: str, witness: str = "10.0.0.3") -> object:
+    if role == "lb":
+        return ha.parse_settings(SETTINGS.format(role="lb", own="10.0.0.3", peer="", backends="10.0.0.1 10.0.0.2"))
+    own, peer = LEASE[role]
+    return ha.parse_settings(SETTINGS.format(role=role, own=own, peer=peer, backends="")
+                             + f'WITNESS_ADDRESS="{witness}"\n')
+
+
+def env_of(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_etcd_member_config_three_members_tls_everywhere() -> None:
+    ha = ha_module()
+    envs = {role: env_of(ha.render_etcd_env(lease_settings(ha, role))) for role in ("primary", "standby", "lb")}
+    cluster = "primary=https://10.0.0.1:2380,standby=https://10.0.0.2:2380,lb=https://10.0.0.3:2380"
+    for role, env in envs.items():
+        assert env["ETCD_NAME"] == role
+        # The same three members, in the same order, everywhere (etcd refuses to bootstrap otherwise).
+        assert ",".join(sorted(env["ETCD_INITIAL_CLUSTER"].split(","))) == ",".join(sorted(cluster.split(",")))
+        assert env["ETCD_LISTEN_CLIENT_URLS"].startswith("https://") and env["ETCD_LISTEN_PEER_URLS"].startswith(
+            "https://")
+        assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+        assert env["ETCD_TRUSTED_CA_FILE"] == env["ETCD_PEER_TRUSTED_CA_FILE"] == "/etc/polymarket-ha/etcd/ca.crt"
+        assert env["ETCD_DATA_DIR"] == "/var/lib/etcd/polymarket"   # never etcd-server's default single member
+        assert "http://" not in "".join(env.values())
+    assert envs["lb"]["ETCD_ADVERTISE_CLIENT_URLS"] == "https://10.0.0.3:2379"
+
+
+def test_lease_configures_keepalived_bot_and_files_only_with_a_witness(tmp_path: Path) -> None:
+    import argparse
+
+    ha = ha_module()
+    s = lease_settings(ha, "primary")
+    conf = ha.render_keepalived(s)
+    assert 'script "/usr/sbin/polymarket-ha lease-check"' in conf
+    assert "polymarket_bot\n        polymarket_lease\n" in conf
+    env = env_of(ha.render_bot_env(s))
+    assert env["LEASE_FILE"] == "/run/polymarket/lease" and env["LEASE_NODE"] == "primary"
+    legacy = lease_settings(ha, "primary", witness="")
+    assert "lease" not in ha.render_keepalived(legacy) and "LEASE" not in ha.render_bot_env(legacy)
+    settings = tmp_path / "ha.conf"
+    settings.write_text(SETTINGS.format(role="standby", own="10.0.0.2", peer="10.0.0.1", backends="")
+                        + 'WITNESS_ADDRESS="10.0.0.3"\n')
+    ha.cmd_render(argparse.Namespace(settings=str(settings), out=str(tmp_path / "out")))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bot.env", "etcd.env", "keepalived.conf"]
+    with pytest.raises(ha.HAError):
+        ha.check_value("witness_address", "10.0.0.3x")
+    assert ha.check_value("witness_address", "") == ""
+
+
+def test_lease_file_validity(tmp_path: Path) -> None:
+    import json
+    import os
+
+    ha = ha_module()
+    path = tmp_path / "lease"
+    now = ha.boottime()
+
+    def lease(**over: object) -> None:
+        path.write_text(json.dumps({**ha.lease_record("primary", now + 3), **over}))
+
+    assert ha.lease_valid("primary", path) == (False, f"no lease file {path}")
+    lease()
+    assert ha.lease_valid("primary", path)[0] is True
+    assert ha.lease_valid("standby", path)[0] is False
+    assert ha.lease_valid("primary", path, now=now + 3.01)[0] is False     # the deadline is a hard stop
+    lease(deadline=now - 0.01)
+    assert "expired" in ha.lease_valid("primary", path)[1]
+    lease(boot_id="another-boot")
+    assert ha.lease_valid("primary", path) == (False, "the lease is from another boot")
+    lease(clock="CLOCK_MONOTONIC")
+    assert ha.lease_valid("primary", path)[0] is False
+    lease()
+    os.replace(path, tmp_path / "real")
+    path.symlink_to(tmp_path / "real")                                      # never read through a link
+    assert ha.lease_valid("primary", path)[0] is False
+
+
+def test_lease_deadline_is_from_the_keepalive_sent_minus_the_margins(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keepalive that took 2 s to answer gives a deadline from when it was sent, not when it returned;
+    a new holder is not valid until LEASE_TTL after it last saw another holder."""
+    import json
+
+    ha = ha_module()
+    clock = [1000.0]
+    monkeypatch.setattr(ha, "boottime", lambda: clock[0])
+
+    class SlowEtcd:
+        def call(self, path: str, body: dict[str, object]) -> dict[str, object]:
+            clock[0] += 2.0
+            if path == "/v3/lease/keepalive":
+                return {"ID": "7", "TTL": "6"}
+            if path == "/v3/kv/range":
+                return {"kvs": [{"value": ha._b64("primary"), "lease": "7"}]}
+            raise AssertionError(path)
+
+    keeper = ha.LeaseKeeper("primary", SlowEtcd(), tmp_path / "lease")
+    keeper.lease_id = "7"
+    keeper.other_seen = 990.0
+    keeper.keepalive()                                                      # sent at 1000, answered at 1004
+    deadline = json.loads((tmp_path / "lease").read_text())["deadline"]
+    assert deadline == pytest.approx(1000 + 6 * (1 - ha.LEASE_RATE) - ha.LEASE_MARGIN)
+    keeper.other_seen = clock[0] - 1                                        # another holder seen 1 s ago
+    keeper.keepalive()
+    record = json.loads((tmp_path / "lease").read_text())
+    assert record["holder"] == "primary" and record["deadline"] == 0       # held, not yet valid for orders
+
+
+def test_cluster_ca_signs_members_and_join_checks_key_and_address(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CA on the lb signs a node's request for the name and address of the lb's settings only;
+    etcd-join refuses a certificate for another key or another address."""
+    import argparse
+    import grp
+    import io
+    import os
+
+    _need("openssl")
+    ha = ha_module()
+    monkeypatch.setattr(ha, "_etcd_group", lambda: os.getgid())
+
+    def node(name: str) -> None:
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        for attr, file in (("ETCD_DIR", ""), ("ETCD_CA_KEY", "ca.key"), ("ETCD_CA", "ca.crt"),
+                           ("ETCD_KEY", "member.key"), ("ETCD_CSR", "member.csr"), ("ETCD_CERT", "member.crt")):
+            monkeypatch.setattr(ha, attr, d / file if file else d)
+
+    del grp
+    lb, primary, standby = (lease_settings(ha, r) for r in ("lb", "primary", "standby"))
+    node("lb")
+    ha.ensure_ca(lb)
+    assert oct((tmp_path / "lb/ca.key").stat().st_mode & 0o777) == "0o600"
+    node("primary")
+    ha.ensure_member_key(primary)
+    csr = (tmp_path / "primary/member.csr").read_text()
+    node("standby")
+    ha.ensure_member_key(standby)
+    node("lb")
+    bundle = ha.sign_member(lb, "primary", csr) + (tmp_path / "lb/ca.crt").read_text()
+    assert "IP Address:10.0.0.1" in ha.openssl("x509", "-noout", "-ext", "subjectAltName", stdin=bundle)
+    with pytest.raises(ha.HAError):
+        ha.sign_member(lb, "primary", "-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n")
+    with pytest.raises(ha.HAError):
+        ha.sign_member(lb, "boss", csr)
+    monkeypatch.setattr(ha, "run", lambda argv, **kw: None)
+    monkeypatch.setattr(ha, "load_settings", lambda: standby)
+    node("standby")
+    monkeypatch.setattr("sys.stdin", io.StringIO(bundle))
+    with pytest.raises(ha.HAError, match="not for this node's key"):
+        ha.cmd_etcd_join(argparse.Namespace())                               # the primary's cert on the standby
+    assert not (tmp_path / "standby/member.crt").exists()
+    monkeypatch.setattr(ha, "load_settings", lambda: primary)
+    node("primary")
+    monkeypatch.setattr("sys.stdin", io.StringIO(bundle))
+    assert ha.cmd_etcd_join(argparse.Namespace()) == 0
+    ha.openssl("verify", "-CAfile", str(tmp_path / "primary/ca.crt"), str(tmp_path / "primary/member.crt"))

@@ -35,7 +35,7 @@ ROOTFS_PACKAGES = (
     # polymarket-bot's runtime dependencies (packages/polymarket-bot/DEPENDS)
     "python3-pycryptodome", "python3-ecdsa",
     # polymarket-ha's
-    "keepalived", "haproxy", "rsync", "iputils-arping", "openssh-client",
+    "keepalived", "haproxy", "rsync", "iputils-arping", "openssh-client", "etcd-server", "openssl",
     # polymarket-backup's
     "restic",
 )  # fmt: skip
