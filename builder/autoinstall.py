@@ -47,11 +47,14 @@ log = logging.getLogger(__name__)
 
 SEED_LABEL = "CIDATA"
 MARKER = ".polymarket-autoinstall"
-MARKER_TEXT = "Autoinstall media written by python3 -m builder autoinstall; it replaces this directory as a whole.\n"
+MARKER_TEXT = (
+    "# Autoinstall media written by python3 -m builder autoinstall. The next run replaces the files\n"
+    "# listed here (and removes those it no longer makes); every other file here is kept.\n"
+)
 BUILD_INFO = "build-info"
 # What earlier versions wrote into the output (no marker yet): HOST/ and pxe/ holding only these.
 _LEGACY_HOST_FILES = frozenset({"user-data", "meta-data", "seed.iso"})
-_LEGACY_PXE_ENTRIES = frozenset({"http", "grub", "pxelinux.cfg", "dnsmasq.conf.example"})
+_LEGACY_HEAD = "# dnsmasq example: DHCP + TFTP for the network install of the Polymarket hosts.\n"
 
 # Used by `check` only, while dist/repo/ has not been published yet: the
 # structure is validated with this stand-in (an empty public-key packet),
@@ -67,47 +70,114 @@ class Rendered:
     seeds: tuple[str, ...]  # host names: HOST/seed.iso from HOST/{user-data,meta-data}
 
 
+def _legacy_owned(rel: str) -> bool:
+    """``rel`` is a path an earlier version of the builder (which wrote no marker) wrote."""
+    parts = rel.split("/")
+    if parts[0] != "pxe":
+        return len(parts) == 2 and parts[1] in _LEGACY_HOST_FILES
+    return (
+        rel in ("pxe/grub/grub.cfg", "pxe/dnsmasq.conf.example")
+        or (len(parts) == 3 and parts[1] == "pxelinux.cfg" and parts[2].startswith("01-"))
+        or (len(parts) == 4 and parts[1] == "http" and parts[3] in ("user-data", "meta-data", "vendor-data"))
+    )
+
+
 def _is_legacy_media(output: Path) -> bool:
-    """``output`` looks exactly like what the builder wrote before it wrote a marker."""
-    entries = list(output.iterdir())
-    if not any(e.name == "pxe" for e in entries):
+    """``output`` is what an earlier version of the builder wrote (before the marker): its dnsmasq example."""
+    try:
+        with open(output / "pxe" / "dnsmasq.conf.example", encoding="utf-8") as f:
+            head = f.read(512)
+    except (OSError, UnicodeDecodeError):
         return False
-    for entry in entries:
-        if entry.is_symlink() or not entry.is_dir():
-            return False
-        names = {e.name for e in entry.iterdir()}
-        allowed = _LEGACY_PXE_ENTRIES if entry.name == "pxe" else _LEGACY_HOST_FILES
-        if not names <= allowed:
-            return False
-    return True
+    return head.startswith(_LEGACY_HEAD)
 
 
-def check_output(output: Path) -> None:
-    """Refuse to replace ``output`` unless the builder made it (or it is empty): never delete what is not ours."""
+def _files(root: Path) -> list[str]:
+    """Every path under ``root`` (files, symlinks, directories), relative, parents first; symlinks not followed."""
+    found = []
+    for top, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs) + sorted(names):
+            found.append(str((Path(top) / name).relative_to(root)))
+    return found
+
+
+def owned_files(output: Path) -> set[str] | None:
+    """The paths under ``output`` the builder wrote there (the next run replaces them), or None when the
+    directory is not the builder's (an empty one is)."""
+    if not output.exists() or not any(output.iterdir()):
+        return set()
+    marker = output / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            lines = marker.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        listed = {line for line in lines if line and not line.startswith("#")}
+        return {rel for rel in listed if not rel.startswith("/") and ".." not in rel.split("/")} | {MARKER}
+    if _is_legacy_media(output):
+        return {rel for rel in _files(output) if _legacy_owned(rel)}
+    return None
+
+
+def check_output(output: Path) -> set[str]:
+    """The files of ``output`` the builder may replace; InputError when ``output`` is not a directory of the
+    builder's (nor empty, nor new): it never deletes what it did not write."""
     if output.exists() and not output.is_dir():
         raise InputError(
             f"--output {output}: not a directory",
             hint="give a directory of its own for the media, such as dist/autoinstall",
         )
-    if not output.exists() or not any(output.iterdir()):
-        return
-    if (output / MARKER).is_file() or _is_legacy_media(output):
-        return
-    raise InputError(
-        f"--output {output}: the directory holds files the builder did not write (no {MARKER}); nothing was changed",
-        hint="the media replace their directory as a whole: give an empty or new directory, such as dist/autoinstall",
-    )
+    owned = owned_files(output)
+    if owned is None:
+        raise InputError(
+            f"--output {output}: the directory holds files the builder did not write (no {MARKER}); nothing changed",
+            hint="the media go into a directory of their own: give an empty or new one, such as dist/autoinstall",
+        )
+    return owned
+
+
+def _carry_over(old: Path, owned: set[str], staging: Path) -> None:
+    """Link into ``staging`` every file of ``old`` the builder did not write (the boot loaders and kernels an
+    operator puts into pxe/, anything else): replacing the media never deletes them."""
+    parents = {str(p) for rel in owned for p in Path(rel).parents}
+    for rel in _files(old):
+        if rel in owned or rel in parents:
+            continue
+        src, dst = old / rel, staging / rel
+        try:  # the directory of a host the inventory no longer has, say
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            dst = dst.parent  # a file of the new media where the kept file's directory was
+        if src.is_dir() and not src.is_symlink():
+            if dst.is_dir() and not dst.is_symlink():
+                continue
+            if not os.path.lexists(dst):
+                dst.mkdir()
+                shutil.copystat(src, dst)
+                continue
+        elif not os.path.lexists(dst):
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(src, dst, follow_symlinks=False)
+            continue
+        raise InputError(
+            f"--output {old}: {rel} was not written by the builder, and the new media have a file of that name; "
+            "nothing was changed",
+            hint=f"move {old / rel} away (or rename the host) and run again",
+        )
+
+
+def _marker_text(files: list[str]) -> str:
+    return MARKER_TEXT + "".join(f"{rel}\n" for rel in files)
 
 
 def build_info(inv: Inventory) -> str:
     """Which inventory the media came from: its name and sha256 (compare: sha256sum inventory.yaml), and
     the hosts."""
     digest = hashlib.sha256(inv.path.read_bytes()).hexdigest()
-    return (
-        f"inventory: {inv.path.name}\n"
-        f"inventory-sha256: {digest}\n"
-        f"hosts: {' '.join(h.name for h in inv.hosts)}\n"
-    )
+    return f"inventory: {inv.path.name}\ninventory-sha256: {digest}\nhosts: {' '.join(h.name for h in inv.hosts)}\n"
 
 
 def _environment(project: Project) -> jinja2.Environment:
@@ -241,13 +311,15 @@ def write(project: Project, rendered: Rendered, output: Path) -> None:
             path.write_text(text, encoding="utf-8")
         for host in rendered.seeds:
             make_seed(staging / host, epoch)
-        (staging / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+        ours = [rel for rel in _files(staging) if not (staging / rel).is_dir()]
+        (staging / MARKER).write_text(_marker_text(ours), encoding="utf-8")
         for path in staging.rglob("*"):
             os.utime(path, (epoch, epoch))
         staging.chmod(0o755)
         old = None
-        check_output(output)  # again, right before the swap
+        owned = check_output(output)  # read right before the swap
         if output.exists():
+            _carry_over(output, owned, staging)
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
             output.rename(old / output.name)
         staging.rename(output)

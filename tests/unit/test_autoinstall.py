@@ -231,7 +231,8 @@ def test_media_are_reproducible(project: Project, rendered: Path, tmp_path: Path
 def test_rendering_replaces_the_previous_output(project: Project, tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "oldhost").mkdir(parents=True)
-    (out / autoinstall.MARKER).write_text("earlier media")  # the builder's: replaced as a whole
+    (out / "oldhost" / "user-data").write_text("#cloud-config\n")
+    (out / autoinstall.MARKER).write_text("# earlier media\noldhost/user-data\n")  # the builder wrote it
     autoinstall.render(project, example_inventory(tmp_path), out)
     assert not (out / "oldhost").exists() and (out / "primary" / "seed.iso").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "out"]
