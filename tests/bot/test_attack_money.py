@@ -26,9 +26,6 @@ def decisions(e: object) -> list[str]:
 
 # ---- identity: lost answers, lagging reads, odd answers ------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 9: after 'Duplicated' (the exchange HAS the order) a lookup "
-                   "that 404s because the read side lags is taken as 'never seen': decision failed, "
-                   "position 0 while the wallet holds 20; nothing asks again")
 def test_attack_money_duplicated_while_lookup_lags_is_not_never_seen(h: Harness) -> None:
     e = h.engine()
     ex = AttackExchange()
@@ -44,8 +41,6 @@ def test_attack_money_duplicated_while_lookup_lags_is_not_never_seen(h: Harness)
     assert position(e) == pytest.approx(20), decisions(e)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: restart after the order was accepted, lookups lag: "
-                   "the stored order is re-sent, 'Duplicated', then recorded failed/never seen with 0 shares")
 def test_attack_money_restart_while_lookup_lags(h: Harness) -> None:
     e1 = h.engine()
     ex = AttackExchange()
@@ -68,8 +63,6 @@ def test_attack_money_restart_while_lookup_lags(h: Harness) -> None:
     assert position(e2) == pytest.approx(20), decisions(e2)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: a DELAYED answer (success, empty amounts) is recorded as "
-                   "'copied' with 0 shares, final: the later match is never asked about")
 def test_attack_money_delayed_order_is_followed_to_its_fill(h: Harness) -> None:
     e = h.engine()
     ex = AttackExchange()
@@ -83,8 +76,6 @@ def test_attack_money_delayed_order_is_followed_to_its_fill(h: Harness) -> None:
     assert position(e) == pytest.approx(ex.held(YES)) == pytest.approx(20), decisions(e)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: GET /data/order/{hash} answering about ANOTHER order "
-                   "(id differs) is believed: 20 shares booked that the wallet does not hold")
 def test_attack_money_answer_about_another_order_is_not_believed(h: Harness) -> None:
     e = h.engine()
     ex = AttackExchange()
@@ -98,8 +89,6 @@ def test_attack_money_answer_about_another_order_is_not_believed(h: Harness) -> 
     assert position(e) == 0, decisions(e)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: size_matched above the signed order's own size (the API "
-                   "reference shows sizes in 1e6 units, original_size '100000000') is booked as is")
 def test_attack_money_size_matched_beyond_the_order_is_not_booked(h: Harness) -> None:
     e = h.engine()
     ex = AttackExchange()
@@ -112,8 +101,6 @@ def test_attack_money_size_matched_beyond_the_order_is_not_booked(h: Harness) ->
     assert position(e) <= 20.5, decisions(e)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: a trade whose settlement FAILED (terminal) is counted as "
-                   "a fill by lookup_order: 20 shares booked, none delivered")
 def test_attack_money_failed_settlement_is_not_a_fill(h: Harness) -> None:
     e = h.engine()
     ex = AttackExchange()
@@ -179,9 +166,6 @@ def _frozen(h: Harness, ex: AttackExchange, where: str) -> tuple[object, threadi
     return a, t, thaw
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: no single-writer lock on the ledger: a second bot resolves "
-                   "the frozen one's pending decision (new order), the thawed one signs and sends its own: "
-                   "two exchange orders for one leader trade")
 def test_attack_money_thawed_process_does_not_send_a_second_order(h: Harness) -> None:
     ex = AttackExchange()
     h.trade(transactionHash="0xbuy")
@@ -194,9 +178,6 @@ def test_attack_money_thawed_process_does_not_send_a_second_order(h: Harness) ->
     assert len(set(ex.posts)) == 1, ex.posts
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: finish_order does not check the order is still open: the "
-                   "fill resolved by a second bot is applied again when the thawed one gets its answer "
-                   "(ledger 40 shares, wallet 20)")
 def test_attack_money_thawed_answer_is_not_applied_twice(h: Harness) -> None:
     ex = AttackExchange()
     h.trade(transactionHash="0xbuy")
@@ -212,8 +193,6 @@ def test_attack_money_thawed_answer_is_not_applied_twice(h: Harness) -> None:
 
 # ---- kill switch -----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 9: the kill switch is read once per poll: created while the "
-                   "poll's first order is in flight, the rest of the poll's orders still go")
 def test_attack_money_kill_switch_during_a_poll_stops_the_next_orders(h: Harness, tmp_path: Path) -> None:
     e = h.engine()
     ex = AttackExchange()
@@ -225,8 +204,6 @@ def test_attack_money_kill_switch_during_a_poll_stops_the_next_orders(h: Harness
     assert len(ex.posts) == 1, ex.posts
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: a kill switch that is a dangling symlink (or a symlink "
-                   "loop) is not seen: Path.exists() follows it; orders go")
 def test_attack_money_kill_switch_dangling_symlink_holds_orders(h: Harness, tmp_path: Path) -> None:
     os.symlink(tmp_path / "nowhere", tmp_path / "kill-switch")
     e = h.engine()
@@ -249,8 +226,6 @@ def test_attack_money_held_kill_switch_directory_holds_orders(h: Harness, tmp_pa
 
 # ---- risk limits -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 9: the circuit breaker's pause is on the wall clock "
-                   "(time.time): an NTP step back of 1 h holds every order for 1 h plus the pause")
 def test_attack_money_breaker_pause_survives_a_clock_step_back(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     e = h.engine(MAX_CONSECUTIVE_ORDER_ERRORS="1", CIRCUIT_BREAKER_SECONDS="1")
     e._order_outcome(error=True)            # tripped: no order for 1 s
@@ -260,10 +235,6 @@ def test_attack_money_breaker_pause_survives_a_clock_step_back(h: Harness, monke
     e.check_orders_allowed()                # 1.3 s have passed: orders are allowed again
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: MAX_LEADER_EXPOSURE_USD counts copied buys minus copied "
-                   "sells only; a position that ends without a sell (market resolved and redeemed, "
-                   "reconcile sets it to 0) keeps its cost against the leader forever: the leader is "
-                   "never copied again")
 def test_attack_money_leader_exposure_released_when_the_position_is_gone(h: Harness) -> None:
     from conftest import COND, ME
     e = h.engine(MAX_LEADER_EXPOSURE_USD="10")

@@ -75,3 +75,22 @@ def test_exchange_cannot_be_asked_decision_stays_open_and_health_says_so(h: Harn
     assert e.open_decisions == 0 and h.decisions(e) == [("copied", "matched")]
     assert true_position(h, e) == pytest.approx(holdings(h)) == pytest.approx(20)
     assert server.health(e)[1]["open_decisions"] == 0
+
+
+def test_delayed_answer_is_followed_to_its_fill(h: Harness) -> None:
+    """Issue 9 (outside review): "delayed" (success, no amounts yet) is not a final 0-share copy."""
+    e = h.engine()
+    h.ex.s.delay_matching = True
+    h.trade(transactionHash="0xbuy")
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1 and h.ex.s.orders[0]["status"] == "DELAYED"
+    assert h.decisions(e)[0][0] == "unknown" and e.open_decisions == 1 and true_position(h, e) == 0
+    e.last_resolve = 0
+    e.poll_once()                                   # still delayed: asked, stays open, nothing re-sent
+    assert h.decisions(e)[0][0] == "unknown" and len(h.ex.s.orders) == 1
+    h.ex.release_delayed()
+    e.last_resolve = 0
+    e.poll_once()
+    assert e.open_decisions == 0 and h.decisions(e)[0][0] == "copied"
+    assert true_position(h, e) == pytest.approx(holdings(h)) == pytest.approx(20)
+    assert len(h.ex.s.orders) == 1

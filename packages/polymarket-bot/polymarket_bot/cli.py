@@ -179,10 +179,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for w in cfg.warnings:
         log.warning("%s", w)
     from .engine import Engine
-    from .ledger import Ledger
+    from .ledger import Ledger, LedgerBusy
     from .server import start_servers
 
     ledger = Ledger(cfg.db_path)
+    try:
+        ledger.claim()  # one process per ledger, for its lifetime (issue 9)
+    except LedgerBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     engine = Engine(cfg, ledger)
     servers = start_servers(engine)
     log.info("listening on %s:%d (dashboard) and :%d (metrics); mode %s", cfg.bind_address,

@@ -45,6 +45,11 @@ DRY_RUN_BALANCE_USD = 1000.0
 CRASH_ENV = "POLYMARKET_BOT_TEST_CRASH_AT"
 CRASH_POINTS = ("before_decision_commit", "after_decision_commit", "after_answer")
 RESOLVE_EVERY = 5.0  # seconds between attempts to resolve open decisions while the exchange can't say
+# An order the exchange acknowledged ("Duplicated") but does not show yet is re-asked about for this
+# long; past it the decision still stays open (never guessed), asked about at every resolve, counted
+# on /health (open_decisions) and logged as an error for the operator.
+ACK_HORIZON = 600.0
+OPEN_AT_EXCHANGE = ("LIVE", "DELAYED", "UNMATCHED", "RETRYING")  # not final: followed to the fill
 SIZE_TICK = 0.01     # shares: the CLOB's size precision; drift beyond it is corrected at reconcile
 RECONCILE_SETTLE = 120.0  # an asset traded this recently is not reconciled (the Data API lags the fill)
 RISK_REFRESH = 30.0  # seconds between marking open positions to the best bid (daily loss)
@@ -220,7 +225,7 @@ class Engine:
         self.drift_total = 0
         self.killed = False                      # KILL_SWITCH_FILE exists: no order at all
         self.order_errors = 0                    # consecutive order errors (circuit breaker)
-        self.breaker_until = 0.0
+        self.breaker_mono = 0.0                  # time.monotonic() until which the breaker holds orders
         self.unrealised = 0.0                    # open positions marked to the best bid, minus cost
         self.last_mark_to_market = 0.0
         self.exit_retries: dict[int, tuple[float, dict[str, Any]]] = {}  # decision -> (trade ts, trade)
@@ -231,13 +236,28 @@ class Engine:
                  lambda: float(self.open_decisions)),
                 ("polymarket_kill_switch", "1 while KILL_SWITCH_FILE exists", lambda: float(self.killed)),
                 ("polymarket_circuit_breaker_open", "1 while the circuit breaker holds orders",
-                 lambda: float(time.time() < self.breaker_until)),
+                 lambda: float(self.breaker_left() > 0)),
                 ("polymarket_geoblocked", "1 while Polymarket's geoblock check blocks this host",
                  lambda: float(bool(self.geoblock.get("blocked"))))):
             self.metrics.gauge(name, text, fn)
         self.feed = cfg.leader_feed
         if self.feed is LeaderFeed.AUTO:
             self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
+
+    @property
+    def breaker_until(self) -> float:
+        """Wall-clock end of the breaker's pause, for display only; the pause itself runs on
+        time.monotonic() (an NTP step does not stretch or cut it)."""
+        return time.time() + self.breaker_left()
+
+    def breaker_left(self) -> float:
+        return max(0.0, self.breaker_mono - time.monotonic())
+
+    def kill_switch_on(self) -> bool:
+        """KILL_SWITCH_FILE exists as anything, a dangling symlink or a loop included (lstat):
+        refreshed before every order, one stat."""
+        self.killed = os.path.lexists(self.cfg.kill_switch_file)
+        return self.killed
 
     # ---- main loop ------------------------------------------------------------------
     def run(self) -> None:
@@ -287,7 +307,7 @@ class Engine:
         """One detection round; returns how many new leader trades were handled."""
         was_passive = self.passive
         self.passive = self.cfg.passive_file.exists() or not self.lease_ok()[0]
-        self.killed = self.cfg.kill_switch_file.exists()
+        self.kill_switch_on()
         if not self.warmed:
             self.warm_up()
         handled = 0
@@ -587,7 +607,8 @@ class Engine:
                 self.metrics.inc("polymarket_market_refresh_retries_total")
                 self.market(plan.condition_id, refresh=True)
                 try:
-                    self.execute(did, self.decide(t), visible_at, kind_reason="retried after market refresh")
+                    self.execute(did, self.decide(t), visible_at, kind_reason="retried after market refresh",
+                                 reopen=("rejected",))
                 except StaleMarket as again:
                     log.warning("order refused again after the market refresh: %s", again)
         except Skip as s:
@@ -716,12 +737,12 @@ class Engine:
 
     def check_orders_allowed(self) -> None:
         """The account-level stops that hold every order, sells included."""
-        if self.killed:
+        if self.kill_switch_on():
             self.metrics.inc("polymarket_risk_blocked_total", limit="kill_switch")
             raise Skip("kill_switch", str(self.cfg.kill_switch_file))
-        if time.time() < self.breaker_until:
+        if self.breaker_left() > 0:
             self.metrics.inc("polymarket_risk_blocked_total", limit="circuit_breaker")
-            raise Skip("circuit_breaker", f"{self.breaker_until - time.time():.0f}s left")
+            raise Skip("circuit_breaker", f"{self.breaker_left():.0f}s left")
 
     def _order_outcome(self, error: bool) -> None:
         """Count order errors in a row; MAX_CONSECUTIVE_ORDER_ERRORS of them pause trading."""
@@ -730,7 +751,7 @@ class Engine:
             return
         self.order_errors += 1
         if self.order_errors >= self.cfg.max_consecutive_order_errors:
-            self.breaker_until = time.time() + self.cfg.circuit_breaker_seconds
+            self.breaker_mono = time.monotonic() + self.cfg.circuit_breaker_seconds
             self.order_errors = 0
             self.metrics.inc("polymarket_circuit_breaker_trips_total")
             log.error("circuit breaker: %d order errors in a row; no order for %.0f s",
@@ -781,7 +802,7 @@ class Engine:
             "kill_switch": {"file": str(cfg.kill_switch_file), "active": self.killed},
             "circuit_breaker": {"max_consecutive_order_errors": cfg.max_consecutive_order_errors,
                                 "pause_seconds": cfg.circuit_breaker_seconds, "errors_in_a_row": self.order_errors,
-                                "open_for_seconds": round(max(0.0, self.breaker_until - time.time()), 1)},
+                                "open_for_seconds": round(self.breaker_left(), 1)},
             "max_daily_loss_usd": cfg.max_daily_loss or None, "daily_loss_usd": round(
                 -(self.ledger.realised_since(mode, self._day_start()) + self.unrealised), 2),
             "max_total_exposure_usd": cfg.max_total_exposure or None,
@@ -938,7 +959,8 @@ class Engine:
                 got, spent = got + take, spent + take * p
         return float(got), float(spent)
 
-    def execute(self, did: int, plan: Plan, visible_at: float, kind_reason: str = "") -> None:
+    def execute(self, did: int, plan: Plan, visible_at: float, kind_reason: str = "",
+                reopen: tuple[str, ...] = ()) -> None:
         cfg = self.cfg
         side = "BUY" if plan.side == signing.Side.BUY else "SELL"
         common: dict[str, Any] = dict(mode=str(self.mode), token_id=plan.token, side=side,
@@ -972,7 +994,12 @@ class Engine:
         order_hash = "0x" + order.digest(cfg.chain_id, plan.neg_risk).hex()
         # The order's identity is committed before it leaves: after a crash or a lost answer the
         # exchange is asked about this hash, and the very same signed order is what may be re-sent.
-        oid = self.ledger.prepare_order(did, **common, order_hash=order_hash, request=payload)
+        # Stored only while the decision is still open and has no order at the exchange (checked in
+        # the write transaction): one decision, one signed order, whatever another process did.
+        oid = self.ledger.prepare_order(did, **common, order_hash=order_hash, request=payload, reopen=reopen)
+        if oid is None:
+            log.warning("decision %d was resolved meanwhile (another process?): order %s not sent", did, order_hash)
+            return
         self._crash_point("after_decision_commit")
         self._send(oid, order_hash, payload, plan.side, float(plan.shares), float(plan.usd), visible_at,
                    kind_reason)
@@ -991,15 +1018,31 @@ class Engine:
             self.metrics.inc("polymarket_trades_skipped_total", reason="no_lease")
             log.warning("order %s not sent: no trading lease (%s)", order_hash, why)
             return
+        if self.kill_switch_on():  # one lstat before every order: a switch made mid-poll holds the rest
+            if visible_at is None:  # a re-send of an order the exchange may have: stays open
+                raise Unknown(f"order {order_hash}: not re-sent, kill switch {self.cfg.kill_switch_file}")
+            self.ledger.finish_order(oid, status="not_sent", response={"kill_switch": str(self.cfg.kill_switch_file)},
+                                     filled_shares=0, filled_usd=0, latency_ms=None, decision="skipped",
+                                     reason=f"kill_switch: {self.cfg.kill_switch_file}")
+            self.metrics.inc("polymarket_risk_blocked_total", limit="kill_switch")
+            self.metrics.inc("polymarket_trades_skipped_total", reason="kill_switch")
+            log.warning("order %s not sent: kill switch %s", order_hash, self.cfg.kill_switch_file)
+            return
         try:
             answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(
                 self.address, creds, int(time.time()), "POST", "/order", body))
         except HttpError as exc:
             err = exc.body.get("error") if isinstance(exc.body, dict) else str(exc)
-            if exc.retryable or "duplicated" in str(err).lower() or "already" in str(err).lower():
-                # the exchange may have the order: never guess, ask it
+            dup = "duplicated" in str(err).lower() or "already" in str(err).lower()
+            if exc.retryable or dup:
+                # the exchange may have the order ("Duplicated": it HAS it): never guess, ask it;
+                # while its reads lag, the decision stays open and is asked about again
                 log.warning("order %s: %s; asking the exchange", order_hash, err)
-                self.resolve_order(oid, order_hash, payload, side, allow_send=False)
+                if dup:
+                    self.ledger.mark_unknown(oid, f"the exchange answered {err!r}: it has the order",
+                                             status="acknowledged")
+                self.resolve_order(oid, order_hash, payload, side, allow_send=False, acknowledged=dup,
+                                   order_created=time.time())
                 return
             latency = (time.monotonic() - visible_at) * 1000 if visible_at is not None else None
             self._crash_point("after_answer")
@@ -1025,16 +1068,28 @@ class Engine:
             self.resolve_order(oid, order_hash, payload, side, allow_send=False)
             return
         shares, usd = (taking, making) if side == signing.Side.BUY else (making, taking)
+        status = str(answer.get("status", "")).upper()
+        if ok and status in OPEN_AT_EXCHANGE:
+            # accepted but not final (a DELAYED marketable order, a resting one): the decision stays
+            # open and resolve_open follows it to its fill
+            self._order_outcome(error=False)
+            self.ledger.mark_unknown(oid, f"the exchange holds the order ({status.lower()}); followed to its fill",
+                                     status="live" if status == "LIVE" else "delayed")
+            self.open_decisions += 1
+            log.info("order %s %s: accepted, %s; followed to its fill", order_hash, side.name, status.lower())
+            return
         self._order_outcome(error=not ok)
         if side == signing.Side.BUY:
             partial = usd + 0.005 < want_usd
         else:
             partial = shares + 1e-6 < want_shares
         reason = kind_reason or ("partial fill" if partial else str(answer.get("status", "")))
-        self.ledger.finish_order(oid, status="accepted" if ok else "rejected", response=answer,
-                                 filled_shares=shares if ok else 0, filled_usd=usd if ok else 0,
-                                 latency_ms=latency, decision="copied" if ok else "rejected",
-                                 reason=reason if ok else str(answer.get("errorMsg")))
+        if not self.ledger.finish_order(oid, status="accepted" if ok else "rejected", response=answer,
+                                        filled_shares=shares if ok else 0, filled_usd=usd if ok else 0,
+                                        latency_ms=latency, decision="copied" if ok else "rejected",
+                                        reason=reason if ok else str(answer.get("errorMsg"))):
+            log.warning("order %s: answer ignored, the order was resolved already (another process?)", order_hash)
+            return
         self.metrics.inc("polymarket_orders_total", status="accepted" if ok else "rejected")
         if ok:
             self.metrics.inc("polymarket_trades_copied_total")
@@ -1057,62 +1112,115 @@ class Engine:
                 return out
         raise HttpError(f"GET {path}: more than {pages} pages", retryable=True)
 
-    def lookup_order(self, order_hash: str, token: str, since: float) -> tuple[str, float, float] | None:
-        """(status, filled shares, filled USD) of our order, or None if the exchange never saw it.
-        Asks: the order by its hash, our trades in its token, our open orders in its token.
-        Raises HttpError if the exchange can't be asked."""
+    def lookup_order(self, order_hash: str, token: str, since: float,
+                     payload: dict[str, Any] | None = None) -> tuple[str, float, float] | None:
+        """(status, filled shares, filled USD) of our order, or None if the exchange does not show
+        it. Asks: the order by its hash, our trades in its token, our open orders in its token.
+        Raises HttpError if the exchange can't be asked, Malformed (an HttpError: the decision
+        stays open) for an answer about another order or a fill beyond the signed order."""
         try:
             o = self._l2_get(f"/data/order/{order_hash}", {})
         except HttpError as exc:
             if exc.retryable or exc.status not in (400, 404):
                 raise
             o = None
+        what = f"GET /data/order/{order_hash}"
         if o is not None and not isinstance(o, dict):  # never read an odd answer as "not found"
-            raise Malformed(f"GET /data/order/{order_hash}", TypeError(type(o).__name__))
+            raise Malformed(what, TypeError(type(o).__name__))
+        if isinstance(o, dict) and o.get("id") and str(o["id"]).lower() != order_hash.lower():
+            raise Malformed(what, ValueError(f"the answer is about another order, {str(o['id'])[:80]}"))
         after = int(since) - 60
-        trades = [t for t in self._paged("/data/trades", {"asset_id": token, "after": after})
-                  if str(t.get("taker_order_id", "")).lower() == order_hash.lower()
-                  or any(str(m.get("order_id", "")).lower() == order_hash.lower()
-                         for m in t.get("maker_orders") or [] if isinstance(m, dict))]
+        mine = [t for t in self._paged("/data/trades", {"asset_id": token, "after": after})
+                if str(t.get("taker_order_id", "")).lower() == order_hash.lower()
+                or any(str(m.get("order_id", "")).lower() == order_hash.lower()
+                       for m in t.get("maker_orders") or [] if isinstance(m, dict))]
+        # FAILED: the settlement was given up, nothing delivered. RETRYING: not final yet.
+        trades = [t for t in mine if str(t.get("status", "")).upper() != "FAILED"]
+        retrying = any(str(t.get("status", "")).upper() == "RETRYING" for t in mine)
         try:
             shares = sum(float(t["size"]) for t in trades)
             usd = sum(float(t["size"]) * float(t["price"]) for t in trades)
+            failed = sum(float(t["size"]) for t in mine) - shares
+            cap_shares, cap_usd = self._order_caps(payload)
+            if shares > cap_shares + SIZE_TICK or usd > cap_usd + 0.01:
+                raise ValueError(f"trades of {shares:g} shares for {usd:g} USD: beyond the signed order")
             if isinstance(o, dict) and o.get("id"):
                 status = str(o.get("status", "")).upper().removeprefix("ORDER_STATUS_")
+                original = float(o.get("original_size") or 0)
                 matched = float(o.get("size_matched") or 0)
-                if matched > shares + 1e-6:  # trades not listed yet: the order's own count, at its price
-                    usd += (matched - shares) * float(o.get("price") or 0)
+                if max(original, matched) > cap_shares + SIZE_TICK:
+                    # the API reference gives sizes in fixed-point 1e6 units ("100000000"); the live
+                    # venue and the SDKs in shares ("100"): read as units only when shares cannot be
+                    original, matched = original / 1e6, matched / 1e6
+                # (a market buy's original_size is its shares at the limit price: a better price
+                # matches more, so only a sell is also held to its original_size)
+                if matched > cap_shares + SIZE_TICK or (str(o.get("side", "")).upper() == "SELL"
+                                                        and original > 0 and matched > original + SIZE_TICK):
+                    raise ValueError(f"size_matched {o.get('size_matched')!r} beyond the signed order")
+                matched = max(0.0, matched - failed)
+                if matched > shares + 1e-6:  # trades not listed yet: the order's own count, at its
+                    # price (a buy's limit: an upper bound of what it cost, never above its maker USD)
+                    usd = min(cap_usd, usd + (matched - shares) * float(o.get("price") or 0))
                     shares = matched
-                return status or "MATCHED", shares, usd
+                return "RETRYING" if retrying else (status or "MATCHED"), shares, usd
         except (KeyError, TypeError, ValueError) as exc:
-            raise Malformed(f"GET /data/order/{order_hash}", exc) from None
+            log.warning("order %s: the exchange's answer is malformed (%s); the decision stays open", order_hash, exc)
+            raise Malformed(what, exc) from None
         if trades:
-            return "MATCHED", shares, usd
+            return "RETRYING" if retrying else "MATCHED", shares, usd
+        if retrying:
+            return "RETRYING", 0.0, 0.0
         resting = [x for x in self._paged("/data/orders", {"asset_id": token})
                    if str(x.get("id", "")).lower() == order_hash.lower()]
         if resting:
-            return "LIVE", float(resting[0].get("size_matched") or 0), \
-                float(resting[0].get("size_matched") or 0) * float(resting[0].get("price") or 0)
+            return "LIVE", 0.0, 0.0
         return None
 
+    @staticmethod
+    def _order_caps(payload: dict[str, Any] | None) -> tuple[float, float]:
+        """The most a signed order can fill: (shares, USD). A buy spends at most its maker amount,
+        at no less than the smallest tick (0.001) a share; a sell gives at most its maker amount."""
+        if payload is None:
+            return math.inf, math.inf
+        o = payload["order"]
+        maker = int(o["makerAmount"]) / 1e6
+        if str(o.get("side", "BUY")).upper() in ("BUY", "0"):
+            return maker / 0.001, maker
+        return maker, maker
+
     def resolve_order(self, oid: int, order_hash: str, payload: dict[str, Any], side: signing.Side,
-                      allow_send: bool, trade_ts: float | None = None) -> None:
-        """Record what the exchange says about a sent (or maybe sent) order. One it never saw
-        is sent again (the same signed order) while ``allow_send`` and the leader trade is
-        younger than MAX_TRADE_AGE_SECONDS, else recorded as expired. Raises Unknown when the
-        exchange cannot be asked: the decision stays open."""
+                      allow_send: bool, trade_ts: float | None = None, acknowledged: bool = False,
+                      order_created: float | None = None) -> None:
+        """Record what the exchange says about a sent (or maybe sent) order. Raises Unknown, and
+        the decision stays open, while the exchange cannot be asked, answers oddly, holds the order
+        open (LIVE, DELAYED, a settlement RETRYING), or does not show an order it acknowledged
+        ("Duplicated") or whose answer was lost: its reads lag its writes. Only an order that was
+        never acknowledged is sent again (the same signed order, never a new one) while
+        ``allow_send`` and the leader trade is younger than MAX_TRADE_AGE_SECONDS, else recorded
+        as expired."""
         token = str(payload["order"]["tokenId"])
         try:
-            found = self.lookup_order(order_hash, token, trade_ts or time.time() - 3600)
+            found = self.lookup_order(order_hash, token, trade_ts or time.time() - 3600, payload)
         except HttpError as exc:
             self.ledger.mark_unknown(oid, str(exc))
             raise Unknown(f"order {order_hash}: the exchange can't be asked: {exc}") from None
         if found is None:
+            if acknowledged:
+                waited = time.time() - (order_created or time.time())
+                why = "the exchange answered Duplicated (it has the order) but does not show it yet"
+                if waited > ACK_HORIZON:
+                    why += f" after {waited:.0f}s: check the order with the exchange"
+                    log.error("order %s: %s; the decision stays open", order_hash, why)
+                self.ledger.mark_unknown(oid, why, status="acknowledged")
+                raise Unknown(f"order {order_hash}: {why}")
+            if not allow_send:
+                self.ledger.mark_unknown(oid, "the answer was lost and the exchange does not show the order yet")
+                raise Unknown(f"order {order_hash}: the answer was lost; not shown by the exchange yet")
             age = time.time() - trade_ts if trade_ts is not None else math.inf
-            if allow_send and age <= self.cfg.max_trade_age and (self.passive or self.killed):
+            if age <= self.cfg.max_trade_age and (self.passive or self.kill_switch_on()):
                 raise Unknown(f"order {order_hash}: never seen by the exchange, and orders are held "
                               f"({'passive' if self.passive else 'kill switch'})")
-            if allow_send and age <= self.cfg.max_trade_age:
+            if age <= self.cfg.max_trade_age:
                 log.warning("order %s: the exchange never saw it; sending it now (trade %.0fs old)",
                             order_hash, age)
                 self._send(oid, order_hash, payload, side, float(payload["order"]["takerAmount"] if side ==
@@ -1121,26 +1229,27 @@ class Engine:
                            float(payload["order"]["makerAmount"] if side == signing.Side.BUY else
                                  payload["order"]["takerAmount"]) / 1e6, None, "resent")
                 return
-            decision, reason = (("expired", "the exchange never saw the order and the trade is older than "
-                                            "MAX_TRADE_AGE_SECONDS") if allow_send
-                                else ("failed", "the exchange never saw the order"))
-            self.ledger.finish_order(oid, status="not_sent", response={"exchange": "order not found"},
-                                     filled_shares=0, filled_usd=0, latency_ms=None, decision=decision,
-                                     reason=reason)
-            if allow_send:
+            reason = "the exchange never saw the order and the trade is older than MAX_TRADE_AGE_SECONDS"
+            if self.ledger.finish_order(oid, status="not_sent", response={"exchange": "order not found"},
+                                        filled_shares=0, filled_usd=0, latency_ms=None, decision="expired",
+                                        reason=reason):
                 self.metrics.inc("polymarket_trades_skipped_total", reason="expired")
-            else:
-                self.metrics.inc("polymarket_errors_total", kind="order")
-                self._order_outcome(error=True)
-            log.warning("order %s: %s; recorded as %s", order_hash, reason, decision)
+                log.warning("order %s: %s; recorded as expired", order_hash, reason)
             return
         status, shares, usd = found
+        if status in OPEN_AT_EXCHANGE:
+            self.ledger.mark_unknown(oid, f"the exchange holds the order ({status.lower()}); followed to its fill",
+                                     status="live" if status == "LIVE" else "delayed")
+            raise Unknown(f"order {order_hash}: {status.lower()} at the exchange, not final yet")
         filled = shares > 0
         self._order_outcome(error=False)
-        self.ledger.finish_order(oid, status=status.lower(), response={"exchange": status, "size_matched": shares},
-                                 filled_shares=shares, filled_usd=usd, latency_ms=None,
-                                 decision="copied" if filled else "rejected",
-                                 reason=status.lower() if filled else f"{status.lower()}: nothing filled")
+        if not self.ledger.finish_order(oid, status=status.lower(),
+                                        response={"exchange": status, "size_matched": shares},
+                                        filled_shares=shares, filled_usd=usd, latency_ms=None,
+                                        decision="copied" if filled else "rejected",
+                                        reason=status.lower() if filled else f"{status.lower()}: nothing filled"):
+            log.info("order %s was resolved already (another process?): nothing applied", order_hash)
+            return
         self.metrics.inc("polymarket_orders_total", status="accepted" if filled else "rejected")
         if filled:
             self.metrics.inc("polymarket_trades_copied_total")
@@ -1177,7 +1286,9 @@ class Engine:
                 payload = json.loads(d["request"])
                 side = signing.Side.BUY if d["side"] == "BUY" else signing.Side.SELL
                 self.resolve_order(int(d["order_id"]), str(d["order_hash"]), payload, side, allow_send=True,
-                                   trade_ts=trade_ts if trade is not None else float(d["order_created"]))
+                                   trade_ts=trade_ts if trade is not None else float(d["order_created"]),
+                                   acknowledged=d["status"] in ("acknowledged", "delayed", "live"),
+                                   order_created=float(d["order_created"]))
             except StaleMarket as exc:  # recorded rejected; the market is refreshed on its next use
                 self.markets.pop(str(d.get("condition_id") or ""), None)
                 log.warning("decision %d: order refused: %s", did, exc)
@@ -1252,7 +1363,7 @@ class Engine:
             del self.exit_retries[did]
             log.info("exit of decision %d retried: now within the slippage tolerance", did)
             try:
-                self.execute(did, plan, time.monotonic(), kind_reason="exit retried")
+                self.execute(did, plan, time.monotonic(), kind_reason="exit retried", reopen=("skipped",))
             except StaleMarket as exc:
                 self.markets.pop(plan.condition_id, None)
                 log.warning("exit retry of decision %d refused: %s", did, exc)
@@ -1262,7 +1373,7 @@ class Engine:
 
     # ---- stop loss ------------------------------------------------------------------------
     def check_stop_loss(self) -> None:
-        if self.passive or self.killed or time.time() < self.breaker_until:
+        if self.passive or self.kill_switch_on() or self.breaker_left() > 0:
             return
         for pos in self.ledger.positions(str(self.mode)):
             try:

@@ -63,6 +63,9 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     geoblocked: bool = False
+    # the CLOB's matching delay: a marketable order is answered "delayed" (success, no amounts),
+    # shows as DELAYED with size_matched 0 and no trades until ``release_delayed``
+    delay_matching: bool = False
     request_log: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=200_000))  # (time, path)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -380,12 +383,33 @@ class Exchange:
                                       "created_at": int(time.time())})
                 raise
             shares, fills = answer.pop("_shares"), answer.pop("_fills")
+            if self.s.delay_matching:
+                self.s.answers[order_hash] = {"success": True, "errorMsg": "", "orderID": order_hash,
+                                              "status": "delayed", "makingAmount": "", "takingAmount": "",
+                                              "transactionsHashes": []}
+                self.s.orders.append({"hash": order_hash, "order": body["order"], "orderType": order_type,
+                                      "answer": self.s.answers[order_hash], "neg_risk": tok["neg_risk"],
+                                      "owner": c["apiKey"], "status": "DELAYED", "size_matched": "0",
+                                      "fills": [], "delayed": (shares, fills), "created_at": int(time.time())})
+                return self.s.answers[order_hash]
             self.s.answers[order_hash] = {**answer, "orderID": order_hash}
             self.s.orders.append({"hash": order_hash, "order": body["order"], "orderType": order_type,
                                   "answer": self.s.answers[order_hash], "neg_risk": tok["neg_risk"],
                                   "owner": c["apiKey"], "status": "MATCHED", "size_matched": shares,
                                   "fills": fills, "created_at": int(time.time())})
             return self.s.answers[order_hash]
+
+    def release_delayed(self) -> int:
+        """The matching delay is over: every DELAYED order shows its match and its trades (the
+        balances moved at acceptance). Returns how many."""
+        n = 0
+        with self.s.lock:
+            for o in self.s.orders:
+                if o["status"] == "DELAYED":
+                    o["size_matched"], o["fills"] = o.pop("delayed")
+                    o["status"] = "MATCHED"
+                    n += 1
+        return n
 
     # ---- CLOB, L2 reads: what the exchange knows about our orders -----------------------
     def _mine(self, c: dict[str, str]) -> list[dict[str, Any]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,19 @@ CREATE TABLE IF NOT EXISTS positions (
 """
 
 
+# Order statuses that may still change at the exchange: the decision stays open. ``acknowledged``:
+# the exchange answered "Duplicated" (it HAS the order) but its reads do not show it yet.
+OPEN_ORDER = ("sending", "unknown", "acknowledged", "delayed", "live")
+_OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in OPEN_ORDER) + ")"
+
+
+class LedgerBusy(Exception):
+    """Another process owns the ledger (its lock file is locked)."""
+
+
+_RO_INIT = threading.Lock()  # creates a ledger's read-only ping connection's lock once
+
+
 @dataclass(frozen=True)
 class Position:
     mode: str
@@ -73,6 +89,7 @@ class Ledger:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self.lock = threading.RLock()
+        self.owner_fd: int | None = None
         with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -87,9 +104,35 @@ class Ledger:
             # touched here: the engine resolves each by asking the exchange about the order's
             # hash (``open_decisions``). Opening the ledger (validate-config) changes nothing.
 
+    def claim(self) -> None:
+        """Make this process the ledger's only writer for its lifetime: an exclusive flock on
+        ``<DB_PATH>.lock`` (opened O_NOFOLLOW: a planted symlink is refused), released by the
+        kernel when the process ends, however it ends. A second ``run`` on the same ledger, even
+        while the first is frozen (SIGSTOP), raises LedgerBusy with the holder's pid."""
+        if self.path == ":memory:" or self.owner_fd is not None:
+            return
+        lock = self.path + ".lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LedgerBusy(f"cannot open the ledger lock {lock}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise LedgerBusy(f"the ledger {self.path} is in use by another polymarket-bot (pid {holder}); "
+                             "only one process may trade on it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.owner_fd = fd
+
     def close(self) -> None:
         with self.lock:
             self.db.close()
+            if self.owner_fd is not None:
+                os.close(self.owner_fd)
+                self.owner_fd = None
 
     def ping(self) -> bool:
         try:
@@ -98,6 +141,35 @@ class Ledger:
             return True
         except sqlite3.Error:
             return False
+
+    def ping_readonly(self, timeout: float = 0.2) -> bool:
+        """ping for /health: its own read-only connection (opened once: no descriptor needed when
+        the process has none left), never the engine's lock, which the engine holds while SQLite
+        waits up to 10 s for another process's write lock; a WAL reader does not wait for a writer."""
+        if self.path == ":memory:":
+            if not self.lock.acquire(timeout=timeout):
+                return False
+            self.lock.release()
+            return self.ping()
+        with _RO_INIT:
+            ro_lock = self.__dict__.setdefault("_ro_lock", threading.Lock())
+        if not ro_lock.acquire(timeout=timeout):
+            return False
+        try:
+            ro: sqlite3.Connection | None = self.__dict__.get("_ro")
+            if ro is None:
+                ro = sqlite3.connect(f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True, timeout=timeout,
+                                     isolation_level=None, check_same_thread=False)
+                self.__dict__["_ro"] = ro
+            ro.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return True
+        except sqlite3.Error:
+            ro = self.__dict__.pop("_ro", None)
+            if ro is not None:
+                ro.close()
+            return False
+        finally:
+            ro_lock.release()
 
     # ---- marks ---------------------------------------------------------------------
     def get_mark(self, key: str) -> float | None:
@@ -156,13 +228,24 @@ class Ledger:
 
     def prepare_order(self, decision_id: int, *, mode: str, token_id: str, side: str, order_type: str,
                       price: float, size: float, usd: float, order_hash: str, request: Any,
-                      condition_id: str) -> int:
+                      condition_id: str, reopen: tuple[str, ...] = ()) -> int | None:
         """The signed order (hash, salt and all) committed with its decision BEFORE it is sent:
-        status ``sending``, the decision stays ``pending`` until ``finish_order``."""
+        status ``sending``, the decision stays ``pending`` until ``finish_order``.
+
+        Re-checked in the write transaction: None (nothing stored, nothing to send) unless the
+        decision is still open (or in one of ``reopen``: an exit retried, a retry after the
+        market's refresh) and no order of it may be at the exchange. One decision, one signed
+        order: a process thawed after another resolved the decision sends nothing."""
         now = time.time()
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                row = self.db.execute("SELECT decision FROM decisions WHERE id=?", (decision_id,)).fetchone()
+                sent = self.db.execute("SELECT COUNT(*) FROM orders WHERE decision_id=? AND status NOT IN "
+                                       "('not_sent', 'rejected')", (decision_id,)).fetchone()[0]
+                if row is None or row[0] not in ("pending", "unknown", *reopen) or sent:
+                    self.db.execute("COMMIT")
+                    return None
                 cur = self.db.execute(
                     "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
                     "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
@@ -179,9 +262,11 @@ class Ledger:
 
     def finish_order(self, order_id: int, *, status: str, response: Any, filled_shares: float,
                      filled_usd: float, latency_ms: float | None, decision: str,
-                     reason: str = "") -> None:
+                     reason: str = "") -> bool:
         """The exchange's answer (or what the exchange said when asked), the position and the
-        final decision in one transaction."""
+        final decision in one transaction, applied only while the order is still open
+        (``OPEN_ORDER``): False, and nothing changed, when another process (or an earlier
+        answer) resolved it already. A fill is applied once."""
         now = time.time()
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
@@ -189,9 +274,13 @@ class Ledger:
                 row = self.db.execute("SELECT decision_id, mode, token_id, side, condition_id FROM orders "
                                       "WHERE id=?", (order_id,)).fetchone()
                 decision_id, mode, token_id, side, condition_id = row
-                self.db.execute("UPDATE orders SET status=?, response=?, filled_shares=?, filled_usd=?, "
-                                "latency_ms=? WHERE id=?",
-                                (status, json.dumps(response), filled_shares, filled_usd, latency_ms, order_id))
+                cur = self.db.execute("UPDATE orders SET status=?, response=?, filled_shares=?, filled_usd=?, "
+                                      f"latency_ms=? WHERE id=? AND status IN {_OPEN_SQL}",
+                                      (status, json.dumps(response), filled_shares, filled_usd, latency_ms,
+                                       order_id))
+                if cur.rowcount == 0:
+                    self.db.execute("COMMIT")
+                    return False
                 realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
                 self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, order_id))
                 self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
@@ -200,6 +289,7 @@ class Ledger:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+        return True
 
     def _apply_fill(self, mode: str, token_id: str, side: str, condition_id: str, filled_shares: float,
                     filled_usd: float, now: float) -> float:
@@ -225,13 +315,24 @@ class Ledger:
             (mode, token_id, condition_id, shares, cost, now))
         return realised
 
-    def mark_unknown(self, order_id: int, why: str) -> None:
-        """A sent order whose outcome the exchange could not be asked about yet."""
+    def mark_unknown(self, order_id: int, why: str, status: str = "unknown") -> None:
+        """A sent order whose outcome is not known yet: the decision stays open. ``status``:
+        ``unknown`` (not asked yet), ``acknowledged`` (the exchange said "Duplicated": it has
+        it; never downgraded), ``delayed``/``live`` (the exchange's own open states)."""
         with self.lock:
-            self.db.execute("UPDATE orders SET status='unknown' WHERE id=? AND status='sending'", (order_id,))
-            self.db.execute("UPDATE decisions SET decision='unknown', reason=?, updated_at=? WHERE id="
-                            "(SELECT decision_id FROM orders WHERE id=?)",
-                            (f"order outcome unknown: {why}"[:500], time.time(), order_id))
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute(f"UPDATE orders SET status=? WHERE id=? AND status IN {_OPEN_SQL} "
+                                      "AND (status != 'acknowledged' OR ? != 'unknown')",
+                                      (status, order_id, status))
+                self.db.execute("UPDATE decisions SET decision='unknown', reason=?, updated_at=? WHERE id="
+                                "(SELECT decision_id FROM orders WHERE id=?) AND decision IN ('pending', 'unknown') "
+                                f"AND (SELECT status FROM orders WHERE id=?) IN {_OPEN_SQL}",
+                                (f"order outcome unknown: {why}"[:500], time.time(), order_id, order_id))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     def open_decisions(self) -> list[dict[str, Any]]:
         """Decisions a crash or a lost answer left open, with their leader trade (if any) and
@@ -309,22 +410,27 @@ class Ledger:
         may not show the fill yet, or the open decision will apply it)."""
         with self.lock:
             rows = self.db.execute("SELECT DISTINCT token_id FROM orders WHERE mode=? AND (created_at >= ? OR "
-                                   "status IN ('sending', 'unknown'))", (mode, since)).fetchall()
+                                   f"status IN {_OPEN_SQL})", (mode, since)).fetchall()
         return {str(r[0]) for r in rows}
 
     def exposure(self, mode: str, leader: str | None = None) -> float:
-        """Cost of open positions; for one leader: the cost bought after their trades minus the
-        cost their copied sells released (stop-loss sells are not attributed: conservative)."""
+        """Cost of open positions; for one leader, per asset: the cost bought after their trades
+        minus the cost their copied sells released, never more than what the position costs now
+        (a position reconciled to 0 after its market resolved releases the leader's exposure;
+        stop-loss sells are not attributed: conservative)."""
         with self.lock:
             if leader is None:
                 row = self.db.execute("SELECT COALESCE(SUM(cost), 0) FROM positions WHERE mode=?",
                                       (mode,)).fetchone()
             else:
                 row = self.db.execute(
-                    "SELECT COALESCE(SUM(CASE WHEN o.side='BUY' THEN o.filled_usd "
-                    "ELSE -(o.filled_usd - o.realised_usd) END), 0) FROM orders o JOIN decisions d ON "
+                    "SELECT COALESCE(SUM(MIN(MAX(l.net, 0), COALESCE(p.cost, 0))), 0) FROM ("
+                    "SELECT o.token_id AS asset, SUM(CASE WHEN o.side='BUY' THEN o.filled_usd "
+                    "ELSE -(o.filled_usd - o.realised_usd) END) AS net FROM orders o JOIN decisions d ON "
                     "d.id = o.decision_id JOIN leader_trades t ON t.id = d.leader_trade_id "
-                    "WHERE o.mode=? AND t.leader=?", (mode, leader.lower())).fetchone()
+                    "WHERE o.mode=? AND t.leader=? GROUP BY o.token_id) l "
+                    "LEFT JOIN positions p ON p.mode=? AND p.asset=l.asset",
+                    (mode, leader.lower(), mode)).fetchone()
         return max(0.0, float(row[0]))
 
     def realised_since(self, mode: str, since: float) -> float:
