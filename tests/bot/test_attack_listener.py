@@ -1,7 +1,7 @@
 """Outside review of the listeners (issue 7, item 3): attacks the event-loop server still loses to.
 
 Each test runs the real service (or a real listener) the way tests/bot/test_listener.py does.
-The xfail markers name the defect; the owners remove them with the fix.
+Each was an xfail(strict) naming the defect until the fix (server.py, ledger.ping_readonly).
 """
 
 from __future__ import annotations
@@ -57,12 +57,6 @@ def service(h: Harness, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str],
 PIPELINED = b"GET /health HTTP/1.1\r\nHost: bot\r\n\r\n"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 7 item 3 (review): a worker answers a pipelined request with a blocking sendall bounded "
-    "only by WRITE_TIMEOUT (10 s per write), and a connection waiting in the ready queue counts as "
-    "busy, so it is never evicted. 16 clients that pipeline /health and never read their answers "
-    "hold all 4 workers for 10 s each, in turn: /health times out (HAProxy 'inter 2s fall 2' and "
-    "check-bot fail the node over), and at 256 such clients every newcomer is closed ('limit')."))
 def test_attack_pipelined_requests_whose_answers_are_never_read_do_not_stop_health(
         service: tuple[subprocess.Popen[str], int]) -> None:
     p, dport = service
@@ -113,10 +107,6 @@ def read_all(s: socket.socket, wait: float = 2.0) -> bytes:
     return data
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 7 item 3 (review): MAX_HEAD is checked only while the buffer holds no blank line, so a "
-    "head of 46 KiB whose end arrives in the same recv (up to 64 KiB) is answered (/health) instead of "
-    "the connection being closed (README: 'request head over 16 KiB: connection closed')."))
 def test_attack_head_over_16k_is_refused_even_when_its_end_arrives_in_one_read(listener: DashboardServer) -> None:
     with socket.create_connection(listener.server_address, timeout=2) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 990)
@@ -132,12 +122,6 @@ def test_attack_head_over_16k_is_refused_even_when_its_end_arrives_in_one_read(l
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 7 item 3 (review): the body framing is decided from headers.get('Content-Length') and "
-    "'Transfer-Encoding' in headers; two differing Content-Lengths (the first, 0, wins), and "
-    "'Content-Length : N', 'Transfer-Encoding : chunked' or a NUL in the name (not seen at all) keep "
-    "the connection and answer the body as the next request: a request-smuggling primitive behind "
-    "any front end that reads them otherwise (RFC 9112 5.1, 6.3: 400 and close)."))
 @pytest.mark.parametrize("framing", [
     b"Content-Length: 0\r\nContent-Length: %d" % len(SMUGGLED),
     b"Content-Length : %d" % len(SMUGGLED),
@@ -152,12 +136,6 @@ def test_attack_ambiguous_body_framing_is_refused_and_the_body_never_runs(listen
     assert data.count(b"HTTP/1.1 ") <= 1 and b"404" not in data, data
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 7 item 3 (review): /health calls ledger.ping(), which waits for the ledger's RLock; the "
-    "engine holds that lock while SQLite waits (busy timeout 10 s) for another process's write "
-    "lock. Any writer that holds the ledger for seconds (prune: 300,000 old rows take 6.4 s here; "
-    "'sudo polymarket-bot prune --days 7' on a large ledger) makes /health hang instead of answering, "
-    "and HAProxy (check inter 2s fall 2) and check-bot fail a healthy node over."))
 def test_attack_health_answers_while_another_process_holds_the_ledger_write_lock(
         h: Harness, tmp_path: Path, service: tuple[subprocess.Popen[str], int]) -> None:
     import sqlite3

@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 256   # per listener; the unit's LimitNOFILE=1024 leaves room for both and the rest
 FD_RESERVE = 64         # descriptors kept for the ledger, the log file and the exchange connections
 HEADER_TIMEOUT = 10.0   # seconds for a complete request head, from the accept or the previous response
-WRITE_TIMEOUT = 10.0    # seconds a response may wait for the client to take it
+WRITE_TIMEOUT = 10.0    # seconds a whole answer may wait for the client to take it, then the connection is closed
 MAX_HEAD = 16384        # bytes of request line and headers
 WORKERS = 4             # threads answering complete requests, per listener
-BACKLOG = 128
+BACKLOG = 1024          # the kernel caps it at net.core.somaxconn (4096 on current kernels)
 EMFILE_PAUSE = 0.1      # seconds without accepting when no descriptor is left and nothing can be closed
 
 
@@ -55,7 +55,7 @@ def connection_bound(listeners: int = 2) -> int:
 
 def health(engine: Engine) -> tuple[int, dict[str, Any]]:
     cfg = engine.cfg
-    db_ok = engine.ledger.ping()
+    db_ok = engine.ledger.ping_readonly()
     age = engine.poll_age()
     max_age = max(10.0, 10 * cfg.poll_interval)
     poll_ok = age <= max_age
@@ -96,42 +96,26 @@ def _rss_kb() -> int:
     return 0
 
 
-class _SocketWriter(io.BufferedIOBase):
-    """wfile: every write goes out whole (sendall, bounded by the socket's WRITE_TIMEOUT)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        self._sock.sendall(b)
-        with memoryview(b) as view:
-            return view.nbytes
-
-
 class _Handler(BaseHTTPRequestHandler):
-    """What both listeners share: keep-alive, no Nagle delay, access log at debug level.
+    """What both listeners share: keep-alive, access log at debug level.
 
-    The listener has already read the request head (``head``); the handler answers exactly
-    that one request and hands the connection back for the next one.
+    The listener has already read the request head (``head``); the handler answers exactly that
+    one request into ``wfile`` (a buffer: it never touches the socket, the listener's event loop
+    writes the answer out without blocking).
     """
 
     server: DashboardServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     log_prefix = "http"
 
-    def __init__(self, request: socket.socket, client_address: Any, server: DashboardServer, head: bytes) -> None:
+    def __init__(self, request: Any, client_address: Any, server: DashboardServer, head: bytes) -> None:
         self.head = head
         super().__init__(request, client_address, server)  # type: ignore[arg-type]
 
     def setup(self) -> None:
         self.connection = self.request
-        # headers and body go out in two writes: without this, Nagle + delayed ACK add 40 ms
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = io.BytesIO(self.head)
-        self.wfile = _SocketWriter(self.connection)
+        self.wfile = io.BytesIO()
 
     def handle(self) -> None:
         self.handle_one_request()
@@ -241,28 +225,84 @@ class MetricsHandler(_Handler):
         self.wfile.write(body)
 
 
+READING, WORKING, WRITING = 0, 1, 2   # a connection waits for a request head / for its answer / for the client
+
+
 class _Conn:
-    __slots__ = ("sock", "addr", "buf", "deadline")
+    __slots__ = ("sock", "addr", "inbuf", "out", "state", "deadline", "close_after", "closed", "events")
 
     def __init__(self, sock: socket.socket, addr: Any, deadline: float) -> None:
         self.sock = sock
         self.addr = addr
-        self.buf = b""
-        self.deadline = deadline
+        self.inbuf = b""          # bytes read and not parsed yet (pipelined requests wait here)
+        self.out = memoryview(b"")  # the answer not written yet
+        self.state = READING
+        self.deadline = deadline  # READING: the whole head; WRITING: the whole answer; WORKING: none
+        self.close_after = False
+        self.closed = False
+        self.events = 0           # what the selector watches for
 
 
 def _head_end(buf: bytes) -> int:
-    """Length of the request head at the start of buf (through its blank line), 0 while incomplete."""
-    ends = [i + n for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2)) if i >= 0]
+    """Length of the request head at the start of buf (through its blank line), 0 while incomplete.
+
+    Only the first MAX_HEAD bytes are searched: a head whose end lies beyond is oversize however
+    the bytes arrived (in one read or many)."""
+    ends = [i + n for i, n in ((buf.find(b"\r\n\r\n", 0, MAX_HEAD), 4), (buf.find(b"\n\n", 0, MAX_HEAD), 2))
+            if i >= 0]
     return min(ends) if ends else 0
 
 
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _framing_problem(head: bytes) -> str | None:
+    """Why the head's body framing is ambiguous (RFC 9112 5.1, 6.3), or None.
+
+    A header name with anything but token characters (``Content-Length : 5``, a NUL), a folded
+    line, two Content-Length fields, or Transfer-Encoding with Content-Length: a front end may
+    read the body's length otherwise than we do, so the body could run as a second request."""
+    lines = head.replace(b"\r\n", b"\n").split(b"\n")[1:]
+    lengths = 0
+    chunked = False
+    for line in lines:
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            return "folded header line"
+        name, sep, _value = line.partition(b":")
+        if not sep or not name or not _TCHAR.issuperset(name):
+            return "malformed header name"
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths += 1
+        elif lname == b"transfer-encoding":
+            chunked = True
+    if lengths > 1:
+        return "more than one Content-Length"
+    if lengths and chunked:
+        return "Transfer-Encoding with Content-Length"
+    return None
+
+
+def _bad_request(reason: str) -> bytes:
+    body = json.dumps({"error": f"bad request: {reason}"}).encode()
+    return (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+
+
+def _is_health(head: bytes) -> bool:
+    line = head.split(b"\n", 1)[0]
+    return line.startswith((b"GET /health ", b"GET /health?", b"HEAD /health ", b"HEAD /health?"))
+
+
 class DashboardServer:
-    """One listener: an event loop reading request heads, WORKERS threads answering them."""
+    """One listener: an event loop reading requests and writing answers, WORKERS threads computing them."""
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], engine: Engine, *,
                  max_connections: int | None = None, header_timeout: float = HEADER_TIMEOUT) -> None:
         self.engine = engine
+        engine.ledger.ping_readonly()  # opens /health's read-only ledger connection while descriptors are free
         self.handler = handler
         self.started = time.time()
         self.max_connections = max_connections or connection_bound()
@@ -285,10 +325,11 @@ class DashboardServer:
         self._wake_w.setblocking(False)
         self._sel.register(self.socket, selectors.EVENT_READ)
         self._sel.register(self._wake_r, selectors.EVENT_READ)
-        self._idle: collections.OrderedDict[int, _Conn] = collections.OrderedDict()  # oldest deadline first
-        self._busy = 0
-        self._ready: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
-        self._back: collections.deque[tuple[_Conn, bool]] = collections.deque()
+        # every connection held, least recently served first (the order eviction looks in)
+        self._conns: collections.OrderedDict[int, _Conn] = collections.OrderedDict()
+        self._ready: queue.SimpleQueue[tuple[_Conn, bytes] | None] = queue.SimpleQueue()
+        self._back: collections.deque[tuple[_Conn, bytes, bool]] = collections.deque()
+        self._again: collections.deque[_Conn] = collections.deque()  # a pipelined request waits, after a flush
         self._accepting = True
         self._resume_at = 0.0
         self._emfile_logged = 0.0
@@ -306,7 +347,7 @@ class DashboardServer:
         return self
 
     def shutdown(self) -> None:
-        """Stop accepting and answering; idle connections are closed. Returns when the threads are done."""
+        """Stop accepting and answering; connections are closed. Returns when the threads are done."""
         self._stop.set()
         self._wake()
         for _ in range(WORKERS):
@@ -320,32 +361,59 @@ class DashboardServer:
             self._close_all()
 
     def connections(self) -> int:
-        """Connections held now (idle ones and those being answered)."""
-        return len(self._idle) + self._busy
+        """Connections held now (reading, being answered, or writing)."""
+        return len(self._conns)
 
     # ---- the event loop (one thread) -----------------------------------------------------
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                timeout = 0.5
-                if self._idle:
-                    timeout = min(timeout, max(0.0, next(iter(self._idle.values())).deadline - now))
+                timeout = 0.0 if self._again else 0.5
+                for conn in self._conns.values():
+                    if conn.deadline - now < timeout:
+                        timeout = max(0.0, conn.deadline - now)
                 if not self._accepting:
                     timeout = min(timeout, max(0.0, self._resume_at - now))
-                for key, _mask in self._sel.select(timeout):
+                for key, mask in self._sel.select(timeout):
                     if key.fileobj is self.socket:
                         self._accept()
                     elif key.fileobj is self._wake_r:
                         self._drain_wake()
+                    elif mask & selectors.EVENT_WRITE:
+                        self._flush(key.data)
                     else:
                         self._read(key.data)
                 self._take_back()
+                for _ in range(len(self._again)):  # one request per connection per turn: fair to all
+                    conn = self._again.popleft()
+                    if not conn.closed and conn.state == READING:
+                        self._next_request(conn)
                 self._expire()
         except Exception:  # noqa: BLE001 - a bug here must not pass silently
             log.exception("%s: listener stopped", self.name)
         finally:
             self._close_all()
+
+    def _watch(self, conn: _Conn, events: int) -> None:
+        if events == conn.events:
+            return
+        if not events:
+            self._sel.unregister(conn.sock)
+        elif not conn.events:
+            self._sel.register(conn.sock, events, conn)
+        else:
+            self._sel.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _victim(self) -> _Conn | None:
+        """The connection to close for a newcomer: one whose client does not take its answer, else
+        the one waiting longest for a request, else the one waiting longest for its answer."""
+        for state in (WRITING, READING, WORKING):
+            for conn in self._conns.values():
+                if conn.state == state:
+                    return conn
+        return None
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -359,8 +427,9 @@ class DashboardServer:
                     return
                 # No descriptor left: free one, or stop polling the listening socket for a moment
                 # (it stays readable, so polling it again at once would spin a core).
-                if self._idle:
-                    self._drop(next(iter(self._idle.values())), "fd-limit")
+                victim = self._victim()
+                if victim is not None:
+                    self._drop(victim, "fd-limit")
                 else:
                     self._pause_accepting()
                 now = time.monotonic()
@@ -370,16 +439,19 @@ class DashboardServer:
                                 self.connections())
                 return
             sock.setblocking(False)
+            # headers and body go out in one write now, but a pipelined client's answers would wait for ACKs
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.connections() >= self.max_connections:
-                if self._idle:
-                    self._drop(next(iter(self._idle.values())), "limit")
+                victim = self._victim()
+                if victim is not None:
+                    self._drop(victim, "limit")
                 else:
                     self._count("limit")
                     sock.close()
                     continue
             conn = _Conn(sock, addr, time.monotonic() + self.header_timeout)
-            self._idle[sock.fileno()] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._conns[sock.fileno()] = conn
+            self._watch(conn, selectors.EVENT_READ)
 
     def _pause_accepting(self) -> None:
         if self._accepting:
@@ -399,38 +471,85 @@ class DashboardServer:
         if not data:
             self._close(conn)
             return
-        conn.buf += data
-        self._dispatch_or_wait(conn)
+        conn.inbuf += data
+        self._next_request(conn)
 
-    def _dispatch_or_wait(self, conn: _Conn) -> None:
-        if _head_end(conn.buf):
-            fd = conn.sock.fileno()
-            self._sel.unregister(conn.sock)
-            del self._idle[fd]
-            self._busy += 1
-            self._ready.put(conn)
-        elif len(conn.buf) > MAX_HEAD:
-            self._drop(conn, "oversize")
+    def _next_request(self, conn: _Conn) -> None:
+        """Take one complete request head from inbuf, if there is one; nothing more is read until it is answered."""
+        n = _head_end(conn.inbuf)
+        if not n:
+            if len(conn.inbuf) > MAX_HEAD:
+                self._drop(conn, "oversize")
+            else:
+                self._watch(conn, selectors.EVENT_READ)
+            return
+        head, conn.inbuf = conn.inbuf[:n], conn.inbuf[n:]
+        self._watch(conn, 0)
+        conn.state = WORKING
+        conn.deadline = float("inf")
+        problem = _framing_problem(head)
+        if problem is not None:
+            self._count("bad-request")
+            self._answer(conn, _bad_request(problem), False)
+        elif _is_health(head) or self.handler is MetricsHandler:
+            # cheap and never waiting on a lock (ledger.ping_readonly): answered here, so no worker
+            # held by other clients can delay an HA health check
+            self._answer(conn, *self._respond(conn, head))
+        else:
+            self._ready.put((conn, head))
+
+    def _respond(self, conn: _Conn, head: bytes) -> tuple[bytes, bool]:
+        try:
+            handler = self.handler(None, conn.addr, self, head)
+            return handler.wfile.getvalue(), not handler.close_connection  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - one request failing must not stop the listener
+            log.exception("%s: error answering %s", self.name, conn.addr)
+            return b"", False
+
+    def _answer(self, conn: _Conn, data: bytes, keep: bool) -> None:
+        if conn.closed:
+            return  # evicted while its answer was computed
+        conn.state = WRITING
+        conn.close_after = not keep or self._stop.is_set()
+        conn.out = memoryview(data)
+        conn.deadline = time.monotonic() + WRITE_TIMEOUT
+        self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        while conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+            except BlockingIOError:
+                self._watch(conn, selectors.EVENT_WRITE)  # the rest when the client takes some
+                return
+            except OSError as exc:  # EPIPE, ECONNRESET: the client went away
+                log.debug("%s: %s dropped the connection (%s)", self.name, conn.addr, exc.__class__.__name__)
+                self._close(conn)
+                return
+            conn.out = conn.out[sent:]
+        if conn.close_after:
+            self._close(conn)
+            return
+        conn.state = READING
+        conn.deadline = time.monotonic() + self.header_timeout
+        self._conns.move_to_end(conn.sock.fileno())
+        if conn.inbuf:
+            # a pipelined request: next turn, after the other connections; nothing more is read
+            # until inbuf holds no complete head (so it never grows past MAX_HEAD + one read)
+            self._watch(conn, 0)
+            self._again.append(conn)
+        else:
+            self._watch(conn, selectors.EVENT_READ)
 
     def _take_back(self) -> None:
         while self._back:
-            conn, keep = self._back.popleft()
-            self._busy -= 1
-            if not keep or self._stop.is_set():
-                self._close(conn)
-                continue
-            conn.deadline = time.monotonic() + self.header_timeout
-            self._idle[conn.sock.fileno()] = conn
-            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
-            self._dispatch_or_wait(conn)  # a pipelined request may be waiting already
+            conn, data, keep = self._back.popleft()
+            self._answer(conn, data, keep)
 
     def _expire(self) -> None:
         now = time.monotonic()
-        while self._idle:
-            conn = next(iter(self._idle.values()))
-            if conn.deadline > now:
-                break
-            self._drop(conn, "timeout")
+        for conn in [c for c in self._conns.values() if c.deadline <= now]:
+            self._drop(conn, "timeout" if conn.state == READING else "write-timeout")
         if not self._accepting and now >= self._resume_at:
             self._sel.register(self.socket, selectors.EVENT_READ)
             self._accepting = True
@@ -444,16 +563,20 @@ class DashboardServer:
         self.engine.metrics.inc("polymarket_http_connections_dropped_total", listener=self.name, reason=reason)
 
     def _close(self, conn: _Conn) -> None:
-        fd = conn.sock.fileno()
-        if self._idle.pop(fd, None) is not None:
-            self._sel.unregister(conn.sock)
+        if conn.closed:
+            return
+        conn.closed = True
+        self._watch(conn, 0)
+        self._conns.pop(conn.sock.fileno(), None)
         conn.sock.close()
+        conn.inbuf = b""
+        conn.out = memoryview(b"")
 
     def _close_all(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for conn in list(self._idle.values()):
+        for conn in list(self._conns.values()):
             self._close(conn)
         for sock in (self.socket, self._wake_r, self._wake_w):
             sock.close()
@@ -472,25 +595,15 @@ class DashboardServer:
         except OSError:
             pass
 
-    # ---- workers ---------------------------------------------------------------------------
+    # ---- workers: they compute answers, the loop writes them ---------------------------------
     def _work(self) -> None:
         while True:
-            conn = self._ready.get()
-            if conn is None:
+            item = self._ready.get()
+            if item is None:
                 return
-            keep = False
-            n = _head_end(conn.buf)
-            head, conn.buf = conn.buf[:n], conn.buf[n:]
-            try:
-                conn.sock.settimeout(WRITE_TIMEOUT)
-                handler = self.handler(conn.sock, conn.addr, self, head)
-                keep = not handler.close_connection
-                conn.sock.setblocking(False)
-            except OSError as exc:  # the client went away (EPIPE, ECONNRESET) or did not read in time
-                log.debug("%s: %s dropped the connection (%s)", self.name, conn.addr, exc.__class__.__name__)
-            except Exception:  # noqa: BLE001 - one request failing must not stop the worker
-                log.exception("%s: error answering %s", self.name, conn.addr)
-            self._back.append((conn, keep))
+            conn, head = item
+            data, keep = (b"", False) if conn.closed else self._respond(conn, head)
+            self._back.append((conn, data, keep))
             self._wake()
 
 
