@@ -21,13 +21,19 @@ import pytest
 from conftest import ROOT, Harness
 from polymarket_bot import server as srv
 from polymarket_bot.server import DashboardHandler, DashboardServer
-from test_listener import UNIT_NOFILE, cpu_seconds, timed_health, unit_limits
+from test_listener import UNIT_NOFILE, cpu_seconds, many_fds, timed_health, unit_limits  # noqa: F401 (fixture)
 from test_service import free_port, health, wait_for
 
 
 @pytest.fixture
-def service(h: Harness, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """The real service under the unit's RLIMIT_NOFILE; yields (process, dashboard port)."""
+def service(service_ports: tuple[subprocess.Popen[str], int, int]) -> tuple[subprocess.Popen[str], int]:
+    """The real service under the unit's RLIMIT_NOFILE: (process, dashboard port)."""
+    return service_ports[:2]
+
+
+@pytest.fixture
+def service_ports(h: Harness, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    """The real service under the unit's RLIMIT_NOFILE; yields (process, dashboard port, metrics port)."""
     nofile = unit_limits()
     assert nofile == UNIT_NOFILE
     dport, mport = free_port(), free_port()
@@ -46,7 +52,7 @@ def service(h: Harness, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str],
                          preexec_fn=limit)
     try:
         assert wait_for(lambda: health(dport) == 200), "the service never became healthy"
-        yield p, dport
+        yield p, dport, mport
     finally:
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
@@ -82,6 +88,41 @@ def test_attack_pipelined_requests_whose_answers_are_never_read_do_not_stop_heal
             time.sleep(0.5)
         print(f"\nservice CPU {cpu_seconds(p.pid) - cpu0:.1f} s in {time.monotonic() - wall0:.1f} s; {answers}")
         assert all(status == 200 and took < 1.0 for status, took in answers), answers
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.usefixtures("many_fds")
+def test_attack_pipeliners_and_one_request_never_read_clients_do_not_stop_health_or_metrics(
+        service_ports: tuple[subprocess.Popen[str], int, int]) -> None:
+    """The attacker's recipe against the old server: on each port, 6 connections pipelining
+    /health and never reading, and 300 connections sending one request and never reading its
+    answer; every new /health (and metrics scrape) connection was reset."""
+    p, dport, mport = service_ports
+    socks = []
+    try:
+        for port in (dport, mport):
+            for _ in range(6):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(("127.0.0.1", port))
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    s.send(PIPELINED * 10000)
+                socks.append(s)
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(PIPELINED)
+                socks.append(s)
+        wall0 = time.monotonic()
+        answers = []
+        while time.monotonic() - wall0 < 8:
+            answers += [("health", *timed_health(dport)), ("metrics", *timed_health(mport))]
+            time.sleep(0.5)
+        print(f"\n{answers}")
+        assert all(status == 200 and took < 1.0 for _, status, took in answers), answers
+        assert p.poll() is None
     finally:
         for s in socks:
             s.close()
