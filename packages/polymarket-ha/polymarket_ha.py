@@ -134,10 +134,7 @@ class Settings:
 def _address(value: str, what: str, *, empty_ok: bool = False) -> str:
     if not value and empty_ok:
         return ""
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise HAError(f"{what} {value!r} is not an IP address", f"fix it in {SETTINGS}") from None
+    return check_address(value, what, f"fix it in {SETTINGS}")
 
 
 def parse_settings(text: str) -> Settings:
@@ -160,8 +157,10 @@ def parse_settings(text: str) -> Settings:
     except ValueError:
         raise HAError(f"VIRTUAL_IP {vip!r} is not an address[/prefix]", "dpkg-reconfigure polymarket-ha") from None
     interface = raw.get("INTERFACE", "enp1s0")
-    if not interface or len(interface) > 15 or not all(c.isalnum() or c in "-_.@" for c in interface):
-        raise HAError(f"INTERFACE {interface!r} is not an interface name", "dpkg-reconfigure polymarket-ha")
+    try:
+        check_interface(interface)
+    except HAError as exc:
+        raise HAError(f"INTERFACE: {exc}", exc.hint) from None
     try:
         router_id = int(raw.get("ROUTER_ID", "51"))
     except ValueError:
@@ -394,17 +393,28 @@ QUESTIONS = ("role", "own_address", "peer_address", "virtual_ip", "interface", "
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 
 
-def check_address(value: str, what: str) -> str:
+def check_address(value: str, what: str, hint: str = "dpkg-reconfigure polymarket-ha") -> str:
+    """An IPv4 or IPv6 address, without an IPv6 scope id (fe80::1%eth0: any characters after the %, rendered
+    into keepalived.conf, haproxy.cfg and authorized_keys' from=) and not IPv4-mapped (::ffff:10.0.0.2: an
+    IPv6 rule never matches the IPv4 peer). The ha firewall's sed pattern matches every address accepted."""
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
-        raise HAError(f"{what} {value!r} is not an IP address", "dpkg-reconfigure polymarket-ha") from None
+        raise HAError(f"{what} {value!r} is not an IP address", hint) from None
+    if isinstance(address, ipaddress.IPv6Address) and (address.scope_id is not None or "%" in value):
+        raise HAError(f"{what} {value!r}: an IPv6 address with a scope id (%...) is not supported", hint)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        raise HAError(f"{what} {value!r} is an IPv4-mapped IPv6 address: give the IPv4 address "
+                      f"{address.ipv4_mapped}", hint)
+    return str(address)
 
 
 def check_interface(value: str) -> str:
     """A Linux interface name (the kernel's dev_valid_name: 1-15 bytes, not "." or "..", no "/", ":" or
     whitespace), and only letters, digits and - _ . @ (what keepalived.conf and the systemd units take)."""
     hint = "dpkg-reconfigure polymarket-ha"
+    if value.startswith("-"):
+        raise HAError(f"interface {value!r} starts with '-'", hint)
     if not value or len(value.encode()) >= IFNAMSIZ or value in (".", ".."):
         raise HAError(f"interface {value!r} is not an interface name (1-15 characters)", hint)
     bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "-_.@"))})
@@ -416,6 +426,8 @@ def check_interface(value: str) -> str:
 def check_value(question: str, value: str) -> str:
     """Check the answer to polymarket-ha/QUESTION (whitespace already collapsed); return it or raise."""
     hint = "dpkg-reconfigure polymarket-ha"
+    if value.startswith("-"):
+        raise HAError(f"{question} {value!r} starts with '-': no answer does", hint)
     if question == "role":
         if value not in ROLES:
             raise HAError(f"role {value!r} is not one of {', '.join(ROLES)}", hint)
@@ -426,8 +438,7 @@ def check_value(question: str, value: str) -> str:
             check_address(value, question)
     elif question == "virtual_ip":
         address, slash, prefix = value.partition("/")
-        check_address(address, "virtual_ip")
-        width = ipaddress.ip_address(address).max_prefixlen
+        width = ipaddress.ip_address(check_address(address, "virtual_ip")).max_prefixlen
         if slash and not (prefix.isascii() and prefix.isdigit() and 1 <= int(prefix) <= width):
             raise HAError(f"virtual_ip {value!r}: the prefix length must be 1-{width}", hint)
     elif question == "interface":
@@ -445,6 +456,29 @@ def check_value(question: str, value: str) -> str:
 
 def cmd_check_value(args: argparse.Namespace) -> int:
     check_value(args.question, " ".join(args.value.split()))
+    return 0
+
+
+def check_value_argv(argv: list[str]) -> int | None:
+    """"[--debug] check-value [--] QUESTION [--] VALUE" read positionally, never through argparse, which takes
+    a VALUE such as -h, --help or --he (an abbreviation) for an option and exits 0. None: not check-value."""
+    rest = argv[1:] if argv[:1] == ["--debug"] else argv
+    if rest[:1] != ["check-value"]:
+        return None
+    rest = rest[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    if len(rest) == 3 and rest[1] == "--":
+        rest = [rest[0], rest[2]]
+    if len(rest) != 2 or rest[0] not in QUESTIONS:
+        print(f"error: usage: polymarket-ha check-value [--] QUESTION VALUE (QUESTION: {', '.join(QUESTIONS)})",
+              file=sys.stderr)
+        return 2  # a usage error, as argparse's
+    try:
+        check_value(rest[0], " ".join(rest[1].split()))
+    except HAError as exc:
+        print(f"error: {exc}" + (f" (hint: {exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -1348,6 +1382,9 @@ def cmd_etcd_join(_args: argparse.Namespace) -> int:
 # -- CLI --------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    checked = check_value_argv(sys.argv[1:] if argv is None else argv)
+    if checked is not None:
+        return checked
     parser = argparse.ArgumentParser(prog="polymarket-ha", description="Polymarket HA: status and helpers.")
     parser.add_argument("--debug", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
