@@ -36,7 +36,7 @@ import jinja2
 
 from builder import autoinstall_config as config
 from builder import autoinstall_validate as validate
-from builder import debconf
+from builder import debconf, packages
 from builder import inventory as inventory_mod
 from builder.errors import BuilderError, InputError
 from builder.inventory import Host, Inventory
@@ -226,6 +226,7 @@ def read_key(inv: Inventory, *, placeholder_ok: bool = False) -> bytes:
 
 def render_files(project: Project, inv: Inventory, key: bytes) -> Rendered:
     """Every text file of the media, validated, in memory."""
+    packages.check(project)
     env = _environment(project)
     inventory_name = inv.path.name
     known = {p.name for p in project.packages}

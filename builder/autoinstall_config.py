@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from builder import repo
+from builder import packages, repo
 from builder.debconf import Question
 from builder.errors import InputError
-from builder.inventory import Host, Inventory, Role
+from builder.inventory import Host, Inventory
 
 # Where the repository's keyring and source go on the installed system: the
 # same files as dist/repo/polymarket.sources names, so adding that file later
@@ -52,36 +52,15 @@ class DebconfAnswer:
         return f"{self.package} {self.question} {self.type} {self.value}".rstrip()
 
 
-def answer_values(inv: Inventory, host: Host) -> dict[str, str]:
-    """What the media answer, by question; the questions themselves (type, choices) are debian/*.templates'."""
-    peer = inv.peer(host)
-    values = {
-        # Only the admin: polymarket-hardening adds polymarket-ha (ledger replication) itself and never
-        # lets the bot's user in.
-        "polymarket-hardening/allow_users": inv.admin.user,
-        "polymarket-hardening/admin_network": str(inv.network.admin_network),
-        "polymarket-ha/role": str(host.role),
-        "polymarket-ha/own_address": str(host.address),
-        "polymarket-ha/peer_address": str(peer.address) if peer else "",
-        "polymarket-ha/virtual_ip": str(inv.network.virtual_ip),
-        "polymarket-ha/interface": inv.network.interface,
-    }
-    if host.role is Role.LB:
-        # HAProxy checks the primary first, the standby as its backup.
-        pair = [h for role in (Role.PRIMARY, Role.STANDBY) for h in inv.hosts if h.role is role]
-        values["polymarket-ha/backends"] = " ".join(str(h.address) for h in pair)
-    return values
-
-
 def debconf_answers(inv: Inventory, host: Host, questions: Mapping[str, Question]) -> tuple[DebconfAnswer, ...]:
-    """The answers to the packages' questions for ``host`` (only for packages its role installs)."""
+    """The answers to the packages' questions for ``host`` (only for packages its role installs): the values
+    are the package registry's (``packages.py``), each question's type is its template's."""
     answers = []
-    for name, value in answer_values(inv, host).items():
+    for name, (package, value) in packages.answers(inv, host).items():
         question = questions.get(name)
         if question is None:
             raise InputError(f"the media answer {name}, but no debian/*.templates declares it")
-        if question.package in inv.packages(host):
-            answers.append(DebconfAnswer(question.package, name, question.type, value))
+        answers.append(DebconfAnswer(package, name, question.type, value))
     return tuple(answers)
 
 

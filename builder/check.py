@@ -60,7 +60,9 @@ def check(project: Project, extra: list[Path] | None = None) -> None:
     check_maintainer_scripts(project)
     check_templates(project)
     check_install_files(project)
-    from builder import autoinstall
+    from builder import autoinstall, packages
+
+    packages.check(project)
 
     autoinstall.check(project, project.root / "autoinstall" / "inventory.yaml")
     log.info("all inputs valid")

@@ -1,6 +1,6 @@
 """The packages' debconf questions, read from ``debian/*.templates``: their one declaration.
 
-The autoinstall media answer some of them (``autoinstall_config.debconf_answers``
+The autoinstall media answer some of them (the package registry, ``packages.py``,
 gives the values); each answer's type comes from here, and the validator
 checks each answer against its template's type and choices, so a renamed
 question, a changed type or a removed choice fails the build instead of the

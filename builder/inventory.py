@@ -20,15 +20,15 @@ import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import available_timezones
 
 import yaml
 
-from builder import project
+from builder import packages, project
 from builder.errors import InputError
+from builder.packages import Role as Role  # the roles are the registry's; re-exported
 from builder.text import control_problem, http_url, shown
 
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -97,14 +97,6 @@ SYSTEM_GROUPS = frozenset(
         "systemd-coredump", "dnsmasq", "haproxy", "_chrony", "gnats", "dhcpcd", "usbmux",
     }
 )  # fmt: skip
-
-
-class Role(StrEnum):
-    """What a host is in the deployment; also the answer to polymarket-ha/role."""
-
-    PRIMARY = "primary"  # trades while it holds the virtual IP
-    STANDBY = "standby"  # takes the virtual IP over when the primary fails
-    LB = "lb"  # the load balancer (HAProxy) in front of both
 
 
 @dataclass(frozen=True)
@@ -524,6 +516,19 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
         if role_name not in {r.value for r in Role}:
             ro.fail(f"unknown role {shown(role_name)}", hint=f"the roles are: {', '.join(Role)}", at=role_name)
         roles[Role(role_name)] = ro.strings(role_name, PACKAGE, "a Debian package name")
+        for i, pkg_name in enumerate(roles[Role(role_name)]):
+            pkg = packages.get(pkg_name)
+            if pkg is None:
+                known = ", ".join(p.name for p in packages.REGISTRY)
+                ro.fail_field(role_name, f"{pkg_name} is not one of our packages", hint=f"ours: {known}", item=i)
+            elif role_name not in pkg.roles:
+                goes_on = ", ".join(r for r in Role if r in pkg.roles)
+                ro.fail_field(
+                    role_name,
+                    f"{pkg_name} is not installed on role {role_name}",
+                    hint=f"{pkg_name} goes on: {goes_on} ({packages.REGISTRY_FILE})",
+                    item=i,
+                )
 
     hs = top.sub("hosts")
     if not hs.data:
