@@ -356,3 +356,15 @@ def test_validate_config_warns_about_a_secret_on_a_commented_line(tmp_path: Path
     cfg = config.load(env_file, {}, credentials={})
     said = [w for w in cfg.warnings if "commented-out" in w]
     assert len(said) == 1 and said[0].startswith(f"{env_file}:1: PRIVATE_KEY") and HEX not in said[0]
+
+
+def test_an_encryption_key_with_spaces_inside_becomes_a_credential(
+        box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before, it stayed in plaintext and failed polymarket-bot-secrets.service at every start."""
+    box.env_file.write_text("ENCRYPTION_KEY=correct horse battery staple\n")
+    code, _, err = cli_run(monkeypatch, capsys, "secret", "migrate")
+    assert code == 0, err
+    assert box.decrypt("ENCRYPTION_KEY") == "correct horse battery staple"
+    assert "staple" not in box.env_file.read_text()
+    code, _, err = cli_run(monkeypatch, capsys, "secret", "set", "ENCRYPTION_KEY", stdin=b" leading space")
+    assert code == 2 and err.startswith("error: ENCRYPTION_KEY: must be printable ASCII")

@@ -130,7 +130,13 @@ def normalise(name: str, raw: str, *, new: bool = True) -> str:
         except Invalid as exc:
             raise SecretError(f"{name}: {exc}; nothing stored", status=BAD_INPUT) from None
         return "0x" + value.strip().removeprefix("0x").removeprefix("0X").lower()
-    if any(not "\x21" <= c <= "\x7e" for c in value):
+    if name == "ENCRYPTION_KEY":
+        # A passphrase may have spaces inside (it never travels in a header); refused, it would stay in
+        # plaintext in .env and fail the migration unit at every start.
+        if any(not "\x20" <= c <= "\x7e" for c in value) or value != value.strip():
+            raise SecretError(f"{name}: must be printable ASCII, without spaces at either end (value not shown); "
+                              "nothing stored", status=BAD_INPUT)
+    elif any(not "\x21" <= c <= "\x7e" for c in value):
         raise SecretError(f"{name}: must be printable ASCII without spaces (value not shown); nothing stored",
                           status=BAD_INPUT)
     if new and name == "API_SECRET_KEY" and len(value) < MIN_TOKEN:
