@@ -117,3 +117,28 @@ def test_kill_9_after_commit_then_trade_expired_gives_no_order(h: Harness, tmp_p
     restart_until_settled(env_file, db)
     assert h.ex.s.orders == [] and position(db) == 0
     assert ledger_rows(db, "SELECT decision FROM decisions") == [("expired",)]
+
+
+def test_ledger_has_one_owner_and_its_lock_file_follows_no_symlink(tmp_path: Path) -> None:
+    """Issue 9 (outside review): one process owns the ledger (flock on <DB_PATH>.lock); a second
+    claim is refused, a lock file planted as a symlink is never followed, and the owner's end
+    frees it."""
+    from polymarket_bot.ledger import Ledger, LedgerBusy
+    db = tmp_path / "ledger.db"
+    first, second = Ledger(db), Ledger(db)
+    first.claim()
+    assert (tmp_path / "ledger.db.lock").read_text() == f"{os.getpid()}\n"
+    with pytest.raises(LedgerBusy, match=f"pid {os.getpid()}"):
+        second.claim()
+    first.close()
+    second.claim()                                   # the owner ended: the lock went with it
+    second.close()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    other = tmp_path / "other.db"
+    (tmp_path / "other.db.lock").symlink_to(victim)
+    third = Ledger(other)
+    with pytest.raises(LedgerBusy, match="cannot open the ledger lock"):
+        third.claim()
+    third.close()
+    assert victim.read_text() == "precious\n"
