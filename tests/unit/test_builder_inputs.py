@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +17,11 @@ from builder import autoinstall, inventory, text
 from builder.cli import main
 from builder.errors import InputError
 from builder.project import Project, load_project
+from tests import payload
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "autoinstall" / "inventory.yaml"
 TEST_KEY = Path(__file__).resolve().parent / "data" / "inventories" / "test-archive-keyring.asc"
-HA = REPO / "packages" / "polymarket-ha" / "polymarket_ha.py"
 
 
 @pytest.fixture(scope="module")
@@ -145,25 +143,13 @@ INTERFACE_SAMPLES = [
 ]  # fmt: skip
 
 
-def _ha_module() -> object:
-    spec = importlib.util.spec_from_file_location("polymarket_ha_for_builder_test", HA)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
-
-
 def test_builder_and_polymarket_ha_agree_on_interface_names() -> None:
-    ha = _ha_module()
+    ha = payload.ha()
     for name in INTERFACE_SAMPLES:
         try:
-            ha.check_interface(name)  # type: ignore[attr-defined]
+            ha.check_interface(name)
             ha_ok = True
-        except ha.HAError:  # type: ignore[attr-defined]
+        except ha.HAError:
             ha_ok = False
         try:
             inventory.check_interface(name)
