@@ -183,3 +183,25 @@ def test_each_limit_is_documented_checked_and_shown(h: Harness, tmp_path: Path) 
     assert risk["max_leader_exposure_usd"] == 100 and risk["kill_switch"]["file"].endswith("kill-switch")
     assert risk["circuit_breaker"]["max_consecutive_order_errors"] == 5
     assert risk["circuit_breaker"]["pause_seconds"] == 300 and risk["reconcile_interval_seconds"] == 300
+
+
+def test_kill_switch_made_between_decision_and_send_holds_the_exit_then_retries_it(h: Harness) -> None:
+    """Issue 9 (outside review): the switch is checked right before the order leaves; an exit it
+    holds there is tried again once it is removed, not dropped."""
+    from attack_exchange import AttackExchange
+    e = h.engine()
+    h.trade(ago=5, transactionHash="0x1")
+    e.poll_once()                                         # we hold 20 YES
+    ex = AttackExchange(fill_price=0.49)
+    ex.attach(e)
+    switch = h.tmp / "kill-switch"
+    ex.before_book = lambda: switch.touch()               # made while the sell is being priced
+    h.trade(side="SELL", size=100, price=0.49, ago=2, transactionHash="0x2")
+    e.poll_once()
+    assert ex.posts == [] and h.decisions(e)[-1][0] == "skipped"
+    assert e.metrics.get("polymarket_trades_skipped_total", reason="kill_switch") == 1
+    ex.before_book = None
+    switch.unlink()
+    e.poll_once()
+    assert len(ex.posts) == 1 and h.decisions(e)[-1][0] == "copied"
+    assert e.ledger.position("live", YES).shares == 0   # type: ignore[union-attr]

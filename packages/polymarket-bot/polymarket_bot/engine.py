@@ -1025,9 +1025,8 @@ class Engine:
                                      filled_shares=0, filled_usd=0, latency_ms=None, decision="skipped",
                                      reason=f"kill_switch: {self.cfg.kill_switch_file}")
             self.metrics.inc("polymarket_risk_blocked_total", limit="kill_switch")
-            self.metrics.inc("polymarket_trades_skipped_total", reason="kill_switch")
             log.warning("order %s not sent: kill switch %s", order_hash, self.cfg.kill_switch_file)
-            return
+            raise Skip("kill_switch", str(self.cfg.kill_switch_file))  # counted; an exit is retried
         try:
             answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(
                 self.address, creds, int(time.time()), "POST", "/order", body))
@@ -1364,6 +1363,9 @@ class Engine:
             log.info("exit of decision %d retried: now within the slippage tolerance", did)
             try:
                 self.execute(did, plan, time.monotonic(), kind_reason="exit retried", reopen=("skipped",))
+            except Skip as sk:   # held at the send (kill switch made meanwhile): tried again
+                if sk.reason in ("slippage", "kill_switch", "circuit_breaker"):
+                    self.exit_retries[did] = (ts, t)
             except StaleMarket as exc:
                 self.markets.pop(plan.condition_id, None)
                 log.warning("exit retry of decision %d refused: %s", did, exc)
