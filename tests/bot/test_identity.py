@@ -3,6 +3,8 @@ by asking the exchange (the fake's order log is the truth), never by guessing.""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import ME, YES, Harness
 from polymarket_bot import server
@@ -94,3 +96,25 @@ def test_delayed_answer_is_followed_to_its_fill(h: Harness) -> None:
     assert e.open_decisions == 0 and h.decisions(e)[0][0] == "copied"
     assert true_position(h, e) == pytest.approx(holdings(h)) == pytest.approx(20)
     assert len(h.ex.s.orders) == 1
+
+
+def test_duplicated_never_shown_stays_open_past_the_horizon(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9 (outside review): past ACK_HORIZON an order the exchange acknowledged ("Duplicated")
+    but never shows is still not guessed: the decision stays open, /health counts it, nothing is
+    re-sent and nothing booked."""
+    from attack_exchange import AttackExchange
+    from polymarket_bot import engine as engine_mod
+    monkeypatch.setattr(engine_mod, "ACK_HORIZON", 0.5)
+    e = h.engine()
+    ex = AttackExchange()
+    ex.attach(e)
+    ex.post_mode = "duplicated"
+    ex.order_lag = ex.trades_lag = 3600.0
+    h.trade(transactionHash="0xbuy")
+    e.poll_once()
+    time.sleep(0.7)
+    e.resolve_open()
+    d = e.ledger.decisions(1)[0]
+    assert d["decision"] == "unknown" and "check the order" in d["reason"]
+    assert e.ledger.orders()[0]["status"] == "acknowledged" and true_position(h, e) == 0
+    assert len(ex.posts) == 1 and server.health(e)[1]["open_decisions"] == 1
