@@ -47,3 +47,11 @@ def backup() -> ModuleType:
 def compliance() -> ModuleType:
     """polymarket-hardening's /usr/sbin/polymarket-compliance."""
     return load("polymarket-hardening", "polymarket-compliance")
+
+
+CANARY = "canary: never to change\n"
+
+
+def unchanged(canary: Path) -> bool:
+    """Whether the canary file (tests/unit/conftest.py's fixture) still has its bytes and mode 0600."""
+    return canary.read_text() == CANARY and canary.stat().st_mode & 0o777 == 0o600

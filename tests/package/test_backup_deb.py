@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import payload
 from tests.package import debs
 from tests.package.debs import PLAIN_ENV, REPO
 
@@ -22,9 +21,6 @@ TIMERS = ("polymarket-backup", "polymarket-backup-verify", "polymarket-backup-pr
 
 PACKAGE = "polymarket-backup"
 _need = debs.need
-
-
-cli = payload.backup  # the name tests/package/test_symlinks_payload.py imports
 
 
 FILES = {

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import payload
 from tests.package import debs
 from tests.package.debs import PLAIN_ENV, REPO
 
@@ -17,9 +16,6 @@ PAYLOAD = REPO / "packages" / "polymarket-ha"
 
 PACKAGE = "polymarket-ha"
 _need = debs.need
-
-
-ha_module = payload.ha  # the name tests/package/test_symlinks_payload.py imports
 
 
 FILES = {

@@ -21,7 +21,7 @@ PACKAGE = "polymarket-hardening"
 _need = debs.need
 
 
-compliance_module = payload.compliance  # the name tests/package/test_symlinks_payload.py imports
+compliance_module = payload.compliance
 
 
 FILES = {
