@@ -7,8 +7,9 @@ receives, the address that sent it and when. A leader trade appears every 2 s th
 own size, so each copy order names the leader trade it copies. The bots run live, the way the README sets
 them up, with ufw enabled on every node.
 
-Faults: the link between primary and standby cut (both still reach the lb); the holder's bot and lease
-keeper frozen (SIGSTOP) for 3 x the lease TTL, then thawed; the holder's lease keeper killed (kill -9).
+Faults: the link between primary and standby cut (both still reach the lb); the holder cut off from both
+other nodes (it still reaches the exchange); the holder's bot and lease keeper frozen (SIGSTOP) for
+3 x the lease TTL, then thawed; the holder's lease keeper killed (kill -9); polymarket-ha removed.
 Asserted on the exchange's order log: no second in which two nodes sent orders, no leader trade copied
 twice. The measurements are printed (pytest -s) and written to .cache/ha-lease-report.json.
 
@@ -370,6 +371,25 @@ def test_cut_between_primary_and_standby_leaves_one_trader(cluster: Lan) -> None
 
     run_fault(cluster, "cut primary<->standby 40 s", cut, settle=10)
     assert not any(vip_both), "both nodes held the VIP during the cut"
+
+
+def test_holder_isolated_from_both_stops_while_it_still_reaches_the_exchange(cluster: Lan) -> None:
+    """The holder loses the primary/standby link and the lb (etcd's majority), not the exchange."""
+    others: list[str] = []
+
+    def isolate(holder: str) -> None:
+        c = cluster.nodes[holder]
+        others.extend(ADDR[r] for r in ("primary", "standby", "lb") if r != holder)
+        for addr in others:
+            c.sh(f"ip route add blackhole {addr}/32")
+        try:
+            time.sleep(30)
+        finally:
+            for addr in others:
+                c.sh(f"ip route del blackhole {addr}/32")
+
+    result = run_fault(cluster, "holder isolated from both 30 s (exchange reachable)", isolate, settle=15)
+    assert result["holder_after"] != result["holder_before"]
 
 
 def test_frozen_holder_thaws_passive(cluster: Lan) -> None:
