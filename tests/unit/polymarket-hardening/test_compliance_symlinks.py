@@ -1,8 +1,5 @@
-"""Root's file writes in the payload, driven on temporary directories with links planted where another user
-could plant them (issue 7, items 1 and 11): a link points at a canary file (the `canary` fixture of
-tests/unit/conftest.py), whose bytes and mode must stay unchanged while the operation refuses or does the
-right thing. The booted-container versions are in tests/system/test_symlinks.py.
-"""
+"""polymarket-compliance's reports never go through a link in their directory or the old one (issue 7,
+item 11); canary: tests/unit/conftest.py; in a booted container: tests/system/test_symlinks.py."""
 
 from __future__ import annotations
 
