@@ -179,6 +179,14 @@ def test_a_package_added_as_the_readme_says_is_in_the_media_with_no_other_edit(t
             assert installed[-1] == NAME and answer in ai["debconf-selections"].splitlines()
 
 
+def test_a_copy_made_to_build_without_the_readme_passes_the_check(tmp_path: Path) -> None:
+    """What tests/system/test_repo_upgrade.py builds from: the tree's directories, no README.md."""
+    root = _copy_tree(tmp_path)
+    (root / "README.md").unlink()
+    proc = _builder(root, "check")
+    assert proc.returncode == 0, proc.stderr
+
+
 def _units_not_started(root: Path) -> None:
     _edit(
         root / "builder" / "packages.py",
