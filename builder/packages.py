@@ -269,3 +269,6 @@ def check_readme(root: Path, registry: tuple[Package, ...] = REGISTRY) -> None:
             )
     for name in sorted(set(found) - set(want)):
         raise InputError(f'README.md: the table under "The packages" has a row for {name}, which the registry lacks')
+    for name in want:
+        if not re.search(rf"^### {re.escape(name)}\n", text, re.M):
+            raise InputError(f'README.md: "The packages" has no "### {name}" section', hint=f"see {ADDING}")

@@ -154,6 +154,8 @@ def _add_package(root: Path, skip: str = "") -> None:
             "| `polymarket-ha` | primary, standby, lb |",
             ROW + "| `polymarket-ha` | primary, standby, lb |",
         )
+    if skip != "readme section":
+        _edit(root / "README.md", "### polymarket-ha\n", f"### {NAME}\n\nWhat it does.\n\n### polymarket-ha\n")
 
 
 def _builder(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -232,6 +234,7 @@ LEFT_OUT: dict[str, tuple[str, Callable[[Path], None] | None, str]] = {
     "rules -p": ("", _units_excluded_but_not_named, f"{NAME}.service named in no dh_installsystemd -p{NAME} line"),
     "role": ("", _on_lb, f"roles: lb: {NAME} is not installed on role lb"),
     "readme": ("readme", None, f'README.md: the table under "The packages" has no row for {NAME}'),
+    "readme section": ("readme section", None, f'README.md: "The packages" has no "### {NAME}" section'),
     "answer": ("", _answer_undeclared, f"the media answer {NAME}/city, but no debian/*.templates declares it"),
 }
 
