@@ -37,6 +37,26 @@ def test_debian_rules_N_list_is_the_packages_whose_units_do_not_all_start() -> N
         assert packages.installed_units(REPO, pkg) <= rules.named[pkg], pkg
 
 
+def test_every_runtime_dependency_is_in_the_system_tests_root_filesystem() -> None:
+    """The containers have no network: what a package Depends on must be preinstalled (Adding a package, 10)."""
+    from tests.system import harness
+
+    control = (REPO / "debian" / "control").read_text(encoding="utf-8")
+    depends: dict[str, set[str]] = {}
+    for stanza in control.split("\n\n")[1:]:
+        name = re.search(r"^Package: (\S+)", stanza, re.M)
+        field = re.search(r"^Depends:(.*(?:\n[ \t].*)*)", stanza, re.M)
+        if name and field:
+            words = (re.split(r"[\s(|]", d.strip())[0] for d in field.group(1).split(","))
+            depends[name.group(1)] = {w for w in words if w and not w.startswith("${")}
+    bot = REPO / "packages" / "polymarket-bot" / "DEPENDS"
+    depends["polymarket-bot"] = set(bot.read_text(encoding="utf-8").split())
+    assert set(depends) == {p.name for p in packages.REGISTRY}
+    ours = {p.name for p in packages.REGISTRY}
+    missing = {n: sorted(d - set(harness.ROOTFS_PACKAGES) - ours) for n, d in depends.items()}
+    assert {n: m for n, m in missing.items() if m} == {}, "add them to ROOTFS_PACKAGES in tests/system/harness.py"
+
+
 def test_questions_of_a_package_are_its_templates() -> None:
     ha = packages.get("polymarket-ha")
     assert ha is not None
