@@ -328,6 +328,8 @@ def test_installed_cluster_tls_firewall_and_lease_files(cluster: Lan) -> None:
         assert c.sh("stat -c '%a %U' /run/polymarket/lease").stdout.split() == ["644", "root"]
         assert json.loads(c.sh("cat /run/polymarket/lease").stdout)["holder"] == holder
     assert "LEASE_FILE=/run/polymarket/lease" in p.sh("cat /etc/polymarket-ha/bot.env").stdout
+    status = cluster.nodes[holder].sh("polymarket-ha status").stdout
+    assert "lease:       held (held by" in status and "VIP held:    yes" in status, status
 
 
 def run_fault(net: Lan, name: str, fault: Callable[[str], None], settle: float) -> dict[str, Any]:
