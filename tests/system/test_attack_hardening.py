@@ -35,10 +35,6 @@ def admin_can_log_in(c: harness.Container) -> bool:
     return pw.returncode == 0 and pw.stdout.strip() == "admin"
 
 
-@pytest.mark.xfail(strict=True, reason="review issue 7 item 4: the guard follows a symlinked authorized_keys with "
-                   "stat -L and checks only the target, but sshd's StrictModes checks every directory of the "
-                   "target's real path; a target in a group-writable directory is refused by sshd, "
-                   "passwords are switched off anyway: the admin is locked out")  # fmt: skip
 def test_attack_symlinked_authorized_keys_in_group_writable_dir_no_lockout(
         container: harness.Container, dist: Path) -> None:  # fmt: skip
     c = container
@@ -50,9 +46,6 @@ def test_attack_symlinked_authorized_keys_in_group_writable_dir_no_lockout(
     assert admin_can_log_in(c), c.sh(f"cat {DROPIN}; journalctl -u ssh --no-pager | tail -n 5").stdout
 
 
-@pytest.mark.xfail(strict=True, reason="review issue 7 item 4: the guard reads ~/.ssh/authorized_keys, but sshd "
-                   "takes AuthorizedKeysFile from the first drop-in that sets it (05-local.conf here), where "
-                   "admin has no key: passwords are switched off and the admin is locked out")  # fmt: skip
 def test_attack_authorized_keys_file_of_an_earlier_dropin_no_lockout(
         container: harness.Container, dist: Path) -> None:  # fmt: skip
     c = container
@@ -72,9 +65,6 @@ def test_attack_authorized_keys_file_of_an_earlier_dropin_no_lockout(
     assert admin_can_log_in(c), c.sh("sshd -T | grep -i -e authorizedkeysfile -e passwordauth").stdout
 
 
-@pytest.mark.xfail(strict=True, reason="review issue 7 item 4: any non-comment line counts as a key; a truncated "
-                   "paste (or a DSA key, which OpenSSH 10 no longer accepts) makes the guard switch passwords "
-                   "off and the password admin is locked out")  # fmt: skip
 def test_attack_unusable_key_line_does_not_count(container: harness.Container, dist: Path) -> None:
     c = container
     password_admin_with_client_key(c)
@@ -88,9 +78,6 @@ def test_attack_unusable_key_line_does_not_count(container: harness.Container, d
     assert admin_can_log_in(c), c.sh(f"grep -e NOT -e PasswordAuth {DROPIN}", check=False).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="review issue 7 item 7: with socket activation (ssh.socket, the default on "
-                   "Ubuntu 24.04) the listening port is the socket's ListenStream, which sshd -T does not show: "
-                   "ufw limits only 22/tcp and denies the port sshd is reached on")  # fmt: skip
 def test_attack_ufw_opens_the_ssh_socket_port(container: harness.Container, dist: Path) -> None:
     c = container
     password_admin_with_client_key(c)
@@ -154,12 +141,6 @@ def test_attack_held_allow_users_injection_refused(container: harness.Container,
         assert proc.returncode == 1 and proc.stderr.startswith("error:"), (bad, proc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review issue 7 item 7: when sshd -T fails (a drop-in the running sshd predates, e.g. a typo not yet "
-    "reloaded) apply falls back to 22/tcp and still enables ufw with default deny: the sshd that keeps running "
-    "on port 2222 is cut off; it should keep the listening ports (ss -ltn of sshd) or not enable ufw",
-)
 def test_attack_ufw_fallback_when_sshd_t_fails_keeps_the_running_port(container: harness.Container, dist: Path) -> None:
     c = container
     password_admin_with_client_key(c)
@@ -175,12 +156,6 @@ def test_attack_ufw_fallback_when_sshd_t_fails_keeps_the_running_port(container:
     assert "Status: inactive" in status or "2222/tcp" in status, status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review issue 7 item 4: DenyUsers polymarket-bot and the service accounts' Match block live in the "
-    "ucf-managed drop-in: a host whose drop-in of the earlier version (AllowUsers admin polymarket-bot) was "
-    "edited locally keeps it on upgrade: a key planted by the bot authenticates and forwards (ssh -W)",
-)
 def test_attack_locally_edited_old_dropin_still_denies_the_bot(container: harness.Container, dist: Path) -> None:
     c = container
     password_admin_with_client_key(c)

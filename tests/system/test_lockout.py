@@ -70,6 +70,10 @@ def test_bot_account_never_logs_in_and_ha_gets_no_forwarding(container: harness.
     c = container
     add_admin(c)
     service_users(c)
+    # As on a real host: this rootfs lacks /usr/sbin/nologin, and sshd refuses a user whose shell is
+    # missing whatever its configuration says; with it, only DenyUsers keeps the bot out.
+    c.sh("test -x /usr/sbin/nologin || printf '#!/bin/sh\\necho not available\\nexit 1\\n' >/usr/sbin/nologin")
+    c.sh("chmod 0755 /usr/sbin/nologin")
     bot_key = plant_key(c, "polymarket-bot", "bot_key")  # the bot owns its home: it can do this
     ha_key = plant_key(c, "polymarket-ha", "ha_key")
     c.install_debs([deb(dist, PKG)])  # allow_users: the template's default
@@ -83,10 +87,13 @@ def test_bot_account_never_logs_in_and_ha_gets_no_forwarding(container: harness.
     bot = c.sh(f"{SSH} -i {bot_key} -W 127.0.0.1:22 polymarket-bot@127.0.0.1 </dev/null", check=False, timeout=60)
     assert "SSH-2.0-" not in bot.stdout and "Permission denied" in bot.stderr, bot
 
-    # polymarket-ha logs in (replication needs it) but cannot forward: -W to
-    # port 22 would print sshd's banner if it could.
+    # polymarket-ha logs in (replication needs it), but its key (here one without command=) only ever
+    # runs rrsync into the replica directory (ForceCommand), never a shell; and it cannot forward: -W
+    # to port 22 would print sshd's banner if it could.
+    forced = c.sh("sshd -T -C user=polymarket-ha,host=h,addr=10.1.1.1 | grep ^forcecommand").stdout
+    assert forced.strip() == "forcecommand /usr/bin/rrsync -wo /var/lib/polymarket-ha/replica", forced
     ha = c.sh(f"{SSH} -i {ha_key} polymarket-ha@127.0.0.1 id -un </dev/null", check=False, timeout=60)
-    assert ha.returncode == 0 and ha.stdout.strip() == "polymarket-ha", ha
+    assert ha.returncode not in (0, 255) and "polymarket-ha" not in ha.stdout, ha
     fwd = c.sh(f"{SSH} -i {ha_key} -W 127.0.0.1:22 polymarket-ha@127.0.0.1 </dev/null", check=False, timeout=60)
     assert "SSH-2.0-" not in fwd.stdout and fwd.returncode != 0, fwd
     assert "prohibited" in fwd.stderr, fwd.stderr
