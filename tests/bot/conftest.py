@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "packages" / "polymarket-bot"))
 from polymarket_bot import config, crypto  # noqa: E402
 from polymarket_bot.engine import Engine  # noqa: E402
 from polymarket_bot.fake_exchange import FakeServer  # noqa: E402
-from polymarket_bot.ledger import Ledger  # noqa: E402
+from polymarket_bot.ledger import Ledger, Position  # noqa: E402
 from polymarket_bot.secrets import Secret  # noqa: E402
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -68,6 +68,13 @@ class Harness:
 
     def decisions(self, e: Engine) -> list[tuple[str, str]]:
         return [(d["decision"], d["reason"]) for d in reversed(e.ledger.decisions(1000))]
+
+
+def held(e: Engine, asset: str, mode: str = "live") -> Position:
+    """The ledger's position in ``asset``; a test that expects one fails here, by name, when there is none."""
+    pos = e.ledger.position(mode, asset)
+    assert pos is not None, f"no {mode} position in {asset}"
+    return pos
 
 
 @pytest.fixture
