@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import YES, Harness
+from conftest import YES, Harness, held
 from polymarket_bot import crypto, signing
 
 WALLET = crypto.checksum_address("0x" + "5d" * 20)
@@ -20,7 +20,7 @@ def test_deposit_wallet_order_is_signed_by_the_owner_for_the_wallet(h: Harness) 
     body = o["order"]
     assert body["signatureType"] == 3 and body["maker"] == body["signer"] == WALLET
     assert o["answer"]["success"] is True
-    assert e.ledger.position("live", YES).shares == pytest.approx(20)
+    assert held(e, YES).shares == pytest.approx(20)
     order, sig = signing.order_from_payload({"order": body})
     digest, raw = signing.order_signer_key_digest(order, sig, 137, False)
     assert crypto.recover_address(digest, raw) == e.address   # the owner EOA signed
