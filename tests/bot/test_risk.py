@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LEADERS, NO, YES, Harness
+from conftest import LEADERS, NO, YES, Harness, held
 from polymarket_bot import server
 from polymarket_bot.server import start_servers
 from test_config_cli import run_cli
@@ -204,4 +204,4 @@ def test_kill_switch_made_between_decision_and_send_holds_the_exit_then_retries_
     switch.unlink()
     e.poll_once()
     assert len(ex.posts) == 1 and h.decisions(e)[-1][0] == "copied"
-    assert e.ledger.position("live", YES).shares == 0   # type: ignore[union-attr]
+    assert held(e, YES).shares == 0
