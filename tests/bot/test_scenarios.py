@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 import pytest
-from conftest import COND, LEADERS, ME, NEG_COND, NO, NYES, YES, Harness
+from conftest import COND, LEADERS, ME, NEG_COND, NO, NYES, YES, Harness, held
 from polymarket_bot import crypto, signing
 from polymarket_bot import engine as engine_mod
+from polymarket_bot.engine import Engine
 
 
 def test_live_buy_becomes_one_signed_accepted_order(h: Harness) -> None:
@@ -61,12 +62,12 @@ def test_several_leaders_buys_and_proportional_sells(h: Harness) -> None:
     h.trade(leader=0, size=100, price=0.5, ago=3)   # 50 USD leader -> 25 USD
     h.trade(leader=1, asset=NO, size=40, price=0.5, ago=3)  # 20 USD -> 10 USD
     assert e.poll_once() == 2
-    assert e.ledger.position("live", YES).shares == pytest.approx(50)
+    assert held(e, YES).shares == pytest.approx(50)
     h.trade(leader=0, side="SELL", size=25, price=0.49)  # sold a quarter of 100
     e.poll_once()
     sell = h.ex.s.orders[-1]["order"]
     assert sell["side"] == "SELL" and sell["makerAmount"] == "12500000"  # a quarter of our 50
-    assert e.ledger.position("live", YES).shares == pytest.approx(37.5)
+    assert held(e, YES).shares == pytest.approx(37.5)
 
 
 def test_partial_fill_is_recorded_as_filled(h: Harness) -> None:
@@ -75,7 +76,7 @@ def test_partial_fill_is_recorded_as_filled(h: Harness) -> None:
     h.trade()
     e.poll_once()
     assert h.decisions(e) == [("copied", "partial fill")]
-    assert e.ledger.position("live", YES).shares == pytest.approx(8)
+    assert held(e, YES).shares == pytest.approx(8)
 
 
 def test_fok_unfillable_is_a_business_rejection_not_retried(h: Harness) -> None:
@@ -159,7 +160,7 @@ def test_global_feed_follows_many_leaders_with_few_requests(h: Harness) -> None:
     assert len(h.ex.s.orders) == 3
 
 
-def _reason(h: Harness, e: object) -> str:
+def _reason(h: Harness, e: Engine) -> str:
     return h.decisions(e)[-1][1].split(":")[0]
 
 
@@ -243,7 +244,7 @@ def test_stop_loss_closes_a_fallen_position(h: Harness) -> None:
     e.poll_once()
     sell = h.ex.s.orders[-1]["order"]
     assert sell["side"] == "SELL" and sell["makerAmount"] == "20000000"
-    assert e.ledger.position("live", YES).shares == 0
+    assert held(e, YES).shares == 0
     assert h.decisions(e)[-1] == ("copied", "stop_loss")
 
 
@@ -311,7 +312,12 @@ def test_high_water_marks_written_once_per_leader_that_moved(h: Harness, monkeyp
         h.trade(leader=0)
     writes: list[str] = []
     real = e.ledger.set_mark
-    monkeypatch.setattr(e.ledger, "set_mark", lambda k, v: (writes.append(k), real(k, v)))
+
+    def set_mark(key: str, value: float) -> None:
+        writes.append(key)
+        real(key, value)
+
+    monkeypatch.setattr(e.ledger, "set_mark", set_mark)
     e.poll_once()
     assert writes == [f"hwm:{LEADERS[0]}"]
     e.poll_once()                               # nothing new: no write
