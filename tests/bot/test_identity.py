@@ -8,20 +8,21 @@ import time
 import pytest
 from conftest import ME, YES, Harness
 from polymarket_bot import server
+from polymarket_bot.engine import Engine
 
 
 def holdings(h: Harness) -> float:
     return h.ex.s.holdings.get((ME.lower(), YES), 0) / 1e6
 
 
-def true_position(h: Harness, e: object) -> float:
-    pos = e.ledger.position("live", YES)  # type: ignore[attr-defined]
+def true_position(h: Harness, e: Engine) -> float:
+    pos = e.ledger.position("live", YES)
     return pos.shares if pos else 0.0
 
 
-def then_leader_sells_all(h: Harness, e: object) -> None:
+def then_leader_sells_all(h: Harness, e: Engine) -> None:
     h.trade(side="SELL", size=100, price=0.49, transactionHash="0xsell")
-    e.poll_once()  # type: ignore[attr-defined]
+    e.poll_once()
     assert len(h.ex.s.orders) == 2
     sell = h.ex.s.orders[-1]["order"]
     assert sell["side"] == "SELL" and sell["makerAmount"] == "20000000"
