@@ -178,7 +178,7 @@ def test_a_symlinked_store_is_refused(box: Box, monkeypatch: pytest.MonkeyPatch,
 
 def test_needs_root(box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(cli, "require_root", secrets.require_root)
-    monkeypatch.setattr(secrets.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     code, _, err = cli_run(monkeypatch, capsys, "secret", "set", "ENCRYPTION_KEY", stdin=b"k-123")
     assert code == 1 and err.splitlines() == ["error: secret set ENCRYPTION_KEY needs root",
                                               "hint: sudo polymarket-bot secret set ENCRYPTION_KEY"]
