@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import KEY, ROOT
 from polymarket_bot import cli, config, secrets
+from polymarket_bot.errors import ConfigError
 
 PKG = ROOT / "packages" / "polymarket-bot"
 HEX = KEY[2:]
@@ -164,7 +165,7 @@ def test_a_private_key_in_an_address_setting_is_never_echoed(tmp_path: Path, key
     env_file = tmp_path / "env"
     env_file.write_text(f"{key}={KEY}\n")
     env_file.chmod(0o600)
-    with pytest.raises(config.ConfigError) as exc:
+    with pytest.raises(ConfigError) as exc:
         config.load(env_file, {}, credentials={})
     assert not any(HEX in p for p in exc.value.problems), exc.value.problems
 
