@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 from attack_exchange import AttackExchange
 from conftest import YES, Harness
+from polymarket_bot.engine import Engine
 from polymarket_bot.httpclient import HttpError
 
 
-def position(e: object) -> float:
-    pos = e.ledger.position("live", YES)  # type: ignore[attr-defined]
+def position(e: Engine) -> float:
+    pos = e.ledger.position("live", YES)
     return pos.shares if pos else 0.0
 
 
-def decisions(e: object) -> list[str]:
-    return [d["decision"] for d in e.ledger.decisions(100)]  # type: ignore[attr-defined]
+def decisions(e: Engine) -> list[str]:
+    return [d["decision"] for d in e.ledger.decisions(100)]
 
 
 # ---- identity: lost answers, lagging reads, odd answers ------------------------------------
