@@ -39,15 +39,24 @@ def ledger_rows(db: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
+def number(db: Path, sql: str) -> float | None:
+    """The one number ``sql`` selects, or None when the ledger (or the row) is not there yet."""
+    rows = ledger_rows(db, sql)
+    if not rows or rows[0][0] is None:
+        return None
+    value = rows[0][0]
+    assert isinstance(value, int | float), f"{sql}: {value!r} is not a number"
+    return float(value)
+
+
 def settled(db: Path) -> bool:
-    rows = ledger_rows(db, "SELECT COUNT(*) FROM decisions WHERE decision IN ('pending', 'unknown')")
-    total = ledger_rows(db, "SELECT COUNT(*) FROM decisions")
-    return bool(rows) and rows[0][0] == 0 and total[0][0] >= 1  # type: ignore[operator]
+    open_ones = number(db, "SELECT COUNT(*) FROM decisions WHERE decision IN ('pending', 'unknown')")
+    total = number(db, "SELECT COUNT(*) FROM decisions")
+    return open_ones == 0 and total is not None and total >= 1
 
 
 def position(db: Path) -> float:
-    rows = ledger_rows(db, f"SELECT shares FROM positions WHERE mode='live' AND asset='{YES}'")
-    return float(rows[0][0]) if rows else 0.0  # type: ignore[arg-type]
+    return number(db, f"SELECT shares FROM positions WHERE mode='live' AND asset='{YES}'") or 0.0
 
 
 def setup(h: Harness, tmp_path: Path, **over: str) -> tuple[Path, int]:
