@@ -139,7 +139,8 @@ def wait_for(pred: Any, timeout: float, step: float = 0.05) -> bool:
 def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return r.status == 200
+            status: int = r.status  # typeshed types urlopen's answer as Any; for http:// it is an HTTPResponse
+            return status == 200
     except (OSError, urllib.error.URLError):
         return False
 
