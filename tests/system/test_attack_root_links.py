@@ -87,3 +87,43 @@ def test_backup_does_not_hang_on_a_child_the_bot_stops(container: harness.Contai
     # Refusing (exit 1, one line) is fine; never waiting forever. today: killed by timeout, exit 124.
     assert out.returncode != 124, out.stderr
     assert c.sh("systemctl show -p TimeoutStartUSec --value polymarket-backup.service").stdout.strip() != "infinity"
+
+
+def ha_master_on_loopback(c: harness.Container, dist: Path) -> None:
+    """A primary whose peer is itself (127.0.0.1), the VIP on lo, VRRP state MASTER (keepalived masked)."""
+    install_ha(c, dist)
+    c.sh("systemctl stop keepalived; systemctl mask --runtime keepalived; ip addr add 10.9.9.9/32 dev lo && "
+         "echo MASTER > /run/polymarket-ha/vrrp-state")  # fmt: skip
+    c.sh("runuser -u polymarket-bot -- sqlite3 /var/lib/polymarket/trade_history.db "
+         "'create table if not exists m(v text)'")  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, reason="polymarket-ha replicate runs the snapshot as polymarket-bot and waits for "
+                   "it without a timeout (polymarket-ha-replicate.service: TimeoutStartSec=infinity): the bot "
+                   "stops that child (SIGSTOP, same uid) and replication stops for good, silently; the standby's "
+                   "replica goes stale")  # fmt: skip
+def test_replicate_does_not_hang_on_a_snapshot_the_bot_stops(container: harness.Container, dist: Path) -> None:
+    c = container
+    ha_master_on_loopback(c, dist)
+    c.sh("cat > /usr/local/bin/stopper && chmod 755 /usr/local/bin/stopper", input=(
+        "#!/bin/sh\nwhile :; do for p in $(pgrep -u polymarket-bot -f 'polymarket_ha[.]py snapshot'); do "
+        "kill -STOP $p; done; sleep 0.02; done\n"))  # fmt: skip
+    c.sh("systemd-run --unit=stopper --uid=polymarket-bot --gid=polymarket-bot /usr/local/bin/stopper")
+    out = c.sh("timeout 150 polymarket-ha replicate", check=False, timeout=200)
+    c.sh("systemctl stop stopper", check=False)
+    assert out.returncode != 124, out.stderr  # today: killed by timeout (124)
+
+
+@pytest.mark.xfail(strict=True, reason="heartbeat and status read /var/lib/polymarket-ha/last-replication.json "
+                   "(a name in polymarket-ha's directory) with a plain open: a FIFO there blocks root forever; "
+                   "the heartbeat service (TimeoutStartSec=infinity) then never clears a stale promoting "
+                   "marker nor touches last-active again, and `polymarket-ha status` hangs")  # fmt: skip
+def test_heartbeat_and_status_do_not_hang_on_a_fifo(container: harness.Container, dist: Path) -> None:
+    c = container
+    ha_master_on_loopback(c, dist)
+    c.sh(f"runuser -u polymarket-ha -- sh -c 'cd {STATE} && rm -f last-replication.json && "
+         "mkfifo last-replication.json'")  # fmt: skip
+    beat = c.sh("timeout 30 polymarket-ha heartbeat", check=False, timeout=60)
+    status = c.sh("timeout 30 polymarket-ha status", check=False, timeout=60)
+    assert (beat.returncode, status.returncode) != (124, 124)  # today: both killed by timeout
+    assert beat.returncode != 124 and status.returncode != 124, (beat.stderr, status.stderr)
