@@ -114,10 +114,19 @@ SKIP_DIRS = frozenset(
         ".pytest_cache",
     }
 )
-# Python projects with a mypy configuration of their own: (directory, what to check from there).  The
-# root pyproject's [tool.mypy] files are a run too; every other Python file is checked on its own, as a
-# script (the payload scripts are installed as single files).
-MYPY_PROJECTS = (("packages/polymarket-bot", ("polymarket_bot", "bench", "setup.py", "../../tests/bot")),)
+# Python projects with a mypy configuration of their own: (directory, what to check from there, MYPYPATH).
+# The root pyproject's [tool.mypy] files are a run too; every other Python file is checked on its own, as a
+# script (the payload scripts are installed as single files).  The bot's tests import ``conftest`` as a
+# top-level module (pytest puts tests/bot on sys.path): with tests/bot on MYPYPATH and explicit package
+# bases mypy resolves it too; without them it names the file tests.bot.conftest, ``from conftest import``
+# is missing, and ignore_missing_imports turns every Harness in the tests into Any (unchecked).
+MYPY_PROJECTS = (
+    (
+        "packages/polymarket-bot",
+        ("--explicit-package-bases", "polymarket_bot", "bench", "setup.py", "../../tests/bot"),
+        ("../../tests/bot",),
+    ),
+)
 
 
 def python_files(root: Path) -> list[Path]:
@@ -144,15 +153,17 @@ class MypyRun:
     cwd: Path
     args: tuple[str, ...]  # relative to cwd
     covers: tuple[Path, ...]  # the files and directories it checks
+    mypy_path: tuple[Path, ...] = ()  # MYPYPATH: where imports not among the checked files are found
 
 
 def mypy_runs(root: Path, files: list[Path]) -> list[MypyRun]:
     """The mypy invocations that together check every file of ``files``, each under its configuration."""
     config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("mypy", {})
     runs = [MypyRun(root, (), tuple(root / f for f in config.get("files", [])))]
-    for directory, args in MYPY_PROJECTS:
+    for directory, args, path in MYPY_PROJECTS:
         cwd = root / directory
-        runs.append(MypyRun(cwd, args, tuple((cwd / a).resolve() for a in args)))
+        covers = tuple((cwd / a).resolve() for a in args if not a.startswith("-"))
+        runs.append(MypyRun(cwd, args, covers, tuple((cwd / d).resolve() for d in path)))
     alone = [f for f in files if not any(_covered(f, r) for r in runs)]
     if alone:
         rel = tuple(str(f.relative_to(root)) for f in alone)
@@ -187,7 +198,8 @@ def run_python_lint(root: Path) -> list[Finding]:
         raise LintFailed(f"ruff could not run (exit {proc.returncode})", hint=proc.stderr.strip()[-300:])
     mypy = _tool(root, "mypy")
     for mypy_run in mypy_runs(root, files):
-        proc = run([mypy, *mypy_run.args], cwd=mypy_run.cwd, check=False)
+        env = {"MYPYPATH": os.pathsep.join(map(str, mypy_run.mypy_path))} if mypy_run.mypy_path else None
+        proc = run([mypy, *mypy_run.args], cwd=mypy_run.cwd, env=env, check=False)
         for line in proc.stdout.splitlines():
             if ": error:" in line:
                 where = os.path.normpath(mypy_run.cwd / line.split(":", 1)[0])
