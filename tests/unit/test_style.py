@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from builder import lint
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
-def _tool(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        pytest.skip(f"{name} missing from the test venv (make venv installs it)")
-    return str(path)
+def test_ruff_and_mypy_are_clean_over_every_python_file() -> None:
+    """The gate of ``python3 -m builder lint --python``, the same function: ruff and mypy over every Python
+    file of the tree, the extensionless scripts (found by shebang) included, each under its configuration."""
+    findings = lint.run_python_lint(REPO)
+    assert findings == [], "\n".join(f.text for f in findings)
 
 
-def test_ruff_is_clean() -> None:
-    """Every Python file of the tree, the extensionless scripts (found by shebang) included."""
-    files = [str(p.relative_to(REPO)) for p in lint.python_files(REPO)]
-    proc = subprocess.run(
-        [_tool("ruff"), "check", "--output-format", "concise", ".", *files], cwd=REPO, capture_output=True, text=True
+def test_the_bot_tests_are_checked_with_conftest_resolved(tmp_path: Path) -> None:
+    """The bot's tests import ``conftest`` top-level, as pytest does; mypy must resolve it, or every Harness
+    is Any and nothing in the tests is checked (ignore_missing_imports hides the miss)."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mypy]\nstrict = true\nignore_missing_imports = true\nfiles = ["tests/__init__.py"]\n'
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bot = tmp_path / "packages" / "polymarket-bot"
+    (bot / "polymarket_bot").mkdir(parents=True)
+    (bot / "bench").mkdir()
+    (bot / "polymarket_bot" / "__init__.py").write_text("")
+    (bot / "bench" / "bench.py").write_text("")
+    (bot / "setup.py").write_text("")
+    (bot / "pyproject.toml").write_text((tmp_path / "pyproject.toml").read_text())
+    (tmp_path / "tests" / "bot").mkdir(parents=True)
+    (tmp_path / "tests" / "__init__.py").write_text("")
+    (tmp_path / "tests" / "bot" / "conftest.py").write_text("class Harness:\n    x: int = 1\n")
+    (tmp_path / "tests" / "bot" / "test_x.py").write_text(
+        "from conftest import Harness\n\n\ndef test_x(h: Harness) -> None:\n    h.missing()\n"
+    )
+    findings = lint.run_python_lint(tmp_path)
+    assert [f.where for f in findings if f.tool == "mypy"] == ["tests/bot/test_x.py"], findings
+    assert '"Harness" has no attribute "missing"' in findings[0].text
 
 
 def test_python_files_are_found_by_suffix_and_by_shebang(tmp_path: Path) -> None:
@@ -58,14 +68,3 @@ def test_every_python_file_is_in_a_mypy_run() -> None:
         scripts.args
     )
     assert [f for f in files if not any(f == c or c in f.parents for r in runs for c in r.covers)] == []
-
-
-def test_mypy_is_clean_on_the_builder_and_tests() -> None:
-    proc = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_mypy_is_clean_on_the_bot() -> None:
-    bot = REPO / "packages" / "polymarket-bot"
-    proc = subprocess.run([_tool("mypy"), "polymarket_bot"], cwd=bot, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
