@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -9,6 +10,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,31 +185,37 @@ class Ledger:
                             "SET value=excluded.value WHERE CAST(excluded.value AS REAL) > "
                             "CAST(meta.value AS REAL)", (key, str(value)))
 
-    # ---- trades and decisions --------------------------------------------------------
-    def record_trade(self, key: str, t: dict[str, Any], kind: str = "copy") -> int | None:
-        """Insert a leader trade with a pending decision; None if it was seen before."""
-        now = time.time()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Under the lock, one write transaction: BEGIN IMMEDIATE, then COMMIT when the block ends (a
+        ``return`` inside it included), or ROLLBACK and re-raise when it (or the COMMIT) raises."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO leader_trades (dedupe_key, leader, tx_hash, asset, condition_id, "
-                    "side, size, price, outcome, outcome_index, trade_ts, seen_at, raw) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (key, t["proxyWallet"].lower(), t.get("transactionHash", ""), str(t["asset"]),
-                     t.get("conditionId", ""), t["side"], float(t["size"]), float(t["price"]),
-                     t.get("outcome"), t.get("outcomeIndex"), int(t["timestamp"]), now,
-                     json.dumps(t, separators=(",", ":"))))
-                if cur.rowcount == 0:
-                    self.db.execute("COMMIT")
-                    return None
-                cur = self.db.execute(
-                    "INSERT INTO decisions (leader_trade_id, kind, decision, created_at, updated_at) "
-                    "VALUES (?, ?, 'pending', ?, ?)", (cur.lastrowid, kind, now, now))
+                yield
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    # ---- trades and decisions --------------------------------------------------------
+    def record_trade(self, key: str, t: dict[str, Any], kind: str = "copy") -> int | None:
+        """Insert a leader trade with a pending decision; None if it was seen before."""
+        now = time.time()
+        with self._transaction():
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO leader_trades (dedupe_key, leader, tx_hash, asset, condition_id, "
+                "side, size, price, outcome, outcome_index, trade_ts, seen_at, raw) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, t["proxyWallet"].lower(), t.get("transactionHash", ""), str(t["asset"]),
+                 t.get("conditionId", ""), t["side"], float(t["size"]), float(t["price"]),
+                 t.get("outcome"), t.get("outcomeIndex"), int(t["timestamp"]), now,
+                 json.dumps(t, separators=(",", ":"))))
+            if cur.rowcount == 0:
+                return None
+            cur = self.db.execute(
+                "INSERT INTO decisions (leader_trade_id, kind, decision, created_at, updated_at) "
+                "VALUES (?, ?, 'pending', ?, ?)", (cur.lastrowid, kind, now, now))
         return cur.lastrowid
 
     def seen(self, key: str) -> bool:
@@ -237,27 +245,20 @@ class Ledger:
         market's refresh) and no order of it may be at the exchange. One decision, one signed
         order: a process thawed after another resolved the decision sends nothing."""
         now = time.time()
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.db.execute("SELECT decision FROM decisions WHERE id=?", (decision_id,)).fetchone()
-                sent = self.db.execute("SELECT COUNT(*) FROM orders WHERE decision_id=? AND status NOT IN "
-                                       "('not_sent', 'rejected')", (decision_id,)).fetchone()[0]
-                if row is None or row[0] not in ("pending", "unknown", *reopen) or sent:
-                    self.db.execute("COMMIT")
-                    return None
-                cur = self.db.execute(
-                    "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
-                    "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
-                    "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,'sending',NULL,0,0,NULL,?,?)",
-                    (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
-                     json.dumps(request), now, condition_id))
-                self.db.execute("UPDATE decisions SET reason=?, updated_at=? WHERE id=?",
-                                (f"order {order_hash} signed, sending", now, decision_id))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            row = self.db.execute("SELECT decision FROM decisions WHERE id=?", (decision_id,)).fetchone()
+            sent = self.db.execute("SELECT COUNT(*) FROM orders WHERE decision_id=? AND status NOT IN "
+                                   "('not_sent', 'rejected')", (decision_id,)).fetchone()[0]
+            if row is None or row[0] not in ("pending", "unknown", *reopen) or sent:
+                return None
+            cur = self.db.execute(
+                "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
+                "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
+                "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,'sending',NULL,0,0,NULL,?,?)",
+                (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
+                 json.dumps(request), now, condition_id))
+            self.db.execute("UPDATE decisions SET reason=?, updated_at=? WHERE id=?",
+                            (f"order {order_hash} signed, sending", now, decision_id))
         return int(cur.lastrowid or 0)
 
     def finish_order(self, order_id: int, *, status: str, response: Any, filled_shares: float,
@@ -268,27 +269,20 @@ class Ledger:
         (``OPEN_ORDER``): False, and nothing changed, when another process (or an earlier
         answer) resolved it already. A fill is applied once."""
         now = time.time()
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.db.execute("SELECT decision_id, mode, token_id, side, condition_id FROM orders "
-                                      "WHERE id=?", (order_id,)).fetchone()
-                decision_id, mode, token_id, side, condition_id = row
-                cur = self.db.execute("UPDATE orders SET status=?, response=?, filled_shares=?, filled_usd=?, "
-                                      f"latency_ms=? WHERE id=? AND status IN {_OPEN_SQL}",
-                                      (status, json.dumps(response), filled_shares, filled_usd, latency_ms,
-                                       order_id))
-                if cur.rowcount == 0:
-                    self.db.execute("COMMIT")
-                    return False
-                realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
-                self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, order_id))
-                self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
-                                (decision, reason, now, decision_id))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            row = self.db.execute("SELECT decision_id, mode, token_id, side, condition_id FROM orders "
+                                  "WHERE id=?", (order_id,)).fetchone()
+            decision_id, mode, token_id, side, condition_id = row
+            cur = self.db.execute("UPDATE orders SET status=?, response=?, filled_shares=?, filled_usd=?, "
+                                  f"latency_ms=? WHERE id=? AND status IN {_OPEN_SQL}",
+                                  (status, json.dumps(response), filled_shares, filled_usd, latency_ms,
+                                   order_id))
+            if cur.rowcount == 0:
+                return False
+            realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+            self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, order_id))
+            self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
+                            (decision, reason, now, decision_id))
         return True
 
     def _apply_fill(self, mode: str, token_id: str, side: str, condition_id: str, filled_shares: float,
@@ -319,20 +313,14 @@ class Ledger:
         """A sent order whose outcome is not known yet: the decision stays open. ``status``:
         ``unknown`` (not asked yet), ``acknowledged`` (the exchange said "Duplicated": it has
         it; never downgraded), ``delayed``/``live`` (the exchange's own open states)."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute(f"UPDATE orders SET status=? WHERE id=? AND status IN {_OPEN_SQL} "
-                                      "AND (status != 'acknowledged' OR ? != 'unknown')",
-                                      (status, order_id, status))
-                self.db.execute("UPDATE decisions SET decision='unknown', reason=?, updated_at=? WHERE id="
-                                "(SELECT decision_id FROM orders WHERE id=?) AND decision IN ('pending', 'unknown') "
-                                f"AND (SELECT status FROM orders WHERE id=?) IN {_OPEN_SQL}",
-                                (f"order outcome unknown: {why}"[:500], time.time(), order_id, order_id))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self.db.execute(f"UPDATE orders SET status=? WHERE id=? AND status IN {_OPEN_SQL} "
+                                  "AND (status != 'acknowledged' OR ? != 'unknown')",
+                                  (status, order_id, status))
+            self.db.execute("UPDATE decisions SET decision='unknown', reason=?, updated_at=? WHERE id="
+                            "(SELECT decision_id FROM orders WHERE id=?) AND decision IN ('pending', 'unknown') "
+                            f"AND (SELECT status FROM orders WHERE id=?) IN {_OPEN_SQL}",
+                            (f"order outcome unknown: {why}"[:500], time.time(), order_id, order_id))
 
     def open_decisions(self) -> list[dict[str, Any]]:
         """Decisions a crash or a lost answer left open, with their leader trade (if any) and
@@ -354,49 +342,37 @@ class Ledger:
                      latency_ms: float | None, condition_id: str, decision: str, reason: str = "") -> None:
         """Order, exchange answer, position and final decision in one transaction."""
         now = time.time()
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self.db.execute(
-                    "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
-                    "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
-                    "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
-                     json.dumps(request), status, json.dumps(response), filled_shares, filled_usd,
-                     latency_ms, now, condition_id))
-                realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
-                self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, cur.lastrowid))
-                self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
-                                (decision, reason, now, decision_id))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            cur = self.db.execute(
+                "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
+                "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
+                "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
+                 json.dumps(request), status, json.dumps(response), filled_shares, filled_usd,
+                 latency_ms, now, condition_id))
+            realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
+            self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, cur.lastrowid))
+            self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
+                            (decision, reason, now, decision_id))
 
     def correct_position(self, mode: str, asset: str, condition_id: str, exchange_shares: float,
                          reason: str) -> tuple[float, float]:
         """Set a position to the exchange's figure, with an audit row; returns (old, new) shares.
         The cost keeps the average price (a position unknown to the ledger costs 0)."""
         now = time.time()
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
-                                      (mode, asset)).fetchone()
-                shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
-                new_cost = cost * exchange_shares / shares if shares > 0 else 0.0
-                self.db.execute(
-                    "INSERT INTO positions (mode, asset, condition_id, shares, cost, updated_at) VALUES "
-                    "(?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
-                    "cost=excluded.cost, updated_at=excluded.updated_at",
-                    (mode, asset, condition_id, exchange_shares, new_cost, now))
-                self.db.execute("INSERT INTO position_audit (at, mode, asset, ledger_shares, exchange_shares, "
-                                "ledger_cost, new_cost, reason) VALUES (?,?,?,?,?,?,?,?)",
-                                (now, mode, asset, shares, exchange_shares, cost, new_cost, reason))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            row = self.db.execute("SELECT shares, cost FROM positions WHERE mode=? AND asset=?",
+                                  (mode, asset)).fetchone()
+            shares, cost = (row[0], row[1]) if row else (0.0, 0.0)
+            new_cost = cost * exchange_shares / shares if shares > 0 else 0.0
+            self.db.execute(
+                "INSERT INTO positions (mode, asset, condition_id, shares, cost, updated_at) VALUES "
+                "(?,?,?,?,?,?) ON CONFLICT(mode, asset) DO UPDATE SET shares=excluded.shares, "
+                "cost=excluded.cost, updated_at=excluded.updated_at",
+                (mode, asset, condition_id, exchange_shares, new_cost, now))
+            self.db.execute("INSERT INTO position_audit (at, mode, asset, ledger_shares, exchange_shares, "
+                            "ledger_cost, new_cost, reason) VALUES (?,?,?,?,?,?,?,?)",
+                            (now, mode, asset, shares, exchange_shares, cost, new_cost, reason))
         return shares, exchange_shares
 
     def audit(self) -> list[dict[str, Any]]:
@@ -481,17 +457,11 @@ class Ledger:
     def prune(self, days: float) -> dict[str, int]:
         """Delete trades, decisions and orders older than ``days``; positions and marks stay."""
         cutoff = time.time() - days * 86400
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                o = self.db.execute("DELETE FROM orders WHERE created_at < ?", (cutoff,)).rowcount
-                d = self.db.execute("DELETE FROM decisions WHERE created_at < ? AND decision != 'pending'",
-                                    (cutoff,)).rowcount
-                t = self.db.execute("DELETE FROM leader_trades WHERE seen_at < ? AND id NOT IN "
-                                    "(SELECT leader_trade_id FROM decisions WHERE leader_trade_id IS NOT NULL)",
-                                    (cutoff,)).rowcount
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            o = self.db.execute("DELETE FROM orders WHERE created_at < ?", (cutoff,)).rowcount
+            d = self.db.execute("DELETE FROM decisions WHERE created_at < ? AND decision != 'pending'",
+                                (cutoff,)).rowcount
+            t = self.db.execute("DELETE FROM leader_trades WHERE seen_at < ? AND id NOT IN "
+                                "(SELECT leader_trade_id FROM decisions WHERE leader_trade_id IS NOT NULL)",
+                                (cutoff,)).rowcount
         return {"orders": o, "decisions": d, "leader_trades": t}
