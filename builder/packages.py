@@ -98,12 +98,23 @@ def ha_answers(inv: Inventory, host: Host) -> dict[str, str]:
     return values
 
 
+def monitoring_answers(inv: Inventory, host: Host) -> dict[str, str]:
+    # Scrape targets from the hosts: the bots (hosts whose role installs polymarket-bot), the node exporter of
+    # every host; NAME=ADDRESS, NAME the "node" label. The receivers are left to the host (no inventory section).
+    bots = [h for h in inv.hosts if "polymarket-bot" in inv.packages(h)]
+    return {
+        "polymarket-monitoring/bot_targets": " ".join(f"{h.name}={h.address}" for h in bots),
+        "polymarket-monitoring/node_targets": " ".join(f"{h.name}={h.address}" for h in inv.hosts),
+    }
+
+
 # One entry per binary package; README.md's "Package registry" table shows this (a unit test compares them).
 REGISTRY: tuple[Package, ...] = (
     Package("polymarket-hardening", ALL_ROLES, units_start_at_install=False, answers=hardening_answers),
     Package("polymarket-bot", PAIR, units_start_at_install=True),
     Package("polymarket-backup", PAIR, units_start_at_install=False),
     Package("polymarket-ha", ALL_ROLES, units_start_at_install=False, answers=ha_answers),
+    Package("polymarket-monitoring", frozenset({Role.LB}), units_start_at_install=True, answers=monitoring_answers),
 )
 
 

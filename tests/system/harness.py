@@ -38,6 +38,8 @@ ROOTFS_PACKAGES = (
     "keepalived", "haproxy", "rsync", "iputils-arping", "openssh-client", "etcd-server", "openssl",
     # polymarket-backup's
     "restic",
+    # polymarket-monitoring's
+    "prometheus", "prometheus-alertmanager", "python3-yaml",
 )  # fmt: skip
 
 # A plain PATH and locale inside guests, whatever the host's environment is.

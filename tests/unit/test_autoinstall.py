@@ -199,7 +199,11 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
     assert "polymarket-ha polymarket-ha/role select lb\n" in lb["debconf-selections"]
     assert "polymarket-ha polymarket-ha/peer_address string\n" in lb["debconf-selections"]
     assert "polymarket-ha polymarket-ha/backends string 192.168.1.100 192.168.1.101\n" in lb["debconf-selections"]
-    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha"]
+    assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha", "polymarket-monitoring"]
+    assert ("polymarket-monitoring polymarket-monitoring/bot_targets string primary=192.168.1.100"
+            " standby=192.168.1.101\n") in lb["debconf-selections"]
+    assert ("polymarket-monitoring polymarket-monitoring/node_targets string primary=192.168.1.100"
+            " standby=192.168.1.101 lb=192.168.1.102\n") in lb["debconf-selections"]
 
 
 def test_meta_data(rendered: Path) -> None:
@@ -491,7 +495,7 @@ def test_check_seed_refuses_a_wrong_label(tmp_path: Path, rendered: Path) -> Non
 def test_a_role_naming_a_package_not_built_here_is_refused(tmp_path: Path) -> None:
     src = (REPO / "autoinstall" / "inventory.yaml").read_text()
     bad = tmp_path / "inventory.yaml"
-    lb = "lb: [polymarket-hardening, polymarket-ha]"
+    lb = "lb: [polymarket-hardening, polymarket-ha, polymarket-monitoring]"
     bad.write_text(src.replace(lb, "lb: [polymarket-hardening, polymarket-web]"))
     with pytest.raises(InputError, match=r"inventory.yaml:\d+: roles: lb: polymarket-web is not one of our packages"):
         inventory.load(bad)

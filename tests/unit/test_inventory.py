@@ -36,7 +36,7 @@ def test_example_is_the_plans_deployment() -> None:
     node = ("polymarket-hardening", "polymarket-bot", "polymarket-backup", "polymarket-ha")
     assert inv.packages(hosts["primary"]) == node
     assert inv.packages(hosts["standby"]) == node
-    assert inv.packages(hosts["lb"]) == ("polymarket-hardening", "polymarket-ha")
+    assert inv.packages(hosts["lb"]) == ("polymarket-hardening", "polymarket-ha", "polymarket-monitoring")
     assert inv.peer(hosts["primary"]) == hosts["standby"] and inv.peer(hosts["standby"]) == hosts["primary"]
     assert inv.peer(hosts["lb"]) is None
     assert all(h.timezone == "UTC" for h in inv.hosts)

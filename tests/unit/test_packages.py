@@ -81,13 +81,14 @@ def test_inventory_refuses_a_package_on_a_role_the_registry_does_not_give_it(tmp
     from builder import inventory
 
     text = (REPO / "autoinstall" / "inventory.yaml").read_text(encoding="utf-8")
-    lb = "lb: [polymarket-hardening, polymarket-ha]"
+    lb = re.search(r"^  lb: \[(.*)\]$", text, re.M)
+    assert lb is not None
     for listed, error in (
         ("polymarket-bot", r"inventory.yaml:\d+: roles: lb: polymarket-bot is not installed on role lb"),
         ("polymarket-web", r"inventory.yaml:\d+: roles: lb: polymarket-web is not one of our packages"),
     ):
         path = tmp_path / "inventory.yaml"
-        path.write_text(text.replace(lb, f"lb: [polymarket-hardening, polymarket-ha, {listed}]"))
+        path.write_text(text.replace(lb.group(0), f"  lb: [{lb.group(1)}, {listed}]"))
         with pytest.raises(InputError, match=error):
             inventory.load(path)
 
@@ -226,8 +227,8 @@ def _units_excluded_but_not_named(root: Path) -> None:
 def _on_lb(root: Path) -> None:
     _edit(
         root / "autoinstall" / "inventory.yaml",
-        "lb: [polymarket-hardening, polymarket-ha]",
-        f"lb: [polymarket-hardening, polymarket-ha, {NAME}]",
+        "lb: [polymarket-hardening, polymarket-ha, polymarket-monitoring]",
+        f"lb: [polymarket-hardening, polymarket-ha, polymarket-monitoring, {NAME}]",
     )
 
 

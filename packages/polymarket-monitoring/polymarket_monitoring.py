@@ -1,0 +1,432 @@
+#!/usr/bin/python3
+"""polymarket-monitoring: Prometheus and Alertmanager configuration for the Polymarket deployment.
+
+Renders /etc/polymarket-monitoring/prometheus.yml, rules.yml and
+alertmanager.yml from /etc/polymarket-monitoring/monitoring.conf (written by
+the postinst from debconf). Every file is serialised from Python data
+(``yaml.safe_dump``), never typed as template text. Secrets (the SMTP
+password, the Telegram bot token) are never in a rendered file: they are set
+on the host with ``polymarket-monitoring secret set NAME`` into 0600 files
+that Alertmanager reads through its ``*_file`` options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ETC = Path("/etc/polymarket-monitoring")
+SETTINGS = ETC / "monitoring.conf"
+SECRETS = ETC / "secrets"
+SECRET_NAMES = ("smtp_password", "telegram_bot_token")
+RUNBOOK = "README.md, 'On a node, when something is wrong'"
+RENDERED = ("prometheus.yml", "rules.yml", "alertmanager.yml")
+# Alertmanager's Telegram receiver reads its token from a file (bot_token_file) from 0.26 on.
+TELEGRAM_FILE_SINCE = (0, 26)
+
+# The questions (debconf polymarket-monitoring/NAME), their settings key and default.
+QUESTIONS: dict[str, tuple[str, str]] = {
+    "bot_targets": ("BOT_TARGETS", ""),
+    "metrics_port": ("METRICS_PORT", "9090"),
+    "node_targets": ("NODE_TARGETS", ""),
+    "node_exporter_port": ("NODE_EXPORTER_PORT", "9100"),
+    "haproxy_target": ("HAPROXY_TARGET", ""),
+    "webhook_url": ("WEBHOOK_URL", ""),
+    "smtp_smarthost": ("SMTP_SMARTHOST", ""),
+    "smtp_from": ("SMTP_FROM", ""),
+    "email_to": ("EMAIL_TO", ""),
+    "smtp_username": ("SMTP_USERNAME", ""),
+    "telegram_chat_id": ("TELEGRAM_CHAT_ID", ""),
+}
+
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = re.compile(rf"(?=.{{1,253}}$){LABEL}(\.{LABEL})*")
+EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+
+
+class Invalid(ValueError):
+    """A bad value: its message is the one line shown to the operator."""
+
+
+def _address(value: str, what: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(f"{what}: '{value}' is not an IP address") from None
+    if address.is_unspecified or address.is_multicast:
+        raise Invalid(f"{what}: '{value}' is not a host's address")
+    return str(address)
+
+
+def _port(value: str, what: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", value) or not 1 <= int(value) <= 65535:
+        raise Invalid(f"{what}: '{value}' is not a port (1-65535)")
+    return int(value)
+
+
+def _hostport(value: str, what: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise Invalid(f"{what}: '{value}' is not HOST:PORT")
+    _port(port, what)
+    if host.startswith("[") and host.endswith("]"):
+        _address(host[1:-1], what)
+    elif not HOSTNAME.fullmatch(host):
+        raise Invalid(f"{what}: '{host}' is not a host name or IPv4 address")
+    return value
+
+
+def parse_targets(value: str, what: str) -> list[tuple[str, str]]:
+    """'NAME=ADDRESS ...' -> [(name, address)]: the node label and the address of each host."""
+    found: list[tuple[str, str]] = []
+    for word in value.split():
+        name, sep, address = word.partition("=")
+        if not sep or not NAME.fullmatch(name):
+            raise Invalid(f"{what}: '{word}' is not NAME=ADDRESS (NAME: lower-case letters, digits, '-')")
+        if name in {n for n, _ in found}:
+            raise Invalid(f"{what}: the name '{name}' is given twice")
+        found.append((name, _address(address, what)))
+    return found
+
+
+def check_value(question: str, value: str) -> str:
+    """The value normalised, or Invalid with its one line. Empty is always accepted (not configured)."""
+    if question not in QUESTIONS:
+        raise Invalid(f"no such question: {question}")
+    value = " ".join(value.split())
+    if not value:
+        return value
+    if question in ("bot_targets", "node_targets"):
+        parse_targets(value, question)
+    elif question in ("metrics_port", "node_exporter_port"):
+        _port(value, question)
+    elif question in ("haproxy_target", "smtp_smarthost"):
+        _hostport(value, question)
+    elif question == "webhook_url":
+        url = urllib.parse.urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or " " in value:
+            raise Invalid(f"webhook_url: '{value}' is not an http(s) URL")
+    elif question in ("smtp_from", "email_to"):
+        for address in value.split():
+            if not EMAIL.fullmatch(address):
+                raise Invalid(f"{question}: '{address}' is not an e-mail address")
+        if question == "smtp_from" and " " in value:
+            raise Invalid("smtp_from: one address only")
+    elif question == "smtp_username":
+        if not re.fullmatch(r"[^\s\"'\\]{1,256}", value):
+            raise Invalid("smtp_username: no spaces, quotes or backslashes")
+    elif question == "telegram_chat_id" and not re.fullmatch(r"-?[0-9]{1,20}", value):
+        raise Invalid(f"telegram_chat_id: '{value}' is not a numeric chat id")
+    return value
+
+
+def read_settings(path: Path) -> dict[str, str]:
+    """KEY="value" lines of monitoring.conf -> {question: value}; every value checked."""
+    keys = {key: q for q, (key, _) in QUESTIONS.items()}
+    values = {q: default for q, (_, default) in QUESTIONS.items()}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([A-Z_]+)="([^"\\$`]*)"', line)
+        if not m or m.group(1) not in keys:
+            raise Invalid(f'{path}:{number}: not KEY="value" with a known KEY')
+        values[keys[m.group(1)]] = check_value(keys[m.group(1)], m.group(2))
+    return values
+
+
+# --- the alert rules -------------------------------------------------------------------------------------------------
+
+def _rule(name: str, expr: str, for_: str, severity: str, summary: str, look: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {"alert": name, "expr": expr}
+    if for_ != "0s":
+        rule["for"] = for_
+    rule["labels"] = {"severity": severity}
+    rule["annotations"] = {"summary": summary, "runbook": f"{RUNBOOK}: {look}"}
+    return rule
+
+
+BOT = 'job="polymarket-bot"'
+BOT_LOOK = "systemctl status polymarket-bot; journalctl -u polymarket-bot -e"
+BACKUP_LOOK = "sudo polymarket-backup list; sudo polymarket-backup verify"
+# Each alert: name, expression, for:, severity, summary, where to look first.
+ALERTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("PolymarketBotDown", f"up{{{BOT}}} == 0", "1m", "critical",
+     "bot on {{ $labels.node }} does not answer its metrics port", BOT_LOOK),
+    ("PolymarketNoPoll",
+     f"polymarket_last_poll_age_seconds{{{BOT}}} > 60 and on(instance) polymarket_passive{{{BOT}}} == 0", "0s",
+     "critical", "the trading bot on {{ $labels.node }} has had no successful poll for {{ $value }} s",
+     "curl -s http://BIND_ADDRESS:8080/health"),
+    ("PolymarketNoNodeTrading", f"(count(polymarket_passive{{{BOT}}} == 0) or vector(0)) == 0", "2m", "critical",
+     "no node is trading (every bot passive or down)", "sudo polymarket-ha status"),
+    ("PolymarketTwoNodesTrading", f"count(polymarket_passive{{{BOT}}} == 0) > 1", "0s", "critical",
+     "{{ $value }} nodes are trading at once", "sudo polymarket-ha status on both nodes"),
+    ("PolymarketLeaseFlapping", "changes(polymarket_ha_lease_holder[15m]) > 2", "0s", "warning",
+     "the trading lease changed hands {{ $value }} times in 15 min on {{ $labels.node }}", "sudo polymarket-ha status"),
+    ("PolymarketReplicationStale", "time() - polymarket_ha_last_replication_timestamp_seconds > 900", "0s",
+     "critical", "the ledger's last replication on {{ $labels.node }} is older than 15 min (RPO)",
+     "sudo polymarket-ha status; journalctl -u polymarket-ha-replicate -e"),
+    ("PolymarketBackupStale", "time() - polymarket_backup_last_success_timestamp_seconds > 1800", "0s", "critical",
+     "the last successful backup on {{ $labels.node }} is older than 30 min", BACKUP_LOOK),
+    ("PolymarketBackupVerifyFailed", "polymarket_backup_last_verify_ok == 0", "0s", "critical",
+     "the last backup verify on {{ $labels.node }} failed", "sudo polymarket-backup verify"),
+    ("PolymarketOffsiteStale", "time() - polymarket_backup_last_offsite_timestamp_seconds > 93600", "0s", "warning",
+     "the last off-site copy on {{ $labels.node }} is older than 26 h", BACKUP_LOOK),
+    ("PolymarketComplianceLow", "polymarket_compliance_score_percent < 95", "0s", "warning",
+     "compliance on {{ $labels.node }} is {{ $value }}% (under 95%)", "sudo polymarket-compliance audit"),
+    ("PolymarketDiskFull",
+     '(1 - node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|overlay"}'
+     ' / node_filesystem_size_bytes{fstype!~"tmpfs|ramfs|squashfs|overlay"}) * 100 > 85',
+     "5m", "warning", "{{ $labels.mountpoint }} on {{ $labels.node }} is {{ $value }}% full",
+     "systemctl --failed; df -h"),
+    ("PolymarketClockUnsynchronised", "node_timex_sync_status == 0", "10m", "warning",
+     "the clock of {{ $labels.node }} is not synchronised", "timedatectl timesync-status"),
+    ("PolymarketCertificateExpiring", "polymarket_tls_cert_expiry_timestamp_seconds - time() < 14 * 86400", "0s",
+     "warning", "{{ $labels.path }} on {{ $labels.node }} expires within 14 days", "openssl x509 -enddate"),
+    ("PolymarketPositionDrift", f"increase(polymarket_position_drift{{{BOT}}}[15m]) > 0", "0s", "warning",
+     "positions on {{ $labels.node }} were corrected to the exchange's figure", "journalctl -u polymarket-bot -e"),
+    ("PolymarketDailyLossNearLimit",
+     f"polymarket_daily_loss_usd{{{BOT}}} > 0.8 * polymarket_max_daily_loss_usd{{{BOT}}}"
+     f" and polymarket_max_daily_loss_usd{{{BOT}}} > 0", "0s", "critical",
+     "today's loss on {{ $labels.node }} is over 80% of MAX_DAILY_LOSS_USD", "curl -s http://BIND_ADDRESS:8080/health"),
+    ("PolymarketCircuitBreakerOpen", f"polymarket_circuit_breaker_open{{{BOT}}} == 1", "0s", "critical",
+     "the circuit breaker of {{ $labels.node }} holds orders", BOT_LOOK),
+    ("PolymarketDeadMansSwitch", "vector(1)", "0s", "none",
+     "always firing: its silence means the alerting pipeline is down", "sudo polymarket-monitoring status"),
+)
+
+
+def rules() -> dict[str, Any]:
+    return {"groups": [{"name": "polymarket", "rules": [_rule(*a) for a in ALERTS]}]}
+
+
+# --- prometheus.yml and alertmanager.yml ---------------------------------------------------------------------------
+
+def _static(targets: list[tuple[str, str]], port: int) -> list[dict[str, Any]]:
+    def hostport(address: str) -> str:
+        return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return [{"targets": [hostport(address)], "labels": {"node": name}} for name, address in targets]
+
+
+def prometheus(s: dict[str, str], etc: Path = ETC) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = [
+        {"job_name": "prometheus",
+         "static_configs": [{"targets": ["localhost:9090"], "labels": {"node": "monitoring"}}]},
+        {"job_name": "polymarket-bot",
+         "static_configs": _static(parse_targets(s["bot_targets"], "bot_targets"), int(s["metrics_port"] or 9090))},
+        {"job_name": "node",
+         "static_configs": _static(parse_targets(s["node_targets"], "node_targets"),
+                                   int(s["node_exporter_port"] or 9100))},
+    ]
+    if s["haproxy_target"]:
+        jobs.append({"job_name": "haproxy", "static_configs": [{"targets": [s["haproxy_target"]],
+                                                                "labels": {"node": "lb"}}]})
+    return {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s",
+                   "external_labels": {"deployment": "polymarket"}},
+        "rule_files": [str(etc / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["localhost:9093"]}]}]},
+        "scrape_configs": jobs,
+    }
+
+
+def alertmanager(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SINCE,
+                 secrets: Path = SECRETS) -> dict[str, Any]:
+    """Routes by severity: critical to every configured receiver, warning to webhook and e-mail, the dead-man's
+    switch to the webhook every 5 min (the outside service alerts when it stops arriving)."""
+    email = bool(s["email_to"])
+    if email and not (s["smtp_smarthost"] and s["smtp_from"]):
+        raise Invalid("email_to is set: smtp_smarthost and smtp_from are needed too")
+    if s["telegram_chat_id"] and version < TELEGRAM_FILE_SINCE:
+        raise Invalid(f"telegram_chat_id: Alertmanager {version[0]}.{version[1]} reads no bot_token_file"
+                      " (0.26 or later needed)")
+    cfg: dict[str, Any] = {}
+    if email:
+        smtp: dict[str, Any] = {"smtp_smarthost": s["smtp_smarthost"], "smtp_from": s["smtp_from"],
+                                "smtp_require_tls": True}
+        if s["smtp_username"]:
+            smtp["smtp_auth_username"] = s["smtp_username"]
+            smtp["smtp_auth_password_file"] = str(secrets / "smtp_password")
+        cfg["global"] = smtp
+
+    def receiver(name: str, channels: tuple[str, ...]) -> dict[str, Any]:
+        r: dict[str, Any] = {"name": name}
+        if "webhook" in channels and s["webhook_url"]:
+            r["webhook_configs"] = [{"url": s["webhook_url"], "send_resolved": True}]
+        if "email" in channels and email:
+            r["email_configs"] = [{"to": ", ".join(s["email_to"].split()), "send_resolved": True}]
+        if "telegram" in channels and s["telegram_chat_id"]:
+            r["telegram_configs"] = [{"chat_id": int(s["telegram_chat_id"]),
+                                      "bot_token_file": str(secrets / "telegram_bot_token"),
+                                      "send_resolved": True}]
+        return r
+
+    cfg["route"] = {
+        "receiver": "warning",
+        "group_by": ["alertname", "node"],
+        "group_wait": "10s", "group_interval": "1m", "repeat_interval": "4h",
+        "routes": [
+            {"matchers": ['alertname="PolymarketDeadMansSwitch"'], "receiver": "deadmansswitch",
+             "group_wait": "0s", "group_interval": "1m", "repeat_interval": "5m"},
+            {"matchers": ['severity="critical"'], "receiver": "critical", "repeat_interval": "1h"},
+        ],
+    }
+    cfg["inhibit_rules"] = [
+        # Two nodes trading is the cause: the lease's flapping is its symptom.
+        {"source_matchers": ['alertname="PolymarketTwoNodesTrading"'],
+         "target_matchers": ['alertname="PolymarketLeaseFlapping"']},
+        # A bot that is down does not poll either.
+        {"source_matchers": ['alertname="PolymarketBotDown"'], "target_matchers": ['alertname="PolymarketNoPoll"'],
+         "equal": ["node"]},
+    ]
+    cfg["receivers"] = [
+        receiver("critical", ("webhook", "email", "telegram")),
+        receiver("warning", ("webhook", "email")),
+        receiver("deadmansswitch", ("webhook",)),
+    ]
+    return cfg
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return "# Generated by polymarket-monitoring from monitoring.conf: edit that file, not this one.\n" + \
+        yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def render(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SINCE,
+           etc: Path = ETC) -> dict[str, str]:
+    """Every rendered file (paths inside them under ``etc``), or Invalid before any is written."""
+    secrets = etc / "secrets"
+    return {"prometheus.yml": _dump(prometheus(s, etc)), "rules.yml": _dump(rules()),
+            "alertmanager.yml": _dump(alertmanager(s, version, secrets))}
+
+
+def alertmanager_version() -> tuple[int, int]:
+    try:
+        out = subprocess.run(["prometheus-alertmanager", "--version"], capture_output=True, text=True,
+                             check=False).stdout + ""
+    except OSError:
+        return TELEGRAM_FILE_SINCE
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else TELEGRAM_FILE_SINCE
+
+
+# --- commands --------------------------------------------------------------------------------------------------------
+
+def cmd_check_value(args: argparse.Namespace) -> int:
+    print(check_value(args.question, args.value))
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    print(read_settings(Path(args.settings))[args.question])
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    files = render(read_settings(Path(args.settings)), alertmanager_version())
+    out = Path(args.out)
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    if args.name not in SECRET_NAMES:
+        raise Invalid(f"secret: no such secret '{args.name}' (one of: {', '.join(SECRET_NAMES)})")
+    value = sys.stdin.read().strip("\r\n")
+    if not value or "\n" in value:
+        raise Invalid("secret: give the secret as one non-empty line on standard input")
+    directory = Path(args.dir)
+    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{args.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        if os.geteuid() == 0 and shutil.which("prometheus-alertmanager"):
+            import pwd
+            try:
+                user = pwd.getpwnam("prometheus")
+                os.fchown(fd, user.pw_uid, user.pw_gid)
+            except KeyError:
+                pass
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value)
+        os.replace(tmp, directory / args.name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"{directory / args.name} written (0600); reload: systemctl reload prometheus-alertmanager")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    bad = 0
+    for unit in ("prometheus.service", "prometheus-alertmanager.service"):
+        state = subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True,
+                               check=False).stdout.strip()
+        print(f"{unit}: {state or 'unknown'}")
+        bad |= state != "active"
+    try:
+        with urllib.request.urlopen("http://localhost:9090/api/v1/targets", timeout=5) as answer:
+            data = json.load(answer)
+        for t in data["data"]["activeTargets"]:
+            print(f"target {t['labels'].get('job')} {t['labels'].get('node', '')} {t['scrapeUrl']}: {t['health']}"
+                  + (f" ({t['lastError']})" if t.get("lastError") else ""))
+            bad |= t["health"] != "up"
+    except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
+        print(f"prometheus API: {exc}")
+        bad = 1
+    for name in SECRET_NAMES:
+        print(f"secret {name}: {'set' if (SECRETS / name).exists() else 'not set'}")
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polymarket-monitoring")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check-value", help="check one debconf answer")
+    p.add_argument("question")
+    p.add_argument("value")
+    p.set_defaults(fn=cmd_check_value)
+    p = sub.add_parser("get", help="one answer from the settings file (the config script's reader)")
+    p.add_argument("--settings", default=str(SETTINGS))
+    p.add_argument("question", choices=sorted(QUESTIONS))
+    p.set_defaults(fn=cmd_get)
+    p = sub.add_parser("render", help="render prometheus.yml, rules.yml, alertmanager.yml into --out")
+    p.add_argument("--settings", default=str(SETTINGS))
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_render)
+    p = sub.add_parser("secret", help="set a secret from standard input: secret set NAME")
+    p.add_argument("action", choices=["set"])
+    p.add_argument("name")
+    p.add_argument("--dir", default=str(SECRETS))
+    p.set_defaults(fn=cmd_secret)
+    p = sub.add_parser("status", help="the services, the scrape targets and the secrets")
+    p.set_defaults(fn=cmd_status)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except Invalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""polymarket-monitoring's /usr/sbin/polymarket-monitoring (polymarket_monitoring.py, loaded by tests.payload): the
+checks of every debconf answer, the rendered prometheus.yml and alertmanager.yml under the build host's promtool and
+amtool, routing by severity, and the secrets. The .deb's content: tests/package/test_monitoring_deb.py."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from tests import payload
+
+SCRIPT = payload.PACKAGES / "polymarket-monitoring" / "polymarket_monitoring.py"
+
+
+def monitoring() -> ModuleType:
+    return payload.load("polymarket-monitoring", "polymarket_monitoring.py")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: make test-deps (the Makefile's TEST_DEPS has prometheus and its "
+                    "alertmanager)")
+    return path
+
+
+FULL = {
+    "bot_targets": "primary=192.168.1.100 standby=192.168.1.101",
+    "metrics_port": "9090",
+    "node_targets": "primary=192.168.1.100 standby=192.168.1.101 lb=192.168.1.102",
+    "node_exporter_port": "9100",
+    "haproxy_target": "192.168.1.102:8405",
+    "webhook_url": "https://hooks.example.invalid/alert",
+    "smtp_smarthost": "smtp.example.invalid:587",
+    "smtp_from": "alerts@example.invalid",
+    "email_to": "ops@example.invalid oncall@example.invalid",
+    "smtp_username": "alerts",
+    "telegram_chat_id": "-1001234567",
+}
+
+
+def settings_text(mod: ModuleType, values: dict[str, str]) -> str:
+    return "".join(f'{mod.QUESTIONS[q][0]}="{v}"\n' for q, v in values.items())
+
+
+def amtool_version() -> tuple[int, int]:
+    out = subprocess.run([tool("amtool"), "--version"], capture_output=True, text=True, check=False)
+    text = out.stdout + out.stderr
+    major, minor = text.split("version ", 1)[1].split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.mark.parametrize(("question", "value", "line"), [
+    ("bot_targets", "primary=192.168.1.300", "bot_targets: '192.168.1.300' is not an IP address"),
+    ("bot_targets", "192.168.1.100", "bot_targets: '192.168.1.100' is not NAME=ADDRESS"),
+    ("bot_targets", "a=192.168.1.1 a=192.168.1.2", "bot_targets: the name 'a' is given twice"),
+    ("node_targets", "Lb=192.168.1.102", "node_targets: 'Lb=192.168.1.102' is not NAME=ADDRESS"),
+    ("metrics_port", "70000", "metrics_port: '70000' is not a port (1-65535)"),
+    ("node_exporter_port", "0", "node_exporter_port: '0' is not a port (1-65535)"),
+    ("haproxy_target", "192.168.1.102", "haproxy_target: '192.168.1.102' is not HOST:PORT"),
+    ("haproxy_target", "bad_host:8405", "haproxy_target: 'bad_host' is not a host name or IPv4 address"),
+    ("webhook_url", "ftp://x.invalid/", "webhook_url: 'ftp://x.invalid/' is not an http(s) URL"),
+    ("smtp_smarthost", "smtp.example.invalid", "smtp_smarthost: 'smtp.example.invalid' is not HOST:PORT"),
+    ("smtp_from", "a@b.c d@e.f", "smtp_from: one address only"),
+    ("email_to", "ops", "email_to: 'ops' is not an e-mail address"),
+    ("smtp_username", 'a"b', "smtp_username: no spaces, quotes or backslashes"),
+    ("telegram_chat_id", "@channel", "telegram_chat_id: '@channel' is not a numeric chat id"),
+])
+def test_bad_values_one_line(question: str, value: str, line: str) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "check-value", question, value], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0].startswith(f"error: {line}")
+    assert len(proc.stderr.splitlines()) == 1 and proc.stdout == ""
+
+
+def test_good_values_accepted() -> None:
+    mod = monitoring()
+    for question, value in FULL.items():
+        assert mod.check_value(question, value) == value
+        assert mod.check_value(question, "") == ""
+
+
+def test_render_cli_writes_nothing_on_a_bad_value(tmp_path: Path) -> None:
+    mod = monitoring()
+    out = tmp_path / "out"
+    out.mkdir()
+    for bad in ({**FULL, "metrics_port": "99999"}, {**FULL, "smtp_smarthost": ""}):
+        settings = tmp_path / "monitoring.conf"
+        settings.write_text(settings_text(mod, bad))
+        proc = subprocess.run([sys.executable, str(SCRIPT), "render", "--settings", str(settings), "--out", str(out)],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 1
+        assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: ")
+        assert list(out.iterdir()) == []
+
+
+def test_telegram_needs_026() -> None:
+    mod = monitoring()
+    with pytest.raises(mod.Invalid, match=r"0\.26 or later needed"):
+        mod.render(FULL, (0, 25))
+    rendered = yaml.safe_load(mod.render(FULL, (0, 26))["alertmanager.yml"])
+    critical = next(r for r in rendered["receivers"] if r["name"] == "critical")
+    assert critical["telegram_configs"][0]["bot_token_file"] == "/etc/polymarket-monitoring/secrets/telegram_bot_token"
+
+
+def rendered_files(tmp_path: Path, values: dict[str, str]) -> Path:
+    mod = monitoring()
+    for name, text in mod.render(values, amtool_version(), tmp_path).items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_rendered_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
+    values = dict(FULL) if amtool_version() >= (0, 26) else {**FULL, "telegram_chat_id": ""}
+    etc = rendered_files(tmp_path, values)
+    proc = subprocess.run([tool("promtool"), "check", "config", str(etc / "prometheus.yml")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "17 rules found" in proc.stdout + proc.stderr
+    proc = subprocess.run([tool("amtool"), "check-config", str(etc / "alertmanager.yml")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    prom = yaml.safe_load((etc / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert jobs["polymarket-bot"]["static_configs"] == [
+        {"targets": ["192.168.1.100:9090"], "labels": {"node": "primary"}},
+        {"targets": ["192.168.1.101:9090"], "labels": {"node": "standby"}}]
+    assert [c["targets"] for c in jobs["node"]["static_configs"]] == [
+        ["192.168.1.100:9100"], ["192.168.1.101:9100"], ["192.168.1.102:9100"]]
+    assert jobs["haproxy"]["static_configs"][0]["targets"] == ["192.168.1.102:8405"]
+    # Nothing configured at all is a valid pair of files too (the lb before dpkg-reconfigure).
+    (tmp_path / "empty").mkdir()
+    empty = rendered_files(tmp_path / "empty", {q: d for q, (_, d) in monitoring().QUESTIONS.items()})
+    assert subprocess.run([tool("amtool"), "check-config", str(empty / "alertmanager.yml")],
+                          capture_output=True, check=False).returncode == 0
+    assert subprocess.run([tool("promtool"), "check", "config", str(empty / "prometheus.yml")],
+                          capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.parametrize(("labels", "receiver"), [
+    (["severity=critical", "alertname=PolymarketBotDown"], "critical"),
+    (["severity=warning", "alertname=PolymarketDiskFull"], "warning"),
+    (["severity=none", "alertname=PolymarketDeadMansSwitch"], "deadmansswitch"),
+])
+def test_routes_by_severity(tmp_path: Path, labels: list[str], receiver: str) -> None:
+    etc = rendered_files(tmp_path, {**FULL, "telegram_chat_id": ""})
+    proc = subprocess.run([tool("amtool"), "config", "routes", "test", "--config.file", str(etc / "alertmanager.yml"),
+                           *labels], capture_output=True, text=True, check=False)
+    assert proc.stdout.strip() == receiver, proc.stdout + proc.stderr
+
+
+def test_inhibition_two_active_over_flapping() -> None:
+    rendered = yaml.safe_load(monitoring().render(FULL)["alertmanager.yml"])
+    assert {"source_matchers": ['alertname="PolymarketTwoNodesTrading"'],
+            "target_matchers": ['alertname="PolymarketLeaseFlapping"']} in rendered["inhibit_rules"]
+
+
+def test_secret_set_0600_and_not_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = monitoring()
+    secrets = tmp_path / "secrets"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cr3t-token-value\n"))
+    assert mod.main(["secret", "set", "telegram_bot_token", "--dir", str(secrets)]) == 0
+    path = secrets / "telegram_bot_token"
+    assert path.read_text() == "s3cr3t-token-value"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x\n"))
+    assert mod.main(["secret", "set", "../../etc/passwd", "--dir", str(secrets)]) == 1
+    assert sorted(p.name for p in secrets.iterdir()) == ["telegram_bot_token"]
+    for text in mod.render(FULL, (0, 26), tmp_path).values():
+        assert "s3cr3t" not in text
