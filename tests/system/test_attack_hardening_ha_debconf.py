@@ -29,9 +29,6 @@ def configured_ha(c: harness.Container, dist: Path) -> str:
     return c.sh(f"cat {HA_CONF} {' '.join(RENDERED)}").stdout
 
 
-@pytest.mark.xfail(strict=True, reason="review issue 7 item 5: check-value accepts '-h' (argparse prints the help, "
-                   "exit 0): the config loop and the postinst accept ROLE=\"-h\" (ha.conf written from debconf), the "
-                   "render then fails, the postinst exits 0: ha.conf new, keepalived.conf old, no error")  # fmt: skip
 def test_attack_ha_role_dash_h_refused_nothing_written(container: harness.Container, dist: Path) -> None:
     c = container
     before = configured_ha(c, dist)
@@ -41,8 +38,6 @@ def test_attack_ha_role_dash_h_refused_nothing_written(container: harness.Contai
     assert proc.returncode not in (0, 124) and after in before, (proc, after)
 
 
-@pytest.mark.xfail(strict=True, reason="review issue 7 item 5: check-value and parse_settings accept the interface "
-                   "'--help', which is rendered into keepalived.conf as 'interface --help'")  # fmt: skip
 def test_attack_ha_interface_option_like_refused(container: harness.Container, dist: Path) -> None:
     c = container
     configured_ha(c, dist)
