@@ -237,10 +237,12 @@ def test_chroot_install_defers_to_first_boot(tree: Path, dist: Path) -> None:
     keys = tree / "home/admin/.ssh/authorized_keys"
     keys.parent.mkdir(mode=0o700)
     keys.write_text(KEY + "\n")
+    # Owned by admin before the boot, as cloud-init writes it: sshd reads the file as admin, and with a
+    # root-owned 0700 ~/.ssh admin cannot log in with it (the guard no longer counts such a key).
+    harness.chroot_sh(tree, "chown -R admin:admin /home/admin/.ssh")
     c = harness.Container(tree, "pmfirstboot")
     try:
         c.start()
-        c.sh("chown -R admin:admin ~admin/.ssh")
         assert c.sh("systemctl show -P Result polymarket-hardening-firstboot.service").stdout.strip() == "success"
         assert c.sh("test -e /var/lib/polymarket-hardening/firstboot-pending", check=False).returncode != 0
         assert "Status: active" in c.sh("ufw status").stdout
