@@ -74,8 +74,8 @@ publish: build
 media: publish
 	$(BUILDER) autoinstall
 
-lint: deps
-	$(BUILDER) lint
+lint: deps venv
+	$(BUILDER) lint --python
 
 test: test-deps venv build
 	$(PYTEST) -ra tests
