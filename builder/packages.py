@@ -95,6 +95,11 @@ def ha_answers(inv: Inventory, host: Host) -> dict[str, str]:
         # HAProxy checks the primary first, the standby as its backup.
         pair = [h for role in (Role.PRIMARY, Role.STANDBY) for h in inv.hosts if h.role is role]
         values["polymarket-ha/backends"] = " ".join(str(h.address) for h in pair)
+    else:
+        # The lb is the third voter of the trading lease (etcd); without one the pair runs on VRRP alone,
+        # where a cut between the two nodes makes both trade.
+        witness = [h for h in inv.hosts if h.role is Role.LB and "polymarket-ha" in inv.packages(h)]
+        values["polymarket-ha/witness_address"] = str(witness[0].address) if witness else ""
     return values
 
 

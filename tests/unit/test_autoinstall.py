@@ -191,6 +191,7 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
         "polymarket-ha polymarket-ha/peer_address string 192.168.1.101",
         "polymarket-ha polymarket-ha/virtual_ip string 192.168.1.10",
         "polymarket-ha polymarket-ha/interface string enp1s0",
+        "polymarket-ha polymarket-ha/witness_address string 192.168.1.102",
     ]
     assert _late(rendered, "primary")[-1][8:] == [
         "polymarket-hardening", "polymarket-bot", "polymarket-backup", "polymarket-ha"]  # fmt: skip
@@ -199,6 +200,7 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
     assert "polymarket-ha polymarket-ha/role select lb\n" in lb["debconf-selections"]
     assert "polymarket-ha polymarket-ha/peer_address string\n" in lb["debconf-selections"]
     assert "polymarket-ha polymarket-ha/backends string 192.168.1.100 192.168.1.101\n" in lb["debconf-selections"]
+    assert "witness_address" not in lb["debconf-selections"]  # on the lb its backends are the other members
     assert _late(rendered, "lb")[-1][8:] == ["polymarket-hardening", "polymarket-ha", "polymarket-monitoring"]
     assert ("polymarket-monitoring polymarket-monitoring/bot_targets string primary=192.168.1.100"
             " standby=192.168.1.101\n") in lb["debconf-selections"]
@@ -406,7 +408,7 @@ BAD_CHANGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda a: a.update(
             {"debconf-selections": a["debconf-selections"] + "polymarket-ha polymarket-ha/invalid note x\n"}
         ),
-        r"line 8: polymarket-ha/invalid is answered as note, but its template says error",
+        r"line 9: polymarket-ha/invalid is answered as note, but its template says error",
     ),
     "debconf-not-installed": (
         lambda a: a["late-commands"][-1].__delitem__(slice(8, 9)),
