@@ -135,8 +135,9 @@ def check_value(question: str, value: str) -> str:
     return value
 
 
-def read_settings(path: Path) -> dict[str, str]:
-    """KEY="value" lines of monitoring.conf -> {question: value}; every value checked."""
+def read_settings(path: Path, *, check: bool = True) -> dict[str, str]:
+    """KEY="value" lines of monitoring.conf -> {question: value}; every value checked unless ``check`` is False
+    (the config script takes a hand edit back into debconf as it is, and asks again when it is bad)."""
     keys = {key: q for q, (key, _) in QUESTIONS.items()}
     values = {q: default for q, (_, default) in QUESTIONS.items()}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -146,7 +147,8 @@ def read_settings(path: Path) -> dict[str, str]:
         m = re.fullmatch(r'([A-Z_]+)="([^"\\$`]*)"', line)
         if not m or m.group(1) not in keys:
             raise Invalid(f'{path}:{number}: not KEY="value" with a known KEY')
-        values[keys[m.group(1)]] = check_value(keys[m.group(1)], m.group(2))
+        question = keys[m.group(1)]
+        values[question] = check_value(question, m.group(2)) if check else " ".join(m.group(2).split())
     return values
 
 
@@ -333,7 +335,7 @@ def cmd_check_value(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    print(read_settings(Path(args.settings))[args.question])
+    print(read_settings(Path(args.settings), check=False)[args.question])
     return 0
 
 

@@ -177,3 +177,16 @@ def test_secret_set_0600_and_not_rendered(tmp_path: Path, monkeypatch: pytest.Mo
     assert sorted(p.name for p in secrets.iterdir()) == ["telegram_bot_token"]
     for text in mod.render(FULL, (0, 26), tmp_path).values():
         assert "s3cr3t" not in text
+
+
+def test_get_takes_a_bad_hand_edit_back_as_it_is(tmp_path: Path) -> None:
+    """The config script reads monitoring.conf with get: a bad hand edit comes back into debconf unchanged (to be
+    asked again and refused there), while render refuses the same file."""
+    mod = monitoring()
+    settings = tmp_path / "monitoring.conf"
+    settings.write_text(settings_text(mod, {**FULL, "metrics_port": "99999"}))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "get", "--settings", str(settings), "metrics_port"],
+                          capture_output=True, text=True, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "99999\n")
+    with pytest.raises(mod.Invalid, match="metrics_port: '99999' is not a port"):
+        mod.read_settings(settings)

@@ -1,0 +1,79 @@
+"""polymarket-monitoring installed from its .deb in a booted trixie container (the archive's prometheus and
+prometheus-alertmanager from the root filesystem): the daemons run on the rendered files, the dead-man's switch
+reaches Alertmanager, the archive's own configuration files stay as shipped, a secret is a 0600 file, and a bad
+debconf answer is refused with one line while the rendered files stay."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.system import harness
+from tests.system.conftest import deb
+
+pytestmark = pytest.mark.system
+
+PRESEED = """\
+polymarket-monitoring polymarket-monitoring/bot_targets string primary=127.0.0.1
+polymarket-monitoring polymarket-monitoring/node_targets string lb=127.0.0.1
+polymarket-monitoring polymarket-monitoring/webhook_url string http://127.0.0.1:9/hook
+"""
+
+
+def wait_for(c: harness.Container, command: str, want: str, seconds: float = 120) -> str:
+    deadline = time.monotonic() + seconds
+    out = ""
+    while time.monotonic() < deadline:
+        out = c.sh(command, check=False).stdout
+        if want in out:
+            return out
+        time.sleep(2)
+    raise AssertionError(f"{want!r} not in the answer of {command!r} within {seconds} s: {out[-2000:]}")
+
+
+def test_install_alerts_secret_and_bad_value(container: harness.Container, dist: Path) -> None:
+    c = container
+    c.sh("debconf-set-selections", input=PRESEED)
+    c.install_debs([deb(dist, "polymarket-monitoring")])
+
+    # Prometheus runs on our files: our rules are loaded, our targets scraped with their node label.
+    wait_for(c, "curl -s http://localhost:9090/api/v1/rules", "PolymarketDeadMansSwitch")
+    targets = json.loads(wait_for(c, "curl -s http://localhost:9090/api/v1/targets", '"polymarket-bot"'))
+    jobs = {(t["labels"]["job"], t["labels"].get("node")) for t in targets["data"]["activeTargets"]}
+    assert {("polymarket-bot", "primary"), ("node", "lb")} <= jobs
+    flags = json.loads(c.sh("curl -s http://localhost:9090/api/v1/status/flags").stdout)["data"]
+    assert flags["config.file"] == "/etc/polymarket-monitoring/prometheus.yml"
+    assert flags["storage.tsdb.retention.size"] == "4GiB"
+    # The always-firing alert reaches Alertmanager, which runs on our file.
+    try:
+        wait_for(c, "curl -s http://localhost:9093/api/v2/alerts", "PolymarketDeadMansSwitch")
+    except AssertionError as exc:
+        journal = c.sh("systemctl cat prometheus-alertmanager; journalctl -u prometheus-alertmanager -o cat | tail -20",
+                       check=False).stdout
+        raise AssertionError(f"{exc}\n{journal}") from None
+    status = json.loads(c.sh("curl -s http://localhost:9093/api/v2/status").stdout)
+    assert "PolymarketTwoNodesTrading" in status["config"]["original"]
+    # The archive's own configuration files are as shipped (never edited).
+    assert c.sh("dpkg --verify prometheus prometheus-alertmanager", check=False).stdout == ""
+
+    # A secret from stdin: 0600, owned by the user Alertmanager runs as, in no rendered file.
+    c.sh("polymarket-monitoring secret set smtp_password", input="s3cr3t-pass\n")
+    mode = c.sh("stat -c '%a %U' /etc/polymarket-monitoring/secrets/smtp_password").stdout.split()
+    assert mode == ["600", "prometheus"]
+    assert c.sh("grep -rl s3cr3t-pass /etc/polymarket-monitoring/*.yml /var/cache/debconf", check=False).stdout == ""
+
+    # A bad value edited into monitoring.conf (the master copy of the answers): one line, non-zero at
+    # dpkg-reconfigure, the rendered files and the running configuration stay.
+    before = c.sh("sha256sum /etc/polymarket-monitoring/*.yml").stdout
+    c.sh("sed -i 's/^METRICS_PORT=.*/METRICS_PORT=\"99999\"/' /etc/polymarket-monitoring/monitoring.conf")
+    proc = c.sh("dpkg-reconfigure -f noninteractive polymarket-monitoring", check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: metrics_port: '99999' is not a port (1-65535) (set it with: dpkg-reconfigure "
+                      "polymarket-monitoring, or in /etc/polymarket-monitoring/monitoring.conf)"], proc.stderr
+    after = c.sh("sha256sum /etc/polymarket-monitoring/*.yml").stdout
+    assert after == before
+    assert c.sh("systemctl is-active prometheus prometheus-alertmanager").stdout.split() == ["active", "active"]
