@@ -59,6 +59,9 @@ VRRP_STATE = RUN_DIR / "vrrp-state"
 PROMOTING = RUN_DIR / "promoting"
 NOTIFY_LOCK = RUN_DIR / "notify.lock"
 RRSYNC = "/usr/bin/rrsync"
+# Deadlines of replicate's children (they run as service users, which can stop them): seconds.
+SNAPSHOT_TIMEOUT = 120
+SEND_TIMEOUT = 600
 ROLES = ("primary", "standby", "lb")
 # previous/ keeps the ledgers replaced by the last promotions, no more (each a set of db, -wal, -shm).
 PREVIOUS_KEEP = 5
@@ -137,8 +140,8 @@ def _address(value: str, what: str, *, empty_ok: bool = False) -> str:
     return check_address(value, what, f"fix it in {SETTINGS}")
 
 
-def parse_settings(text: str) -> Settings:
-    """Parse ha.conf (KEY="value" lines, as the postinst writes them)."""
+def read_pairs(text: str) -> dict[str, str]:
+    """ha.conf's KEY=value lines (the value quoted or not), unchecked: the one grammar of the file."""
     raw: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -148,6 +151,12 @@ def parse_settings(text: str) -> Settings:
         if not sep:
             raise HAError(f"{SETTINGS}:{number}: not KEY=value", "see the comments in the file")
         raw[key.strip()] = value.strip().strip('"')
+    return raw
+
+
+def parse_settings(text: str) -> Settings:
+    """Parse ha.conf (KEY="value" lines, as the postinst writes them)."""
+    raw = read_pairs(text)
     role = raw.get("ROLE", "")
     if role not in ROLES:
         raise HAError(f"ROLE {role!r} is not one of {', '.join(ROLES)}", "dpkg-reconfigure polymarket-ha")
@@ -185,6 +194,38 @@ def load_settings(path: Path = SETTINGS) -> Settings:
         return parse_settings(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HAError(f"{path} is missing", "dpkg-reconfigure polymarket-ha") from None
+
+
+# ha.conf's keys as `polymarket-ha get KEY` prints them (the shell helpers and maintainer scripts read the file
+# through it, never with sed): the validated value, BACKENDS space-separated, an unset optional key empty.
+GET_KEYS: dict[str, Any] = {
+    "ROLE": lambda s: s.role,
+    "OWN_ADDRESS": lambda s: s.own_address,
+    "PEER_ADDRESS": lambda s: s.peer_address,
+    "VIRTUAL_IP": lambda s: s.virtual_ip,
+    "INTERFACE": lambda s: s.interface,
+    "ROUTER_ID": lambda s: str(s.router_id),
+    "BACKENDS": lambda s: " ".join(s.backends),
+    "WITNESS_ADDRESS": lambda s: s.witness_address,
+}
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    if args.key not in GET_KEYS:
+        print(f"error: unknown key {args.key!r} (one of {', '.join(GET_KEYS)})", file=sys.stderr)
+        return 2
+    path = Path(args.settings)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HAError(f"{path} is missing", "dpkg-reconfigure polymarket-ha") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HAError(f"{path}: cannot read it: {exc}", "dpkg-reconfigure polymarket-ha") from None
+    if args.raw:
+        print(read_pairs(text).get(args.key, ""))
+    else:
+        print(GET_KEYS[args.key](parse_settings(text)))
+    return 0
 
 
 def settings_for_timer(what: str) -> Settings | None:
@@ -634,14 +675,28 @@ def gather(s: Settings) -> dict[str, Any]:
         if s.lease:
             ok, why = lease_valid(s.role)
             status["lease"] = {"held": ok, "detail": why, "enrolled": ETCD_CERT.exists()}
-        try:
-            status["last_replication"] = json.loads(LAST_REPLICATION.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            status["last_replication"] = None
+        status["last_replication"] = read_state_json(LAST_REPLICATION)
         status["split_brain"] = local.get("role") == "active" and peer.get("role") == "active"
     else:
         status["backends"] = {b: http_health(b, s.bot_port) for b in (s.backends or (s.vip_address,))}
     return status
+
+
+def read_state_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable. A link, FIFO or anything but a regular file
+    is never opened for reading (a FIFO would block the heartbeat forever): one warning, then treated as absent."""
+    try:
+        fd = _open_regular(path)
+    except FileNotFoundError:
+        return None
+    except (HAError, OSError) as exc:
+        log.warning("%s: treated as absent", exc)
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return None
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -905,17 +960,25 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         return 0
     snap = OUTGOING_DIR / LEDGER.name
     started = time.time()
-    proc = run([sys.executable, "-I", os.path.realpath(__file__), "snapshot", str(LEDGER), str(snap)],
-               user=BOT_USER, group=HA_USER, extra_groups=[])
     result = "ok"
-    if proc.returncode != 0:
+    # Each child runs as a service user, which can stop it (SIGSTOP, same uid): each has a deadline.
+    try:
+        proc = run([sys.executable, "-I", os.path.realpath(__file__), "snapshot", str(LEDGER), str(snap)],
+                   user=BOT_USER, group=HA_USER, extra_groups=[], timeout=SNAPSHOT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc = None
+        result = f"snapshot killed after {SNAPSHOT_TIMEOUT} s (stopped or hung)"
+    if proc is not None and proc.returncode != 0:
         result = "snapshot failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-    else:
-        argv = ["rsync", "-t", "--chmod=F0600", "-e", ssh_command()]
+    elif proc is not None:
+        argv = ["rsync", "-t", "--timeout=60", "--chmod=F0600", "-e", ssh_command()]
         if args.full:
             argv.append("--whole-file")
         argv += [str(snap), f"{HA_USER}@{s.peer_address}:{LEDGER.name}"]
-        sent = run(argv, user=HA_USER, group=HA_USER, extra_groups=[], cwd=str(STATE_DIR))
+        try:
+            sent = run(argv, user=HA_USER, group=HA_USER, extra_groups=[], cwd=str(STATE_DIR), timeout=SEND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            sent = subprocess.CompletedProcess(argv, 124, "", f"killed after {SEND_TIMEOUT} s (stopped or hung)")
         if sent.returncode != 0:
             result = f"rsync exit {sent.returncode}: " + (sent.stderr.strip().splitlines() or ["?"])[-1]
             if "Host key verification failed" in sent.stderr:
@@ -984,6 +1047,45 @@ def fingerprint(key: str) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
+def _ssh_dir_fd() -> int:
+    """A descriptor of SSH_DIR, each of its last two components opened without following a link.
+
+    The postinst makes STATE_DIR and .ssh root's; a link at either (planted by an older version's polymarket-ha,
+    which owned both) is refused: O_NOFOLLOW on the file names alone would still write through a linked .ssh.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        parent = os.open(SSH_DIR.parent, flags)
+    except OSError as exc:
+        raise HAError(f"{SSH_DIR.parent} is not a directory ({exc.strerror}): refused", "dpkg-reconfigure "
+                      "polymarket-ha") from None
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(SSH_DIR.name, 0o755, dir_fd=parent)
+        try:
+            return os.open(SSH_DIR.name, flags, dir_fd=parent)
+        except OSError as exc:
+            raise HAError(f"{SSH_DIR} is a symlink or not a directory ({exc.strerror}): refused",
+                          f"remove {SSH_DIR}, then dpkg-reconfigure polymarket-ha") from None
+    finally:
+        os.close(parent)
+
+
+def _write_at(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
+    """Atomically replace ``name`` in ``dir_fd`` by a new file of root's with ``data`` (a link there is replaced)."""
+    tmp = f".{name}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=dir_fd)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
 def cmd_trust_peer(args: argparse.Namespace) -> int:
     """Let the peer's replication key write into our replica directory, and nothing else; pin its host key."""
     s = load_settings()
@@ -993,12 +1095,14 @@ def cmd_trust_peer(args: argparse.Namespace) -> int:
     host_key = parse_ed25519(args.host_key, "host key") if args.host_key else scan_host_key(s.peer_address)
     line = (f'restrict,from="{s.peer_address}",command="{RRSYNC} -wo {REPLICA_DIR}" '
             f"{key} polymarket-ha@{s.peer_address}\n")
-    ha = pwd.getpwnam(HA_USER)
-    SSH_DIR.mkdir(mode=0o700, exist_ok=True)
     # Both checked before either is written: a bad input leaves the working files as they were.
     path = SSH_DIR / "authorized_keys"
-    write_file(path, line.encode("ascii"), 0o600, (ha.pw_uid, ha.pw_gid))
-    write_file(KNOWN_HOSTS, f"{s.peer_address} {host_key}\n".encode("ascii"), 0o644, (ha.pw_uid, ha.pw_gid))
+    ssh = _ssh_dir_fd()
+    try:
+        _write_at(ssh, path.name, line.encode("ascii"))
+        _write_at(ssh, KNOWN_HOSTS.name, f"{s.peer_address} {host_key}\n".encode("ascii"))
+    finally:
+        os.close(ssh)
     print(f"{path}: the key of {s.peer_address} may write replicas into {REPLICA_DIR} only")
     print(f"{KNOWN_HOSTS}: host key of {s.peer_address} pinned, {fingerprint(host_key)} "
           "(compare on the peer: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)")
@@ -1406,6 +1510,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", default=str(SETTINGS))
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("get", help="print one validated value of ha.conf (the shell helpers use it)")
+    p.add_argument("key", help=", ".join(GET_KEYS))
+    p.add_argument("--raw", action="store_true", help="the value as written, unchecked (debconf's config script)")
+    p.add_argument("--settings", default=str(SETTINGS))
+    p.set_defaults(func=cmd_get)
     p = sub.add_parser("check-value", help="check one debconf answer (the maintainer scripts use it)")
     p.add_argument("question", choices=QUESTIONS)
     p.add_argument("value")
