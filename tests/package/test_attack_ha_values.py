@@ -6,14 +6,15 @@ marker with the fix). The unmarked tests record what held.
 
 from __future__ import annotations
 
-import re
+import ipaddress
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.package.debs import REPO
-from tests.package.test_ha_values import check
+from tests.package.test_ha_values import SCRIPT, check
 
 FIREWALL = REPO / "packages" / "polymarket-ha" / "firewall"
 
@@ -66,14 +67,17 @@ ADDRESSES = ["10.0.0.2", "192.168.1.100", "2001:db8::10", "2001:DB8::10", "fe80:
 
 
 def firewall_reads(key: str, value: str, tmp_path: Path) -> str | None:
-    """What the ha firewall takes from ha.conf's KEY="VALUE" line (its own sed expression), None if nothing."""
+    """What the ha firewall takes from ha.conf's KEY="VALUE" line: it reads through `polymarket-ha get KEY`
+    (issue 8: the one parser), so run that on a file holding the line; None if it refuses the file."""
     script = FIREWALL.read_text(encoding="utf-8")
-    match = re.search(r"=\$\(sed -n '(s/\^" + key + r"=[^']*)' \"\$SETTINGS\"\)", script)
-    assert match, f"no sed for {key} in {FIREWALL}"
+    assert f"=$(/usr/sbin/polymarket-ha get {key})" in script, f"{FIREWALL} does not read {key} with get"
     conf = tmp_path / "ha.conf"
-    conf.write_text(f'{key}="{value}"\n', encoding="utf-8")
-    out = subprocess.run(["sed", "-n", match.group(1), str(conf)], capture_output=True, text=True, check=True)
-    return out.stdout.rstrip("\n") if out.stdout else None
+    lines = {"ROLE": "primary", "OWN_ADDRESS": "10.9.9.1", "PEER_ADDRESS": "10.9.9.2", "VIRTUAL_IP": "10.9.9.10"}
+    lines[key] = value
+    conf.write_text("".join(f'{k}="{v}"\n' for k, v in lines.items()), encoding="utf-8")
+    out = subprocess.run([sys.executable, str(SCRIPT), "get", "--settings", str(conf), key],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    return out.stdout.rstrip("\n") if out.returncode == 0 else None
 
 
 @pytest.mark.parametrize("address", ADDRESSES)
@@ -88,7 +92,8 @@ def test_firewall_pattern_and_check_value_agree(question: str, key: str, address
     accepted = check(question, address).returncode == 0
     if accepted:  # as the postinst writes it: whitespace collapsed
         written = " ".join(address.split())
-        assert firewall_reads(key, written, tmp_path) == written, address
+        read = firewall_reads(key, written, tmp_path)  # the same address, in get's canonical spelling
+        assert read is not None and ipaddress.ip_address(read) == ipaddress.ip_address(written), address
     else:
         assert "%" not in address or firewall_reads(key, address, tmp_path) is None, address
 

@@ -150,6 +150,38 @@ def test_installed_layout_and_generated_config(ha: Lan) -> None:
     assert not lb.path("/etc/polymarket-ha/keepalived.conf").exists()
 
 
+def test_a_hand_edited_ha_conf_without_quotes_is_read_the_same_by_every_helper(ha: Lan) -> None:
+    """Issue 8: firewall and apply read ha.conf through polymarket-ha get (the one parser), so an unquoted hand
+    edit keeps the peer's VRRP rule (sed saw no ROLE and deleted them all), and a value the parser rejects stops
+    firewall with its error line, the rules in place untouched. On the standby: a check that fails on the primary
+    would hand the VIP over for good (nopreempt)."""
+    s, lb = ha.nodes["standby"], ha.nodes["lb"]
+    conf = "/etc/polymarket-ha/ha.conf"
+    saved = {c: c.sh(f"cat {conf}").stdout for c in (s, lb)}
+    try:
+        for c in (s, lb):
+            c.sh(f"sed -i 's/\"//g' {conf}")
+            assert c.sh(f"grep -c '\"' {conf}", check=False).stdout.strip() == "0"
+        assert s.sh("polymarket-ha get ROLE").stdout == "standby\n"
+        assert s.sh("polymarket-ha get PEER_ADDRESS").stdout == f"{ADDR['primary']}\n"
+        s.sh("/usr/lib/polymarket-ha/firewall")
+        rules = s.sh("ufw status").stdout
+        assert f"{ADDR['primary']}/vrrp" in rules and "8080/tcp" in rules and "# polymarket-ha" in rules
+        out = lb.sh("/usr/lib/polymarket-ha/apply 0.1 2>&1")
+        assert "unknown ROLE" not in out.stdout
+        assert lb.sh("systemctl is-active haproxy").stdout.strip() == "active"
+        # A value the parser rejects: firewall fails with one line and deletes nothing.
+        s.sh(f"sed -i 's/^ROLE=.*/ROLE=bogus/' {conf}")
+        bad = s.sh("/usr/lib/polymarket-ha/firewall", check=False)
+        assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+            "error: ROLE 'bogus' is not one of primary, standby, lb (hint: dpkg-reconfigure polymarket-ha)"]
+        assert f"{ADDR['primary']}/vrrp" in s.sh("ufw status").stdout
+        assert s.sh("polymarket-ha get NO_SUCH_KEY", check=False).returncode == 2
+    finally:
+        for c, text in saved.items():
+            c.sh(f"cat >{conf}", input=text)
+
+
 def test_primary_holds_vip_and_trades_standby_passive(ha: Lan) -> None:
     p, s = ha.nodes["primary"], ha.nodes["standby"]
     wait(lambda: holds_vip(p), 40, "the VIP on the primary")

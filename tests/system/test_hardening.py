@@ -219,6 +219,30 @@ def test_broken_sshd_setting_fails_safe(container: harness.Container, dist: Path
     assert sshd_pid(c) == pid and c.sh("sshd -t", check=False).returncode == 0
 
 
+def test_a_hand_edit_without_quotes_is_read_the_same_by_apply_config_and_audit(container: harness.Container,
+                                                                               dist: Path) -> None:
+    """Issue 8: hardening.conf has one reader (polymarket-compliance get): apply and the config script no longer
+    source it, so `ALLOW_USERS=admin admin@10.0.0.0/8` unquoted (sourced: a command run, the reconfigure failed)
+    means both entries, and a line the reader rejects stops apply with one line before it changes anything."""
+    c = container
+    add_admin(c)
+    c.install_debs([deb(dist, PKG)])
+    conf = "/etc/polymarket-hardening/hardening.conf"
+    c.sh(f"sed -i 's|^ALLOW_USERS=.*|ALLOW_USERS=admin admin@10.0.0.0/8|; "
+         f"s|^ADMIN_NETWORK=.*|ADMIN_NETWORK=10.30.0.0/16|' {conf}")  # fmt: skip
+    c.sh(f"DEBIAN_FRONTEND=noninteractive dpkg-reconfigure {PKG}")
+    assert sorted(sshd_effective(c)["allowusers"]) == ["admin", "admin@10.0.0.0/8", "polymarket-ha"]
+    assert c.sh("polymarket-compliance get ALLOW_USERS").stdout == "admin admin@10.0.0.0/8\n"
+    assert "polymarket-hardening/allow_users: admin admin@10.0.0.0/8" in c.sh(f"debconf-show {PKG}").stdout
+    assert c.sh("ufw show added").stdout.count("allow from 10.30.0.0/16 to any port") == 2
+    before = c.sh(f"cat {DROPIN}").stdout
+    c.sh(f"echo 'ALLOW_USERS=admin' >>{conf} && echo 'not a pair' >>{conf}")
+    bad = c.sh("/usr/lib/polymarket-hardening/apply", check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].endswith(": not KEY=value"), bad.stderr
+    assert c.sh(f"cat {DROPIN}").stdout == before
+    assert c.sh("polymarket-compliance get NO_SUCH_KEY", check=False).returncode == 2
+
+
 def test_chroot_install_defers_to_first_boot(tree: Path, dist: Path) -> None:
     host_before = harness.host_sysctls(HOST_SYSCTLS)
     pkg = deb(dist, PKG)
