@@ -110,6 +110,10 @@ def holds_vip(c: Container) -> bool:
 def ha(rootfs: Path, dist: Path) -> Iterator[Lan]:
     with lan(rootfs) as net:
         for role, c in net.nodes.items():
+            # The shared rootfs carries polymarket-monitoring's Prometheus and Alertmanager (enabled, started at
+            # boot): Prometheus on *:9090 is the bot's METRICS_PORT, and the bot exits with EADDRINUSE. A node of
+            # this test has no monitoring, as in production (monitoring is the lb's, without a bot).
+            c.sh("systemctl disable --now prometheus.service prometheus-alertmanager.service")
             if role != "lb":
                 # As polymarket-hardening leaves a node: incoming denied but 22 and the admin network's 8080.
                 c.sh(f"ufw default deny incoming && ufw limit 22/tcp && ufw allow from {NET}.0/24 to any port 8080 "
