@@ -126,6 +126,8 @@ def install_ha_on_loopback(c: harness.Container, dist: Path) -> None:
             "role": ("select", "primary"), "own_address": ("string", "127.0.0.1"),
             "peer_address": ("string", "127.0.0.1"), "virtual_ip": ("string", "10.9.9.9/32"),
             "interface": ("string", "lo"), "backends": ("string", "")}.items()))  # fmt: skip
+    # The shared rootfs's Prometheus (polymarket-monitoring's) holds *:9090, the bot's METRICS_PORT.
+    c.sh("systemctl disable --now prometheus.service prometheus-alertmanager.service")
     c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-ha")])
     c.sh("systemctl stop keepalived; systemctl mask --runtime keepalived; ip addr add 10.9.9.9/32 dev lo")
 
@@ -155,7 +157,7 @@ def test_ha_promotion_pinning_and_stale_marker(container: harness.Container, dis
     assert "adopted the replica" in notify.stderr
     assert c.sh(f"stat -c '%F %U %a' {LEDGER}").stdout.split() == ["regular", "file", "polymarket-bot", "600"]
     assert c.sh(f"sqlite3 {LEDGER} 'select v from m'").stdout.split() == ["from-peer"]
-    assert c.sh("ls /var/lib/polymarket-ha/previous").stdout.split()[0].startswith("trade_history.db.")
+    assert any(n.startswith("trade_history.db.") for n in c.sh("ls /var/lib/polymarket-ha/previous").stdout.split())
 
     # 2. trust-peer: hostile keys are refused with one line and the working files stay as they were.
     pub = c.sh("polymarket-ha pubkey").stdout.strip()
