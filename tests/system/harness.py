@@ -226,12 +226,27 @@ def _trees_dir() -> Path:
     return TREES
 
 
+# Daemons preinstalled only because a package under test depends on them (the containers have
+# no network) but which would otherwise start at every boot: Prometheus listens on *:9090, the
+# bot's METRICS_PORT, so every bot in these trees would crash-loop on EADDRINUSE. They are not
+# enabled here; polymarket-monitoring's postinst starts them where it is installed.
+QUIET_DAEMONS = ("prometheus.service", "prometheus-alertmanager.service")
+
+
+def quiet_preinstalled_daemons(root: Path) -> None:
+    for unit in QUIET_DAEMONS:
+        for link in (root / "etc/systemd/system").glob(f"*.wants/{unit}"):
+            link.unlink()
+
+
 @contextlib.contextmanager
 def fresh_tree(tarball: Path, prefix: str = "pm-tree-") -> Iterator[Path]:
     """An extracted copy of the rootfs in a temporary directory, removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix=prefix, dir=_trees_dir()))
     try:
-        yield extract(tarball, base / "root")
+        root = extract(tarball, base / "root")
+        quiet_preinstalled_daemons(root)
+        yield root
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

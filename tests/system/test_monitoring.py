@@ -36,6 +36,9 @@ def wait_for(c: harness.Container, command: str, want: str, seconds: float = 120
 
 def test_install_alerts_secret_and_bad_value(container: harness.Container, dist: Path) -> None:
     c = container
+    # The shared trees leave the preinstalled archive daemons disabled (harness.QUIET_DAEMONS); on a real
+    # host they come enabled by their own packages, pulled in by polymarket-monitoring's Depends.
+    c.sh("systemctl enable " + " ".join(harness.QUIET_DAEMONS))
     c.sh("debconf-set-selections", input=PRESEED)
     c.install_debs([deb(dist, "polymarket-monitoring")])
 
