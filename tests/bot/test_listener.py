@@ -37,9 +37,9 @@ def unit_limits() -> int:
     raise AssertionError("the unit sets no LimitNOFILE")
 
 
-def timed_health(port: int) -> tuple[int, float]:
+def timed_health(port: int, timeout: float = 1.0) -> tuple[int, float]:
     t0 = time.monotonic()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         c.request("GET", "/health")
         r = c.getresponse()

