@@ -266,6 +266,7 @@ class Engine:
         log.info("engine started: mode=%s leaders=%d feed=%s", self.mode, len(self.cfg.leaders), self.feed)
         while not self.stop.is_set():
             started = time.monotonic()
+            self.loop_at = started  # /live: the loop turns (liveness for HA, whatever the exchange answers)
             try:
                 if not self.warmed:
                     self.warm_up()

@@ -79,6 +79,19 @@ def health(engine: Engine) -> tuple[int, dict[str, Any]]:
     return (200 if db_ok and poll_ok else 503), body
 
 
+def live(engine: Engine) -> tuple[int, dict[str, Any]]:
+    """Liveness for HA (polymarket-ha's check-bot: the VIP and the lease): this process answers and its engine
+    loop turns. Not the exchange: a Data API outage leaves it 200 (/health says 503), so it never fails over;
+    a stopped or dead process does not answer at all. A loop stuck longer than any run of HTTP timeouts and
+    retries could take is 503."""
+    at = getattr(engine, "loop_at", None)  # set by Engine.run at each turn; None: not started yet
+    stuck_after = max(300.0, 60 * engine.cfg.http_timeout)
+    age = None if at is None else time.monotonic() - at
+    ok = age is None or age <= stuck_after
+    return (200 if ok else 503), {"live": ok, "loop_age_seconds": None if age is None else round(age, 3),
+                                  "role": "passive" if engine.passive else "active"}
+
+
 def _page(title: str, data: Any) -> bytes:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body><h1>{html.escape(title)}</h1><pre>{html.escape(json.dumps(data, indent=2, default=str))}"
@@ -157,8 +170,8 @@ class DashboardHandler(_Handler):
     def do_GET(self) -> None:  # noqa: N802
         engine = self.server.engine
         path = self.path.split("?", 1)[0]
-        if path == "/health":
-            status, body = health(engine)
+        if path in ("/health", "/live"):
+            status, body = (health if path == "/health" else live)(engine)
             self._send(status, json.dumps(body).encode())
             return
         pages = {"/system": self._system, "/metrics": self._metrics, "/ha": self._ha,
@@ -293,7 +306,7 @@ def _bad_request(reason: str) -> bytes:
 
 def _is_health(head: bytes) -> bool:
     line = head.split(b"\n", 1)[0]
-    return line.startswith((b"GET /health ", b"GET /health?", b"HEAD /health ", b"HEAD /health?"))
+    return line.startswith((b"GET /health ", b"GET /health?", b"HEAD /health ", b"HEAD /health?", b"GET /live "))
 
 
 class DashboardServer:
