@@ -116,6 +116,9 @@ def _normalise(project: Project, pkg: BinaryPackage, tree: Path) -> None:
     if extra.exists():
         with open(deb / "rules", "a", encoding="utf-8") as rules:
             rules.write(extra.read_text(encoding="utf-8"))
+    # Units in /usr/lib/systemd/system, as in the other packages (debian/usr-units.mk says why).
+    with open(deb / "rules", "a", encoding="utf-8") as rules:
+        rules.write("\n" + (project.root / "debian" / "usr-units.mk").read_text(encoding="utf-8"))
 
 
 def build(project: Project, pkg: BinaryPackage, dist: Path) -> Path:

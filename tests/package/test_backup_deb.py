@@ -28,7 +28,7 @@ FILES = {
     "/etc/polymarket-backup/backup.conf": 0o644,
     "/usr/share/polymarket-backup/offsite.conf.example": 0o644,
     "/usr/share/man/man8/polymarket-backup.8.gz": 0o644,
-    **{f"/lib/systemd/system/{t}.{kind}": 0o644 for t in TIMERS for kind in ("service", "timer")},
+    **{f"/usr/lib/systemd/system/{t}.{kind}": 0o644 for t in TIMERS for kind in ("service", "timer")},
 }
 
 

@@ -31,9 +31,9 @@ FILES = {
     "/etc/polymarket-hardening/audit.rules": 0o644,
     "/etc/polymarket-hardening/compliance.conf": 0o644,
     "/etc/logrotate.d/polymarket": 0o644,
-    "/lib/systemd/system/polymarket-compliance.service": 0o644,
-    "/lib/systemd/system/polymarket-compliance.timer": 0o644,
-    "/lib/systemd/system/polymarket-hardening-firstboot.service": 0o644,
+    "/usr/lib/systemd/system/polymarket-compliance.service": 0o644,
+    "/usr/lib/systemd/system/polymarket-compliance.timer": 0o644,
+    "/usr/lib/systemd/system/polymarket-hardening-firstboot.service": 0o644,
     "/usr/share/man/man8/polymarket-compliance.8.gz": 0o644,
 }
 

@@ -13,8 +13,8 @@ PACKAGE = "polymarket-monitoring"
 
 FILES = {
     "/usr/lib/polymarket-monitoring/polymarket_monitoring.py": 0o755,
-    "/lib/systemd/system/prometheus.service.d/polymarket-monitoring.conf": 0o644,
-    "/lib/systemd/system/prometheus-alertmanager.service.d/polymarket-monitoring.conf": 0o644,
+    "/usr/lib/systemd/system/prometheus.service.d/polymarket-monitoring.conf": 0o644,
+    "/usr/lib/systemd/system/prometheus-alertmanager.service.d/polymarket-monitoring.conf": 0o644,
     "/usr/share/man/man8/polymarket-monitoring.8.gz": 0o644,
     "/usr/share/doc/polymarket-monitoring/README.md.gz": 0o644,
 }
@@ -40,7 +40,7 @@ def test_depends_on_the_archive_packages(deb: Path) -> None:
 
 def test_drop_ins_point_at_our_files(deb: Path, tmp_path: Path) -> None:
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True, env=PLAIN_ENV)
-    unit = tmp_path / "lib/systemd/system"
+    unit = tmp_path / "usr/lib/systemd/system"
     prom = (unit / "prometheus.service.d/polymarket-monitoring.conf").read_text()
     am = (unit / "prometheus-alertmanager.service.d/polymarket-monitoring.conf").read_text()
     start = "\nExecStart=\nExecStart=/usr/bin/prometheus --config.file=/etc/polymarket-monitoring/prometheus.yml "

@@ -1,4 +1,4 @@
-"""System-test harness: cached Debian trixie root filesystems and booted
+"""System-test harness: cached Debian root filesystems (trixie, or bookworm) and booted
 systemd-nspawn containers, driven from outside with nsenter.
 
 Shared by the system tests of every package.  Nothing here touches this
@@ -24,7 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("POLYMARKET_TEST_CACHE", REPO / ".cache"))
 MIRROR = os.environ.get("POLYMARKET_TEST_MIRROR", "http://deb.debian.org/debian")
-SUITE = "trixie"
+# The Debian suite of the shared rootfs: trixie unless POLYMARKET_TEST_SUITE names another one
+# (bookworm: the other side of noble). Each suite has its own cached tarball; the trixie key is
+# unchanged, so selecting bookworm rebuilds nobody's trixie cache.
+SUITES = ("trixie", "bookworm")
+SUITE = os.environ.get("POLYMARKET_TEST_SUITE", "trixie")
+if SUITE not in SUITES:
+    raise RuntimeError(f"POLYMARKET_TEST_SUITE={SUITE!r}: not one of {', '.join(SUITES)}")
 
 # Everything the packages under test depend on is preinstalled, because the
 # containers have no network.  Adding a package here rebuilds the cache.
@@ -63,7 +69,7 @@ def missing_prerequisites() -> list[str]:
 
 
 def rootfs_tarball(extra: Iterable[str] = ()) -> Path:
-    """The cached trixie rootfs tarball with ROOTFS_PACKAGES (+ extra), built once."""
+    """The cached SUITE rootfs tarball with ROOTFS_PACKAGES (+ extra), built once."""
     packages = sorted(set(ROOTFS_PACKAGES) | set(extra))
     key = hashlib.sha256(" ".join([SUITE, MIRROR, *packages]).encode()).hexdigest()[:12]
     CACHE.mkdir(parents=True, exist_ok=True)
