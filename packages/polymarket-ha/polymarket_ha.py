@@ -58,6 +58,12 @@ LAST_REPLICATION = STATE_DIR / "last-replication.json"
 VRRP_STATE = RUN_DIR / "vrrp-state"
 PROMOTING = RUN_DIR / "promoting"
 NOTIFY_LOCK = RUN_DIR / "notify.lock"
+# Textfile metrics for the node exporter (polymarket-monitoring's metrics contract): one file, replaced atomically.
+TEXTFILE_DIR = Path("/var/lib/prometheus/node-exporter")
+METRICS_NAME = "polymarket-ha.prom"
+METRICS_LOCK = RUN_DIR / "metrics.lock"
+LEASE_SEEN = RUN_DIR / "lease-held"  # lease-check's last answer: the metric is rewritten when it changes
+REPLICATE_UNIT = "polymarket-ha-replicate.service"
 RRSYNC = "/usr/bin/rrsync"
 # Deadlines of replicate's children (they run as service users, which can stop them): seconds.
 SNAPSHOT_TIMEOUT = 120
@@ -161,10 +167,14 @@ def parse_settings(text: str) -> Settings:
     if role not in ROLES:
         raise HAError(f"ROLE {role!r} is not one of {', '.join(ROLES)}", "dpkg-reconfigure polymarket-ha")
     vip = raw.get("VIRTUAL_IP", "")
+    backend_text = raw.get("BACKENDS", "")
+    # The lb needs the VIP only when it has no BACKENDS (HAProxy sends to the VIP then).
+    vip_needed = role in PRIORITY or not backend_text.split()
     try:
-        net = ipaddress.ip_interface(vip if "/" in vip else f"{vip}/32")
+        net = ipaddress.ip_interface(vip if "/" in vip else f"{vip}/32") if vip or vip_needed else None
     except ValueError:
-        raise HAError(f"VIRTUAL_IP {vip!r} is not an address[/prefix]", "dpkg-reconfigure polymarket-ha") from None
+        hint = "dpkg-reconfigure polymarket-ha" + ("" if role in PRIORITY else " (on the lb: the VIP, or BACKENDS)")
+        raise HAError(f"VIRTUAL_IP {vip!r} is not an address[/prefix]", hint) from None
     interface = raw.get("INTERFACE", "enp1s0")
     try:
         check_interface(interface)
@@ -185,8 +195,8 @@ def parse_settings(text: str) -> Settings:
     if role in PRIORITY and witness and len({own, peer, witness}) != 3:
         raise HAError("OWN_ADDRESS, PEER_ADDRESS and WITNESS_ADDRESS must be three different hosts",
                       "dpkg-reconfigure polymarket-ha")
-    return Settings(role, own, peer, f"{net.ip}/{net.network.prefixlen}", interface, router_id, backends,
-                    witness_address=witness)
+    return Settings(role, own, peer, f"{net.ip}/{net.network.prefixlen}" if net else "", interface, router_id,
+                    backends, witness_address=witness)
 
 
 def load_settings(path: Path = SETTINGS) -> Settings:
@@ -263,12 +273,14 @@ global_defs {{
     vrrp_garp_master_refresh 60
 }}
 
-# The node is fit to hold the VIP only while its bot answers /health with 200
-# (active or passive). During a promotion the bot restarts: check-bot says ok.
+# The node is fit to hold the VIP only while its bot process is live (/live:
+# it answers and its loop turns, active or passive), never on the exchange's
+# freshness: a Data API outage does not fail over. A planned restart (or a
+# promotion's) is not a failure; a killed, stopped or hung bot is, for 2 checks.
 vrrp_script polymarket_bot {{
     script "/usr/lib/polymarket-ha/check-bot {s.own_address} {s.bot_port}"
     interval 2
-    timeout 3
+    timeout 4
     fall 2
     rise 2
 }}
@@ -755,8 +767,14 @@ def cmd_heartbeat(_args: argparse.Namespace) -> int:
         log.log(logging.WARNING if down else logging.INFO, "lb backends: %s",
                 ", ".join(f"{a}={h['http']}/{h['role']}" for a, h in st["backends"].items()))
         return 0
-    if st["vrrp_state"] == "MASTER" and st["vip_held"]:
+    if st["vrrp_state"] == "MASTER" and st["vip_held"] and not st["passive"]:
         _touch(LAST_ACTIVE)
+        last = st["last_replication"]
+        if not isinstance(last, dict) or last.get("result") != "ok":
+            # Never sent (just installed or trusted) or the last run failed: once a minute, not every 5.
+            log.info("no good replication yet: starting %s", REPLICATE_UNIT)
+            run(["systemctl", "start", "--no-block", REPLICATE_UNIT])
+    write_metrics(s, st)
     if PROMOTING.exists() and not promoting_live():
         log.warning("removing the stale %s of a promotion that did not finish", PROMOTING)
         PROMOTING.unlink(missing_ok=True)
@@ -767,6 +785,107 @@ def cmd_heartbeat(_args: argparse.Namespace) -> int:
     log.log(level, "state %s, vip %s, peer %s /health %s role %s", st["vrrp_state"],
             "held" if st["vip_held"] else "not held", s.peer_address, st["peer"]["http"], st["peer"]["role"])
     return 0
+
+
+# -- textfile metrics (polymarket-monitoring's metrics contract) ----------------------
+#
+# /var/lib/prometheus/node-exporter/polymarket-ha.prom, read by the node exporter's textfile collector. Root
+# writes it, so never through a link: /var/lib/prometheus belongs to prometheus, which could plant one there.
+# Each component is opened without following a link; the last must be root's and writable by root only (as
+# prometheus-node-exporter ships it), and is made so if missing; the file is a new one renamed into place.
+
+def _textfile_dir_fd(path: Path, owner: int = 0) -> int:
+    """A descriptor of ``path``, each component opened with O_NOFOLLOW (made 0755 if missing); refused unless the
+    last is ``owner``'s (root's) and not group- or world-writable."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for part in path.parts[1:]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                nfd = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                raise HAError(f"{path}: {part} is a symlink or not a directory ({exc.strerror}): no metrics written",
+                              f"remove it; the node exporter's textfile directory is {TEXTFILE_DIR}") from None
+            os.close(fd)
+            fd = nfd
+        st = os.fstat(fd)
+        if st.st_uid != owner or st.st_mode & 0o022:
+            raise HAError(f"{path} is not root's or is writable by others: no metrics written",
+                          f"chown root:root {path}; chmod 0755 {path}")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def render_metrics(s: Settings, st: dict[str, Any] | None = None) -> str:
+    """The textfile: the lease (when configured), the VRRP state, the last good replication, split brain."""
+    status = st if st is not None else read_state_json(STATUS_JSON)
+    split = bool(status.get("split_brain")) if isinstance(status, dict) else False
+    last = read_state_json(LAST_REPLICATION)
+    sent = last.get("last_ok_at") if isinstance(last, dict) else None
+    received = _mtime(REPLICA_DIR / "trade_history.db")  # rsync -t: the snapshot's time on the sender
+    newest = max([t for t in (sent, received) if isinstance(t, (int, float))], default=0)
+    gauges: list[tuple[str, str, float]] = []
+    if s.lease:
+        gauges.append(("polymarket_ha_lease_holder", "1 while this node holds the trading lease",
+                       int(lease_valid(s.role, LEASE_FILE)[0])))
+    gauges += [
+        ("polymarket_ha_last_replication_timestamp_seconds",
+         "Unix time of the newest good ledger copy of the pair: sent from here or received here (0: never)",
+         round(float(newest), 3)),
+        ("polymarket_ha_vrrp_master", "1 while keepalived is MASTER on this node", int(vrrp_state() == "MASTER")),
+        ("polymarket_ha_split_brain", "1 when this node and its peer both report an active bot (heartbeat)",
+         int(split)),
+    ]
+    return "".join(f"# HELP {name} {text}\n# TYPE {name} gauge\n{name} {value}\n" for name, text, value in gauges)
+
+
+def write_metrics(s: Settings | None = None, st: dict[str, Any] | None = None, directory: Path | None = None,
+                  owner: int = 0) -> None:
+    """Replace polymarket-ha.prom atomically; a failure is one warning, never the caller's failure."""
+    try:
+        s = s or load_settings()
+        if not s.ha_node:
+            return
+        text = render_metrics(s, st)
+        RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+        with open(METRICS_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fd = _textfile_dir_fd(directory or TEXTFILE_DIR, owner)
+            try:
+                _write_at(fd, METRICS_NAME, text.encode("ascii"), 0o644)
+            finally:
+                os.close(fd)
+    except (HAError, OSError, ValueError) as exc:
+        log.warning("metrics: %s", exc)
+
+
+def note_lease_held(held: bool) -> None:
+    """lease-check's answer (every second): the lease metric is rewritten only when it changes."""
+    seen = LEASE_SEEN
+    mark = "1\n" if held else "0\n"
+    try:
+        if read_small(seen) == mark:
+            return
+        write_file(seen, mark.encode("ascii"), 0o644)
+    except OSError:
+        return
+    write_metrics()
+
+
+def read_small(path: Path) -> str | None:
+    """A small root state file's text, or None (missing, a link, not a regular file)."""
+    try:
+        fd = _open_regular(path)
+    except (HAError, OSError):
+        return None
+    try:
+        return os.read(fd, 64).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
 
 
 # -- keepalived notify: promotion and demotion ------------------------------------
@@ -883,16 +1002,21 @@ def cmd_notify(args: argparse.Namespace) -> int:
     """keepalived's notify script: TYPE NAME STATE [PRIORITY]."""
     state = args.state.upper()
     RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+    # Trading until now: MASTER and not passive. Only then does leaving MASTER mark this node's own trading
+    # (last-active); a BACKUP, FAULT or STOP of a node that was passive anyway (a keepalived restart on the
+    # standby) must not make a fresh replica look older than this node's stale ledger (issue 11 cause 4).
+    was_trading = vrrp_state() == "MASTER" and PASSIVE.parent.is_dir() and not PASSIVE.exists()
     _write_atomic(VRRP_STATE, state + "\n")
     if state != "MASTER":
         make_passive()  # at once, before any lock: never two trading nodes
+    write_metrics()
     with notify_lock():
         if vrrp_state() != "MASTER":
             make_passive()
             if state != "MASTER":
                 log.warning("VRRP %s: bot passive", state)
-                with contextlib.suppress(OSError):
-                    if LAST_ACTIVE.exists():
+                if was_trading:
+                    with contextlib.suppress(OSError):
                         _touch(LAST_ACTIVE)
             return 0
         s = load_settings()
@@ -958,6 +1082,9 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     if not LEDGER.exists():
         log.info("no ledger yet: nothing to send")
         return 0
+    if not KNOWN_HOSTS.exists():
+        log.info("the peer is not trusted yet (polymarket-ha trust-peer, see man polymarket-ha): nothing sent")
+        return 0
     snap = OUTGOING_DIR / LEDGER.name
     started = time.time()
     result = "ok"
@@ -986,7 +1113,11 @@ def cmd_replicate(args: argparse.Namespace) -> int:
                           "trust-peer (reinstalled peer? then run trust-peer again with --host-key)")
     record = {"at": _iso(started), "kind": "full" if args.full else "incremental", "peer": s.peer_address,
               "result": result, "seconds": round(time.time() - started, 3)}
+    previous = read_state_json(LAST_REPLICATION)
+    ok_at = previous.get("last_ok_at") if isinstance(previous, dict) else None
+    record["last_ok_at"] = round(started, 3) if result == "ok" else ok_at  # Unix time of the last success
     _write_atomic(LAST_REPLICATION, json.dumps(record) + "\n")
+    write_metrics(s)
     if result != "ok":
         raise HAError(f"replication to {s.peer_address} failed: {result}", "polymarket-ha status; journalctl -u "
                       "polymarket-ha-replicate")
@@ -1106,7 +1237,25 @@ def cmd_trust_peer(args: argparse.Namespace) -> int:
     print(f"{path}: the key of {s.peer_address} may write replicas into {REPLICA_DIR} only")
     print(f"{KNOWN_HOSTS}: host key of {s.peer_address} pinned, {fingerprint(host_key)} "
           "(compare on the peer: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)")
+    first_replication(s)
     return 0
+
+
+def first_replication(s: Settings) -> None:
+    """Right after trust-peer: the active node sends its first snapshot now, not at the next 5-minute timer. A
+    failure (the peer not reachable, or not trusting this node yet) is a warning: the heartbeat retries it
+    every minute until one succeeds."""
+    if not (vrrp_state() == "MASTER" and holds_vip(s)):
+        print("replication: the active node sends its first snapshot to the passive one within a minute "
+              "(its heartbeat), once each node trusts the other")
+        return
+    try:
+        cmd_replicate(argparse.Namespace(full=False))
+    except HAError as exc:
+        print(f"warning: first replication to {s.peer_address} failed: {exc} (retried every minute; run "
+              "trust-peer on the peer too if not done yet)", file=sys.stderr)
+    else:
+        print(f"replication: first snapshot sent to {s.peer_address}")
 
 
 # -- the trading lease (issue 11) ---------------------------------------------------------------------------------
@@ -1342,6 +1491,7 @@ def cmd_lease_check(args: argparse.Namespace) -> int:
     ok, why = lease_valid(node)
     if not ok or args.verbose:
         print(why, file=sys.stderr if not ok else sys.stdout)
+    note_lease_held(ok)
     return 0 if ok else 1
 
 
