@@ -25,7 +25,7 @@ BUILD_DEPS := build-essential debhelper dpkg-dev po-debconf lintian shellcheck f
               apt-utils gnupg gpgv xorriso python3-jsonschema
 TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring \
               util-linux uidmap qemu-system-x86 e2fsprogs openssh-client \
-              prometheus prometheus-alertmanager \
+              prometheus prometheus-alertmanager chromium \
               $(shell cat packages/polymarket-bot/DEPENDS)
 # Python tools for the tests only (never needed at run time on a server).
 TEST_PIP   := pytest==9.2.0 ruff==0.17.6 mypy==2.4.1 types-PyYAML==6.0.12.20261113 py-clob-client-v2==1.2.1 "moto[server]==5.2.5"

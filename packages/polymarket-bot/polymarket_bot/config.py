@@ -274,6 +274,8 @@ SETTINGS: tuple[Setting, ...] = (
             "polymarket-ha's heartbeat status, shown on /ha"),
     Setting("COMPLIANCE_REPORT", "compliance_report", "/var/lib/polymarket-hardening/compliance/latest.json",
             _path, "polymarket-compliance's latest report, shown on /compliance"),
+    Setting("TEXTFILE_DIR", "textfile_dir", "/var/lib/prometheus/node-exporter", _path,
+            "the node exporter's textfile directory: polymarket-backup's metrics there are shown on / and /ha"),
     # --- the exchange as the truth, and account-level risk limits (issue 9) ---------------
     Setting("RECONCILE_INTERVAL_SECONDS", "reconcile_interval", "300", _number(10, 86400),
             "seconds between reconciling the ledger's positions with the exchange's (also at start "
@@ -345,6 +347,7 @@ class Config:
     compliance_report: Path
     log_file: Path | None
     ha_status_file: Path
+    textfile_dir: Path
     reconcile_interval: float
     max_daily_loss: float
     max_total_exposure: float

@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import errno
 import hmac
-import html
 import io
 import json
 import logging
@@ -30,6 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from . import pages as ui
 from .config import Config
 from .engine import Engine
 
@@ -92,12 +92,6 @@ def live(engine: Engine) -> tuple[int, dict[str, Any]]:
                                   "role": "passive" if engine.passive else "active"}
 
 
-def _page(title: str, data: Any) -> bytes:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-            f"<body><h1>{html.escape(title)}</h1><pre>{html.escape(json.dumps(data, indent=2, default=str))}"
-            "</pre></body></html>").encode()
-
-
 def _rss_kb() -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as f:
@@ -146,12 +140,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 class DashboardHandler(_Handler):
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+    def _send(self, status: int, body: bytes, ctype: str = "application/json",
+              headers: list[tuple[str, str]] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if ctype.startswith("text/html"):
+            headers = [("Content-Security-Policy", ui.CSP), ("X-Frame-Options", "DENY"),
+                       ("Referrer-Policy", "no-referrer"), *(headers or [])]
+        for name, value in headers or []:
+            self.send_header(name, value)
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="polymarket-bot"')
         self.end_headers()
@@ -161,6 +161,8 @@ class DashboardHandler(_Handler):
         cfg: Config = self.server.engine.cfg
         if not cfg.dashboard_token_set:
             return False
+        if ui.session_ok(self.headers, cfg.api_secret_key.reveal().encode()):
+            return True  # a browser's session cookie (pages.py), set by POST /login
         # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER"); the token is compared in constant time
         scheme, _, token = self.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer":
@@ -174,19 +176,51 @@ class DashboardHandler(_Handler):
             status, body = (health if path == "/health" else live)(engine)
             self._send(status, json.dumps(body).encode())
             return
-        pages = {"/system": self._system, "/metrics": self._metrics, "/ha": self._ha,
+        if path == "/login":
+            self._send(*self._html(ui.login_form(200, self.headers)))
+            return
+        pages = {"/": self._summary, "/system": self._system, "/metrics": self._metrics, "/ha": self._ha,
                  "/compliance": self._compliance}
         if path not in pages:
             self._send(404, b'{"error": "not found"}')
             return
-        if not self._authorised():
-            self._send(401, b'{"error": "a valid Authorization: Bearer token is required"}')
-            return
-        title, data = pages[path]()
-        if "application/json" in self.headers.get("Accept", ""):
-            self._send(200, json.dumps(data, default=str).encode())
+        fmt = ui.negotiate(self.path.partition("?")[2], self.headers.get("Accept", ""))
+        if fmt is None:
+            self._send(400, b'{"error": "format must be json or html"}')
+        elif not self._authorised():
+            if fmt == "html":
+                self._send(*self._html(ui.login_form(401, self.headers, path)))
+            else:
+                self._send(401, b'{"error": "a valid Authorization: Bearer token is required"}')
+        elif fmt == "json":
+            self._send(200, json.dumps(pages[path]()[1], default=str).encode())
         else:
-            self._send(200, _page(title, data), "text/html; charset=utf-8")
+            self._send(200, ui.render(path, pages[path]()[1], engine), "text/html; charset=utf-8")
+
+    @staticmethod
+    def _html(answer: ui.Answer) -> tuple[int, bytes, str, list[tuple[str, str]]]:
+        status, body, headers = answer
+        return status, body, "text/html; charset=utf-8", headers
+
+    def do_POST(self) -> None:  # noqa: N802
+        """The login form (and logout); a body of at most pages.MAX_FORM bytes, read by the listener."""
+        path = self.path.split("?", 1)[0]
+        if path not in ("/login", "/logout"):
+            self._send(405, b'{"error": "method not allowed"}', headers=[("Allow", "GET")])
+            return
+        cfg: Config = self.server.engine.cfg
+        size = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(size) if 0 < size <= ui.MAX_FORM else b""
+        if path == "/logout":
+            self._send(*self._html(ui.logout(self.headers)))
+            return
+        token = cfg.api_secret_key.reveal().encode() if cfg.dashboard_token_set else None
+        self._send(*self._html(ui.login(token, body, self.headers, str(self.client_address[0]))))
+
+    def _summary(self) -> tuple[str, Any]:
+        e = self.server.engine
+        return "Summary", ui.summary(e, health(e)[1], self._ha()[1], self._compliance()[1],
+                                     ui.backup_status(e.cfg.textfile_dir))
 
     def _system(self) -> tuple[str, Any]:
         la = os.getloadavg()
@@ -296,6 +330,19 @@ def _framing_problem(head: bytes) -> str | None:
     if lengths and chunked:
         return "Transfer-Encoding with Content-Length"
     return None
+
+
+def _form_length(head: bytes) -> int:
+    """Bytes of body that belong to this head: a POST's Content-Length up to pages.MAX_FORM (a login form), read
+    like the head; -1 for more or a bad value; 0 for any other request (its body is never read)."""
+    if not head.startswith(b"POST "):
+        return 0
+    for line in head.replace(b"\r\n", b"\n").split(b"\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() and int(value) <= ui.MAX_FORM else -1
+    return 0
 
 
 def _bad_request(reason: str) -> bytes:
@@ -496,14 +543,18 @@ class DashboardServer:
             else:
                 self._watch(conn, selectors.EVENT_READ)
             return
-        head, conn.inbuf = conn.inbuf[:n], conn.inbuf[n:]
+        problem = _framing_problem(conn.inbuf[:n])
+        form = _form_length(conn.inbuf[:n]) if problem is None and self.handler is DashboardHandler else 0
+        if len(conn.inbuf) < n + form:
+            self._watch(conn, selectors.EVENT_READ)  # the rest of a login form: due by the head's deadline
+            return
+        head, conn.inbuf = conn.inbuf[:n + max(form, 0)], conn.inbuf[n + max(form, 0):]
         self._watch(conn, 0)
         conn.state = WORKING
         conn.deadline = float("inf")
-        problem = _framing_problem(head)
-        if problem is not None:
+        if problem is not None or form < 0:
             self._count("bad-request")
-            self._answer(conn, _bad_request(problem), False)
+            self._answer(conn, _bad_request(problem or f"a POST body over {ui.MAX_FORM} bytes"), False)
         elif _is_health(head) or self.handler is MetricsHandler:
             # cheap and never waiting on a lock (ledger.ping_readonly): answered here, so no worker
             # held by other clients can delay an HA health check
