@@ -43,7 +43,9 @@ STATE_DIR = Path("/var/lib/polymarket-ha")
 RUN_DIR = Path("/run/polymarket-ha")
 PASSIVE = Path("/run/polymarket/passive")
 STATUS_JSON = Path("/run/polymarket/ha-status.json")
-LEDGER = Path("/var/lib/polymarket/trade_history.db")
+# The ledger is the bot's DB_PATH (ledger_path); this is its name on the wire, in replica/ and in previous/.
+REPLICA_NAME = "trade_history.db"
+BOT_CONFIG_TIMEOUT = 30  # seconds "polymarket-bot config get DB_PATH" may take
 BOT_UNIT = "polymarket-bot.service"
 BOT_USER = "polymarket-bot"
 HA_USER = "polymarket-ha"
@@ -93,6 +95,14 @@ LEASE_RENEW = 1.0        # a keepalive every second: the deadline is renewed 5 t
 LEASE_RATE = 0.01        # clocks may run 1 % apart (NTP slews at most 0.05 %)
 LEASE_MARGIN = 0.5       # seconds for an order checked just before the deadline to reach the exchange
 LEASE_REQUEST_TIMEOUT = 1.0
+# The fence (issue 11, promotion): "leader trade K was copied by the lease holder", in etcd under COPIED_PREFIX,
+# written through the lease keeper's unix socket (the bot holds no etcd credential) by a transaction that
+# succeeds only while LEADER_KEY is this node's, under this node's lease.
+FENCE_SOCKET = RUN_DIR / "fence.sock"
+COPIED_PREFIX = "/polymarket/copied/"
+FENCE_BUCKET = 60        # seconds: one etcd lease per minute (and per TTL asked) carries the copied keys
+FENCE_MAX_TTL = 7 * 86400
+FENCE_MAX_REQUEST = 65536
 
 
 class HAError(Exception):
@@ -173,7 +183,10 @@ def parse_settings(text: str) -> Settings:
     try:
         net = ipaddress.ip_interface(vip if "/" in vip else f"{vip}/32") if vip or vip_needed else None
     except ValueError:
-        hint = "dpkg-reconfigure polymarket-ha" + ("" if role in PRIORITY else " (on the lb: the VIP, or BACKENDS)")
+        hint = "dpkg-reconfigure polymarket-ha, or preseed polymarket-ha/virtual_ip"
+        if not vip:
+            raise HAError("VIRTUAL_IP is not set" + ("" if role in PRIORITY else " (the lb has no BACKENDS)"),
+                          hint) from None
         raise HAError(f"VIRTUAL_IP {vip!r} is not an address[/prefix]", hint) from None
     interface = raw.get("INTERFACE", "enp1s0")
     try:
@@ -403,8 +416,9 @@ backend polymarket_bots
 def render_bot_env(s: Settings) -> str:
     lease = ""
     if s.lease and s.ha_node:
-        lease = ("# Orders only while the trading lease names this node and its deadline is ahead (issue 11).\n"
-                 f"LEASE_FILE={LEASE_FILE}\nLEASE_NODE={s.role}\n")
+        lease = ("# Orders only while the trading lease names this node and its deadline is ahead (issue 11),\n"
+                 "# each recorded in etcd through the lease keeper's socket before it leaves.\n"
+                 f"LEASE_FILE={LEASE_FILE}\nLEASE_NODE={s.role}\nFENCE_SOCKET={FENCE_SOCKET}\n")
     return HEADER.format(src=SETTINGS) + (
         "# Read by polymarket-bot.service through polymarket-ha's drop-in; overrides /etc/polymarket/.env.\n"
         f"BIND_ADDRESS={s.own_address}\n" + lease
@@ -541,6 +555,23 @@ def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     log.debug("+ %s", " ".join(argv))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
     return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, check=False, **kw)
+
+
+def ledger_path() -> Path:
+    """The ledger: the bot's DB_PATH, asked of the bot, which owns it (its parser and defaults; below
+    /var/lib/polymarket only, reached through no link). Failing that, an error: no promotion or replication."""
+    argv = ["polymarket-bot", "config", "get", "DB_PATH"]
+    try:
+        proc = run(argv, cwd="/", timeout=BOT_CONFIG_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc = subprocess.CompletedProcess(argv, 124, "", f"error: took more than {BOT_CONFIG_TIMEOUT} s")
+    except OSError as exc:
+        proc = subprocess.CompletedProcess(argv, 127, "", f"error: {exc.strerror}")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")] or ["error: no path"]
+    if proc.returncode != 0 or not proc.stdout.startswith("/"):
+        raise HAError(f"cannot tell where the ledger is: {' '.join(argv)}: {errors[0].removeprefix('error: ')}",
+                      "is polymarket-bot installed? sudo polymarket-bot validate-config")
+    return Path(proc.stdout.strip())
 
 
 def holds_vip(s: Settings) -> bool:
@@ -682,7 +713,7 @@ def gather(s: Settings) -> dict[str, Any]:
             "passive": PASSIVE.exists(),
             "bot": local,
             "peer": {"address": s.peer_address, **peer},
-            "replica_at": _iso(_mtime(REPLICA_DIR / LEDGER.name)),
+            "replica_at": _iso(_mtime(REPLICA_DIR / REPLICA_NAME)),
         })
         if s.lease:
             ok, why = lease_valid(s.role)
@@ -922,18 +953,18 @@ def bot_healthy(s: Settings, timeout: float) -> bool:
 
 def prune_previous(dir_fd: int, keep: int = PREVIOUS_KEEP) -> list[str]:
     """Keep the ledgers of the last ``keep`` promotions in previous/; delete older ones. The deleted names."""
-    stamps = sorted({name.rsplit(".", 1)[-1] for name in os.listdir(dir_fd) if name.startswith(LEDGER.name)})
+    stamps = sorted({name.rsplit(".", 1)[-1] for name in os.listdir(dir_fd) if name.startswith(REPLICA_NAME)})
     gone = []
     for name in sorted(os.listdir(dir_fd)):
-        if name.startswith(LEDGER.name) and name.rsplit(".", 1)[-1] in stamps[:-keep]:
+        if name.startswith(REPLICA_NAME) and name.rsplit(".", 1)[-1] in stamps[:-keep]:
             os.unlink(name, dir_fd=dir_fd)
             gone.append(name)
     return gone
 
 
-def adopt_replica(s: Settings) -> str:
+def adopt_replica(s: Settings, ledger: Path) -> str:
     """Put the newest replica in place of the ledger, if it is newer than this node's own trading."""
-    replica = REPLICA_DIR / LEDGER.name
+    replica = REPLICA_DIR / REPLICA_NAME
     try:
         src = _open_regular(replica)
     except FileNotFoundError:
@@ -950,7 +981,7 @@ def adopt_replica(s: Settings) -> str:
         os.close(prev)
         # Checked in a directory of root's own, then written into the bot's directory through a new file.
         with tempfile.TemporaryDirectory(prefix="polymarket-ha-promote.", dir="/var/tmp") as tmp:
-            checked = Path(tmp) / LEDGER.name
+            checked = Path(tmp) / REPLICA_NAME
             out = os.open(checked, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 _copy_fd(src, out)
@@ -959,7 +990,7 @@ def adopt_replica(s: Settings) -> str:
             if not integrity_ok(checked):
                 return f"replica of {_iso(replica_at)} fails integrity_check: kept the local ledger"
             bot = pwd.getpwnam(BOT_USER)
-            staged = LEDGER.with_name(".trade_history.db.promote")
+            staged = ledger.with_name(f".{ledger.name}.promote")
             fd = _create_exclusive(staged, 0o600)
             try:
                 with open(checked, "rb") as good:
@@ -975,10 +1006,10 @@ def adopt_replica(s: Settings) -> str:
         run(["systemctl", "stop", BOT_UNIT])
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for suffix in ("", "-wal", "-shm"):
-            old = LEDGER.with_name(LEDGER.name + suffix)
+            old = ledger.with_name(ledger.name + suffix)
             if os.path.lexists(old):
-                _move_into(old, prev, f"{LEDGER.name}{suffix}.{stamp}")
-        os.rename(staged, LEDGER)
+                _move_into(old, prev, f"{REPLICA_NAME}{suffix}.{stamp}")
+        os.rename(staged, ledger)
         run(["systemctl", "start", BOT_UNIT])
         pruned = prune_previous(prev)
     finally:
@@ -1029,7 +1060,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
         # Our pid: check-bot ignores the marker once this process is gone (killed midway) or it is too old.
         _write_atomic(PROMOTING, f"{os.getpid()}\n")
         try:
-            detail = adopt_replica(s) if LEDGER.parent.is_dir() else "no ledger directory"
+            ledger = ledger_path()
+            detail = adopt_replica(s, ledger) if ledger.parent.is_dir() else "no ledger directory"
             log.warning("VRRP MASTER: %s", detail)
             if not bot_healthy(s, 60):
                 log.error("the bot is not healthy after promotion; staying passive")
@@ -1079,18 +1111,19 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     if not (vrrp_state() == "MASTER" and holds_vip(s)):
         log.info("not the active node: nothing to send")
         return 0
-    if not LEDGER.exists():
+    ledger = ledger_path()
+    if not ledger.exists():
         log.info("no ledger yet: nothing to send")
         return 0
     if not KNOWN_HOSTS.exists():
         log.info("the peer is not trusted yet (polymarket-ha trust-peer, see man polymarket-ha): nothing sent")
         return 0
-    snap = OUTGOING_DIR / LEDGER.name
+    snap = OUTGOING_DIR / REPLICA_NAME
     started = time.time()
     result = "ok"
     # Each child runs as a service user, which can stop it (SIGSTOP, same uid): each has a deadline.
     try:
-        proc = run([sys.executable, "-I", os.path.realpath(__file__), "snapshot", str(LEDGER), str(snap)],
+        proc = run([sys.executable, "-I", os.path.realpath(__file__), "snapshot", str(ledger), str(snap)],
                    user=BOT_USER, group=HA_USER, extra_groups=[], timeout=SNAPSHOT_TIMEOUT)
     except subprocess.TimeoutExpired:
         proc = None
@@ -1101,7 +1134,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         argv = ["rsync", "-t", "--timeout=60", "--chmod=F0600", "-e", ssh_command()]
         if args.full:
             argv.append("--whole-file")
-        argv += [str(snap), f"{HA_USER}@{s.peer_address}:{LEDGER.name}"]
+        argv += [str(snap), f"{HA_USER}@{s.peer_address}:{REPLICA_NAME}"]
         try:
             sent = run(argv, user=HA_USER, group=HA_USER, extra_groups=[], cwd=str(STATE_DIR), timeout=SEND_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -1121,7 +1154,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     if result != "ok":
         raise HAError(f"replication to {s.peer_address} failed: {result}", "polymarket-ha status; journalctl -u "
                       "polymarket-ha-replicate")
-    log.info("snapshot of %s sent to %s (%s)", LEDGER, s.peer_address, record["kind"])
+    log.info("snapshot of %s sent to %s (%s)", ledger, s.peer_address, record["kind"])
     return 0
 
 
@@ -1448,6 +1481,210 @@ class LeaseKeeper:
                 self.etcd.call("/v3/lease/revoke", {"ID": lease_id})
 
 
+class KeptEtcd(Etcd):
+    """Etcd over kept-alive HTTPS connections, one per member: the fence's call is on the bot's order path,
+    and a TLS handshake per call (``Etcd``) would add milliseconds to every order. Thread-safe (one lock)."""
+
+    def __init__(self, endpoints: list[str], cafile: Path = ETCD_CA, cert: Path = ETCD_CERT, key: Path = ETCD_KEY,
+                 timeout: float = LEASE_REQUEST_TIMEOUT) -> None:
+        import threading
+        super().__init__(endpoints, cafile, cert, key, timeout)
+        self.conns: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def _post(self, endpoint: str, path: str, data: bytes) -> tuple[int, bytes]:
+        import http.client
+        import urllib.parse
+        for attempt in (0, 1):  # a kept connection the member closed meanwhile: once more on a new one
+            conn = self.conns.get(endpoint)
+            fresh = conn is None
+            if conn is None:
+                url = urllib.parse.urlsplit(endpoint)
+                conn = http.client.HTTPSConnection(url.hostname or "", url.port, timeout=self.timeout,
+                                                   context=self.ctx)
+                self.conns[endpoint] = conn
+            try:
+                conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                return resp.status, resp.read(1 << 24)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.conns.pop(endpoint, None)
+                if fresh or attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import http.client
+        data = json.dumps(body).encode()
+        errors = []
+        with self.lock:
+            for endpoint in self.endpoints:
+                try:
+                    status, raw = self._post(endpoint, path, data)
+                    answer = json.loads(raw or b"{}")
+                except (OSError, ValueError, http.client.HTTPException) as exc:
+                    errors.append(f"{endpoint}: {exc.__class__.__name__}: {exc}")
+                    continue
+                if status != 200 or (isinstance(answer, dict) and "error" in answer):
+                    why = (answer.get("error") or answer.get("message") if isinstance(answer, dict)
+                           else repr(raw[:200]))
+                    errors.append(f"{endpoint}: HTTP {status} {why}")
+                    continue
+                return answer.get("result", answer) if isinstance(answer, dict) else {}
+        raise HAError("etcd: " + "; ".join(errors), "journalctl -u etcd; polymarket-ha status")
+
+
+class FenceServer:
+    """The lease keeper's unix socket for the bot (FENCE_SOCKET, root:polymarket-bot 0660; the caller's uid is
+    checked too): one JSON request line, one JSON answer line.
+
+    ``{"op": "record", "key": K, "ttl": N, "order": H}``: puts COPIED_PREFIX + K in etcd, by a transaction
+    whose compare is "LEADER_KEY holds this node's name under this node's lease": a node that lost the lease
+    (expired, taken over, frozen meanwhile) cannot record, so its bot does not send. The key is put under a
+    shared etcd lease of N + FENCE_BUCKET seconds (one per minute), so it expires by itself.
+    ``{"op": "copied"}``: every recorded key (any holder), read under the same compare, and the generation
+    of this node's lease (the leader key's create revision)."""
+
+    def __init__(self, keeper: LeaseKeeper, etcd: Etcd, path: Path = FENCE_SOCKET,
+                 uids: set[int] | None = None) -> None:
+        import grp
+        self.keeper = keeper
+        self.etcd = etcd
+        self.path = path
+        self.buckets: dict[int, tuple[str, float]] = {}  # ttl asked -> (etcd lease id, granted at, BOOTTIME)
+        self.uids = {0} if uids is None else uids  # root and polymarket-bot may ask
+        self.gid = 0
+        with contextlib.suppress(KeyError):
+            if uids is None:
+                self.uids.add(pwd.getpwnam(BOT_USER).pw_uid)
+            self.gid = grp.getgrnam(BOT_USER).gr_gid
+
+    def _compare(self, lease_id: str) -> list[dict[str, Any]]:
+        key = _b64(LEADER_KEY)
+        return [{"key": key, "target": "VALUE", "result": "EQUAL", "value": _b64(self.keeper.name)},
+                {"key": key, "target": "LEASE", "result": "EQUAL", "lease": lease_id}]
+
+    def _bucket(self, ttl: int, renew: bool = False) -> str:
+        hit = self.buckets.get(ttl)
+        if hit and not renew and boottime() - hit[1] < FENCE_BUCKET:
+            return hit[0]
+        grant = self.etcd.call("/v3/lease/grant", {"TTL": ttl + FENCE_BUCKET})
+        self.buckets[ttl] = (str(grant["ID"]), boottime())
+        return self.buckets[ttl][0]
+
+    def answer(self, req: Any) -> dict[str, Any]:
+        refused = {"ok": False, "fenced": True, "error": f"{self.keeper.name} does not hold {LEADER_KEY}"}
+        lease_id = self.keeper.lease_id
+        if not isinstance(req, dict):
+            return {"ok": False, "error": "not a JSON object"}
+        if not lease_id:
+            return refused
+        if req.get("op") == "record":
+            key = req.get("key")
+            if not isinstance(key, str) or not 0 < len(key) <= 1000 or any(ord(c) < 0x20 for c in key):
+                return {"ok": False, "error": "key: 1-1000 printable characters"}
+            ttl = req.get("ttl")
+            if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= FENCE_MAX_TTL:
+                return {"ok": False, "error": f"ttl: seconds, 1-{FENCE_MAX_TTL}"}
+            value = json.dumps({"holder": self.keeper.name, "at": round(time.time(), 3),
+                                "order": str(req.get("order", ""))[:200]})
+            for attempt in (0, 1):
+                bucket = self._bucket(ttl, renew=attempt > 0)
+                try:
+                    txn = self.etcd.call("/v3/kv/txn", {
+                        "compare": self._compare(lease_id),
+                        "success": [{"requestPut": {"key": _b64(COPIED_PREFIX + key), "value": _b64(value),
+                                                    "lease": bucket}}],
+                        "failure": []})
+                except HAError as exc:
+                    if attempt == 0 and "lease not found" in str(exc):  # the bucket expired early (revoked?)
+                        continue
+                    raise
+                break
+            if not txn.get("succeeded"):
+                return refused
+            return {"ok": True, "revision": str(txn.get("header", {}).get("revision", ""))}
+        if req.get("op") == "copied":
+            prefix = COPIED_PREFIX.encode()
+            end = prefix[:-1] + bytes([prefix[-1] + 1])
+            txn = self.etcd.call("/v3/kv/txn", {
+                "compare": self._compare(lease_id),
+                "success": [{"requestRange": {"key": base64.b64encode(prefix).decode(),
+                                              "range_end": base64.b64encode(end).decode()}},
+                            {"requestRange": {"key": _b64(LEADER_KEY)}}],
+                "failure": []})
+            if not txn.get("succeeded"):
+                return refused
+            responses = txn.get("responses", [])
+            keys: dict[str, Any] = {}
+            for kv in responses[0].get("response_range", {}).get("kvs", []):
+                name = base64.b64decode(kv["key"]).decode(errors="replace")[len(COPIED_PREFIX):]
+                try:
+                    keys[name] = json.loads(base64.b64decode(kv.get("value", "")) or b"{}")
+                except ValueError:
+                    keys[name] = {}
+            leader = responses[1].get("response_range", {}).get("kvs", [{}])
+            return {"ok": True, "keys": keys, "generation": int(leader[0].get("create_revision", 0))}
+        return {"ok": False, "error": f"unknown op {req.get('op')!r}"}
+
+    def handle(self, conn: socket.socket) -> None:
+        import struct
+        conn.settimeout(2.0)
+        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+        data = b""
+        while not data.endswith(b"\n") and len(data) <= FENCE_MAX_REQUEST:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if uid not in self.uids:
+            log.warning("fence: uid %d refused", uid)
+            conn.sendall(b'{"ok": false, "error": "refused: not polymarket-bot or root"}\n')
+            return
+        try:
+            answer = self.answer(json.loads(data))
+        except ValueError:
+            answer = {"ok": False, "error": "not one JSON line"}
+        except (HAError, KeyError, IndexError, TypeError) as exc:
+            answer = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}
+            log.warning("fence: %s", answer["error"])
+        conn.sendall(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+
+    def listen(self) -> socket.socket:
+        """The socket, bound and listening: made in root's RUN_DIR (never in a directory another user owns)."""
+        with contextlib.suppress(FileExistsError):
+            self.path.parent.mkdir(mode=0o755)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chown(self.path, 0 if os.geteuid() == 0 else -1, self.gid if os.geteuid() == 0 else -1)
+        os.chmod(self.path, 0o660)
+        sock.listen(16)
+        return sock
+
+    def serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError as exc:
+                if sock.fileno() == -1:  # closed: the keeper is ending
+                    return
+                log.warning("fence: accept: %s", exc)
+                time.sleep(0.1)
+                continue
+            with conn:
+                try:
+                    self.handle(conn)
+                except OSError as exc:
+                    log.warning("fence: %s", exc)
+
+
 def etcd_endpoints(s: Settings) -> list[str]:
     own = [s.own_address]
     others = [a for n, a in s.members.items() if a != s.own_address]
@@ -1461,7 +1698,10 @@ def cmd_lease_keeper(_args: argparse.Namespace) -> int:
     if not (s.ha_node and s.lease):
         raise HAError(f"no lease on this node (role {s.role}, witness {s.witness_address or 'not set'})",
                       "dpkg-reconfigure polymarket-ha (witness_address)")
+    import threading
     keeper = LeaseKeeper(s.role, Etcd(etcd_endpoints(s)))
+    fence = FenceServer(keeper, KeptEtcd(etcd_endpoints(s)))
+    threading.Thread(target=fence.serve, args=(fence.listen(),), name="fence", daemon=True).start()
     stop = False
 
     def on_term(_sig: int, _frame: Any) -> None:
@@ -1471,13 +1711,15 @@ def cmd_lease_keeper(_args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     keeper.write("", 0.0)  # nothing from before this start is trusted
-    log.info("lease keeper of %s: key %s, TTL %ds, endpoints %s", s.role, LEADER_KEY, LEASE_TTL,
-             " ".join(keeper.etcd.endpoints))
+    log.info("lease keeper of %s: key %s, TTL %ds, endpoints %s; fence socket %s", s.role, LEADER_KEY, LEASE_TTL,
+             " ".join(keeper.etcd.endpoints), fence.path)
     while not stop:
         started = boottime()
         keeper.step()
         time.sleep(max(0.0, LEASE_RENEW - (boottime() - started)))
     keeper.release()
+    with contextlib.suppress(OSError):
+        os.unlink(fence.path)
     return 0
 
 

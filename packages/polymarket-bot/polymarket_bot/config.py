@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import BotError, ConfigError
 from .secrets import (
     MIN_TOKEN,
     NOT_PROVISIONED,
@@ -29,6 +29,10 @@ from .secrets import (
 )
 
 DEFAULT_ENV_FILE = "/etc/polymarket/.env"
+# DB_PATH must lie below it: the service may write only there (the units' ReadWritePaths), and polymarket-ha and
+# polymarket-backup, which ask "polymarket-bot config get DB_PATH", act on the ledger only there.
+# $POLYMARKET_STATE_DIRECTORY moves it (tests): the process environment only, never the env file.
+STATE_DIRECTORY = "/var/lib/polymarket"
 # The shipped placeholders, and the unit's SetCredential= fallback: none of them is a secret.
 PLACEHOLDER_KEYS = {"", "your_private_key_here", NOT_PROVISIONED}
 PLACEHOLDER_SECRETS = {"", "your_api_secret_here", "your_strong_encryption_key_here", NOT_PROVISIONED}
@@ -297,6 +301,10 @@ SETTINGS: tuple[Setting, ...] = (
             "when set, no order unless this lease file (polymarket-ha's lease keeper) names LEASE_NODE "
             "with a deadline ahead on CLOCK_BOOTTIME; absent, unreadable or expired: passive"),
     Setting("LEASE_NODE", "lease_node", "", _str, "this node's name in LEASE_FILE (primary or standby)"),
+    Setting("FENCE_SOCKET", "fence_socket", "", _optional_path,
+            "when set, each order's leader trade is first recorded in etcd through this socket of polymarket-ha's "
+            "lease keeper (refused unless this node holds the lease), and a promotion reads those records: a "
+            "trade copied by either node is never copied again; unreachable: no order"),
     Setting("GEOBLOCK_URL", "geoblock_url", "https://polymarket.com/api/geoblock",
             lambda raw: _url(raw) if raw.strip() else "",
             "Polymarket's geoblock check of this host's IP (at start and hourly, on /health; "
@@ -358,6 +366,7 @@ class Config:
     geoblock_url: str
     lease_file: Path | None
     lease_node: str
+    fence_socket: Path | None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -411,6 +420,62 @@ def read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[str]]:
     return values, problems
 
 
+def _read_env(path: Path) -> tuple[dict[str, tuple[str, int]], list[str], bool]:
+    """read_env_file with its errors as problems; whether the file could be read."""
+    try:
+        values, problems = read_env_file(path)
+    except FileNotFoundError:
+        return {}, [f"{path}: no such file (use --config or POLYMARKET_ENV_FILE)"], False
+    except (PermissionError, UnicodeDecodeError) as exc:
+        return {}, [f"{path}: cannot read: {exc.__class__.__name__}"], False
+    return values, problems, True
+
+
+def db_path_problem(path: Path, environ: Mapping[str, str]) -> str | None:
+    """Why DB_PATH cannot be the ledger: not written plainly below the state directory, or reached through a link."""
+    state = Path(environ.get("POLYMARKET_STATE_DIRECTORY") or STATE_DIRECTORY)
+    if ".." in path.parts or path == state or not path.is_relative_to(state):
+        return (f"{path} is not below {state}: the service may write only there (its units' ReadWritePaths), "
+                "and polymarket-ha and polymarket-backup look for the ledger only there")
+    real = Path(os.path.realpath(path.parent))
+    if real != Path(os.path.realpath(state)) / path.parent.relative_to(state):
+        return f"{path.parent} leads through a symbolic link (to {real}): root's helpers follow none there"
+    return None
+
+
+def get(key: str, path: Path, environ: Mapping[str, str]) -> str:
+    """One setting as the service resolves it (the environment, else the env file, else the default), checked by
+    its own parser, in env-file form: what polymarket-ha and polymarket-backup ask. Never a secret."""
+    setting = next((s for s in SETTINGS if s.key == key), None)
+    if setting is None:
+        raise BotError(f"config get: {key!r} is not a setting", "polymarket-bot --help lists them")
+    if key in SECRET_NAMES:
+        raise BotError(f"config get: {key} is a secret, never printed", "sudo polymarket-bot secret list")
+    file_values, problems, _ = _read_env(path)
+    raw, where = setting.default, f"{key} (default)"
+    if key in environ:
+        raw, where = environ[key], f"environment: {key}"
+    elif key in file_values:
+        raw, where = file_values[key][0], f"{path}:{file_values[key][1]}: {key}"
+    try:
+        value = setting.parse(raw)
+    except Invalid as exc:
+        problems.append(f"{where}: {exc}")
+    else:
+        problem = db_path_problem(value, environ) if key == "DB_PATH" else None
+        if problem:
+            problems.append(f"{where}: {problem}")
+    if problems:
+        raise ConfigError(problems)
+    if isinstance(value, (tuple, frozenset)):
+        shown = ",".join(sorted(value) if isinstance(value, frozenset) else value)
+    else:
+        shown = f"{value:.15g}" if isinstance(value, float) else "" if value is None else str(value)
+    if _KEYLIKE.search(shown):  # a wallet key pasted into the wrong setting never leaves this process
+        raise ConfigError([f"{where}: {_shown(shown)}"])
+    return shown
+
+
 def env_file_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
     return Path(cli_value or environ.get("POLYMARKET_ENV_FILE") or DEFAULT_ENV_FILE)
 
@@ -429,14 +494,9 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None,
         credentials, problems = from_credentials_directory(env.get("CREDENTIALS_DIRECTORY"))
     file_values: dict[str, tuple[str, int]] = {}
     if path is not None:
-        try:
-            file_values, file_problems = read_env_file(path)
-            problems += file_problems
-        except FileNotFoundError:
-            problems.append(f"{path}: no such file (use --config or POLYMARKET_ENV_FILE)")
-        except (PermissionError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: cannot read: {exc.__class__.__name__}")
-        else:
+        file_values, file_problems, read = _read_env(path)
+        problems += file_problems
+        if read:
             try:
                 if path.stat().st_mode & 0o077:
                     warnings.append(f"{path}: readable by group/others; it holds secrets, chmod 600")

@@ -19,9 +19,11 @@ from typing import Any
 from . import signing
 from .config import Config, LeaderFeed, SizingMode, TradingMode
 from .crypto import address_of
+from .fence import KEY_MARGIN, Fence, Fenced, FenceError
 from .httpclient import HttpError, JsonClient, RateLimiter
 from .ledger import Ledger
 from .metrics import Metrics
+from .money import Money
 from .secrets import Secret
 
 log = logging.getLogger(__name__)
@@ -215,6 +217,10 @@ class Engine:
         self.last_probe = 0.0
         self.last_stop_loss = 0.0
         self.passive = False
+        # With FENCE_SOCKET (polymarket-ha's lease): each order's leader trade is recorded in etcd before it
+        # leaves, and ``promote`` merges those records before the first order of every active period.
+        self.fence = Fence(cfg.fence_socket) if cfg.fence_socket is not None else None
+        self.synced = False      # ``promote`` done since this process last turned (or started) active
         self.caught_up = False
         self.stop = threading.Event()
         self.warmed = False
@@ -240,6 +246,7 @@ class Engine:
                 ("polymarket_geoblocked", "1 while Polymarket's geoblock check blocks this host",
                  lambda: float(bool(self.geoblock.get("blocked"))))):
             self.metrics.gauge(name, text, fn)
+        self.money = Money(self)  # balance, exposure, today's PnL and volume for /metrics (money.py)
         self.feed = cfg.leader_feed
         if self.feed is LeaderFeed.AUTO:
             self.feed = LeaderFeed.GLOBAL if len(cfg.leaders) > AUTO_GLOBAL_ABOVE else LeaderFeed.PER_LEADER
@@ -313,10 +320,10 @@ class Engine:
             self.warm_up()
         handled = 0
         self.poll_positions.clear()
-        if was_passive and not self.passive:  # promoted: the exchange's view before the first order
-            log.info("node turned active: resolving open orders and reconciling positions")
-            self.resolve_open()
-            self.reconcile("promotion")
+        if self.passive:
+            self.synced = False
+        elif not self.synced:  # promoted (or started active): the lease's records and the exchange first
+            self.passive = not self.promote(was_passive)
         if self.open_decisions and time.monotonic() - self.last_resolve >= RESOLVE_EVERY:
             self.resolve_open()
         if time.time() - self.last_reconcile >= self.cfg.reconcile_interval:
@@ -351,6 +358,45 @@ class Engine:
             self.last_stop_loss = time.time()
             self.check_stop_loss()
         return handled
+
+    def promote(self, was_passive: bool) -> bool:
+        """Before the first order of an active period. Without a fence: the exchange's view (open orders
+        resolved, positions reconciled) when the node was passive before. With FENCE_SOCKET (issue 11):
+        the keys etcd holds as copied by either node are merged into the ledger first (a trade copied
+        there is never copied again here, however old this ledger is: a replica adopted at promotion,
+        a restored backup); then open orders are resolved and positions reconciled with the exchange;
+        then the leader trades this node saw while passive (or without the lease) that no holder copied
+        and that are younger than MAX_TRADE_AGE_SECONDS are decided afresh, i.e. copied once. False,
+        and the node stays passive, while etcd's records cannot be read."""
+        if self.fence is None:
+            if was_passive:
+                log.info("node turned active: resolving open orders and reconciling positions")
+                self.resolve_open()
+                self.reconcile("promotion")
+            self.synced = True
+            return True
+        try:
+            copied, generation = self.fence.copied()
+        except FenceError as exc:
+            self.metrics.inc("polymarket_errors_total", kind="fence")
+            log.warning("node holds the lease, but the trades copied under it can't be read (%s): "
+                        "no order until they can", exc)
+            return False
+        self.passive = False
+        decided = self.ledger.merge_copied(copied, generation)
+        log.warning("node turned active (lease generation %d, %.1f ms): %d leader trade(s) recorded as copied "
+                    "under the lease, %d decision(s) here now copied_by_peer; resolving open orders and "
+                    "reconciling positions", generation, self.fence.last_ms, len(copied), decided)
+        self.resolve_open()
+        self.reconcile("promotion")
+        if self.mode is TradingMode.LIVE:
+            reopened = self.ledger.reopen_unsent(time.time() - self.cfg.max_trade_age)
+            if reopened:
+                log.warning("promotion: %d leader trade(s) seen while passive and copied by neither node: "
+                            "deciding them now", reopened)
+                self.resolve_open()
+        self.synced = True
+        return True
 
     def warm_up(self) -> None:
         """Before the first poll: what the first copied trade would otherwise wait for.
@@ -598,6 +644,11 @@ class Engine:
         if did is None:
             return False
         self.metrics.inc("polymarket_trades_seen_total")
+        if self.fence is not None and self.ledger.copied_elsewhere(key):  # merged at the last promotion
+            self.ledger.decide(did, "skipped", "copied_by_peer")
+            self.metrics.inc("polymarket_trades_skipped_total", reason="copied_by_peer")
+            log.info("skip %s: copied under the lease by the other node", key)
+            return True
         try:
             plan = self.decide(t)
             try:
@@ -760,8 +811,8 @@ class Engine:
 
     def mark_to_market(self) -> None:
         """Between polls (off the order path), at most every RISK_REFRESH seconds: the open
-        positions at the best bid minus their cost, for MAX_DAILY_LOSS_USD."""
-        if self.cfg.max_daily_loss <= 0 or time.time() - self.last_mark_to_market < RISK_REFRESH:
+        positions at the best bid minus their cost, for MAX_DAILY_LOSS_USD and the money metrics."""
+        if time.time() - self.last_mark_to_market < RISK_REFRESH:
             return
         self.last_mark_to_market = time.time()
         value = 0.0
@@ -772,6 +823,7 @@ class Engine:
                 bids = []  # no bid known: valued at 0 (conservative)
             value += (float(bids[0][0]) * p.shares if bids else 0.0) - p.cost
         self.unrealised = value
+        self.money.refresh()
 
     def daily_loss(self) -> float:
         """Realised loss since 00:00 UTC plus the unrealised loss of open positions (as of the
@@ -1013,11 +1065,7 @@ class Engine:
         body = signing.dumps(payload)
         held, why = self.lease_ok()
         if not held:  # the lease is checked last, right before the order leaves (issue 11)
-            self.passive = True
-            self.ledger.finish_order(oid, status="not_sent", response={"lease": why}, filled_shares=0,
-                                     filled_usd=0, latency_ms=None, decision="skipped", reason=f"no_lease: {why}")
-            self.metrics.inc("polymarket_trades_skipped_total", reason="no_lease")
-            log.warning("order %s not sent: no trading lease (%s)", order_hash, why)
+            self._no_lease(oid, order_hash, why)
             return
         if self.kill_switch_on():  # one lstat before every order: a switch made mid-poll holds the rest
             if visible_at is None:  # a re-send of an order the exchange may have: stays open
@@ -1028,6 +1076,23 @@ class Engine:
             self.metrics.inc("polymarket_risk_blocked_total", limit="kill_switch")
             log.warning("order %s not sent: kill switch %s", order_hash, self.cfg.kill_switch_file)
             raise Skip("kill_switch", str(self.cfg.kill_switch_file))  # counted; an exit is retried
+        fence_ms = None
+        if self.fence is not None:
+            # Recorded in etcd under the lease before it leaves: refused once another node holds the key
+            # (a node that cannot record cannot send), and what the next holder reads at its promotion.
+            key = self.ledger.fence_key(oid, order_hash)
+            try:
+                self.fence.record(key, int(self.cfg.max_trade_age) + KEY_MARGIN, order_hash)
+            except FenceError as exc:
+                self.synced = False
+                self._no_lease(oid, order_hash, f"fence: {exc}" if isinstance(exc, Fenced) else
+                               f"fence unavailable: {exc}")
+                return
+            fence_ms = self.fence.last_ms
+            held, why = self.lease_ok()  # again after the fence's round trip
+            if not held:
+                self._no_lease(oid, order_hash, why)
+                return
         try:
             answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(
                 self.address, creds, int(time.time()), "POST", "/order", body))
@@ -1093,8 +1158,18 @@ class Engine:
         self.metrics.inc("polymarket_orders_total", status="accepted" if ok else "rejected")
         if ok:
             self.metrics.inc("polymarket_trades_copied_total")
-        log.info("order %s %s %s: %s shares for %s USD (%s ms)", order_hash, side.name,
-                 payload["order"]["tokenId"], shares, usd, "-" if latency is None else f"{latency:.1f}")
+        log.info("order %s %s %s: %s shares for %s USD (%s ms%s)", order_hash, side.name,
+                 payload["order"]["tokenId"], shares, usd, "-" if latency is None else f"{latency:.1f}",
+                 "" if fence_ms is None else f", fence {fence_ms:.1f} ms")
+
+    def _no_lease(self, oid: int, order_hash: str, why: str) -> None:
+        """The order is not sent: no lease (or the fence refused it). Recorded ``skipped: no_lease``, which a
+        later promotion of this node decides afresh unless the other node copied the trade meanwhile."""
+        self.passive = True
+        self.ledger.finish_order(oid, status="not_sent", response={"lease": why}, filled_shares=0,
+                                 filled_usd=0, latency_ms=None, decision="skipped", reason=f"no_lease: {why}")
+        self.metrics.inc("polymarket_trades_skipped_total", reason="no_lease")
+        log.warning("order %s not sent: no trading lease (%s)", order_hash, why)
 
     # ---- what the exchange knows about our orders ---------------------------------------
     def _paged(self, path: str, params: dict[str, Any], pages: int = 20) -> list[dict[str, Any]]:

@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS position_audit (
     ledger_shares REAL NOT NULL, exchange_shares REAL NOT NULL, ledger_cost REAL NOT NULL,
     new_cost REAL NOT NULL, reason TEXT NOT NULL
 );
+-- Leader trades recorded in etcd as copied by a holder of polymarket-ha's lease (issue 11), merged here at
+-- each promotion: never copied again by this node, whatever the age of its ledger.
+CREATE TABLE IF NOT EXISTS peer_copied (
+    dedupe_key TEXT PRIMARY KEY, holder TEXT NOT NULL, order_hash TEXT NOT NULL DEFAULT '', at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS positions (
     mode TEXT NOT NULL, asset TEXT NOT NULL, condition_id TEXT NOT NULL,
     shares REAL NOT NULL, cost REAL NOT NULL, updated_at REAL NOT NULL,
@@ -414,6 +419,61 @@ class Ledger:
             row = self.db.execute("SELECT COALESCE(SUM(realised_usd), 0) FROM orders WHERE mode=? AND "
                                   "created_at >= ?", (mode, since)).fetchone()
         return float(row[0])
+
+    # ---- the lease's fence (polymarket-ha, issue 11) -----------------------------------------
+    def fence_key(self, order_id: int, order_hash: str) -> str:
+        """What the fence records before an order leaves: the dedupe key of the order's leader trade, or
+        ``order:<hash>`` for an order of no leader trade (a stop loss)."""
+        with self.lock:
+            row = self.db.execute("SELECT t.dedupe_key FROM orders o JOIN decisions d ON d.id = o.decision_id "
+                                  "JOIN leader_trades t ON t.id = d.leader_trade_id WHERE o.id=?",
+                                  (order_id,)).fetchone()
+        return str(row[0]) if row else f"order:{order_hash}"
+
+    def merge_copied(self, copied: dict[str, dict[str, Any]], generation: int) -> int:
+        """At a promotion: the keys etcd holds as copied (by either node) go into ``peer_copied``, and every
+        decision of this ledger about one of them that has no order at the exchange (pending without an
+        order, or skipped while passive or without the lease) is decided ``skipped: copied_by_peer``. An
+        order this ledger holds as sent, or maybe sent, is left to ``open_decisions`` (asked about by its
+        hash). The lease's generation is kept in ``meta`` (it only grows). Returns the decisions changed."""
+        now = time.time()
+        changed = 0
+        with self._transaction():
+            self.db.execute("DELETE FROM peer_copied WHERE at < ?", (now - 2 * 86400,))
+            for key, info in copied.items():
+                holder = str(info.get("holder") or "?")
+                at = info.get("at")
+                self.db.execute("INSERT INTO peer_copied (dedupe_key, holder, order_hash, at) VALUES (?,?,?,?) "
+                                "ON CONFLICT(dedupe_key) DO UPDATE SET holder=excluded.holder, "
+                                "order_hash=excluded.order_hash, at=excluded.at",
+                                (key, holder, str(info.get("order") or ""),
+                                 float(at) if isinstance(at, (int, float)) else now))
+                changed += self.db.execute(
+                    "UPDATE decisions SET decision='skipped', reason=?, updated_at=? WHERE leader_trade_id = "
+                    "(SELECT id FROM leader_trades WHERE dedupe_key=?) AND (decision IN ('pending', 'unknown') "
+                    "OR (decision='skipped' AND (reason='passive' OR reason LIKE 'no_lease%'))) AND NOT EXISTS "
+                    "(SELECT 1 FROM orders o WHERE o.decision_id=decisions.id AND o.status NOT IN "
+                    "('not_sent', 'rejected'))", (f"copied_by_peer: {holder}", now, key)).rowcount
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('lease_generation', ?) ON CONFLICT(key) DO "
+                            "UPDATE SET value=excluded.value WHERE CAST(excluded.value AS INTEGER) > "
+                            "CAST(meta.value AS INTEGER)", (str(int(generation)),))
+        return changed
+
+    def copied_elsewhere(self, key: str) -> bool:
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM peer_copied WHERE dedupe_key=?", (key,)).fetchone() is not None
+
+    def reopen_unsent(self, since: float) -> int:
+        """At a promotion, after ``merge_copied``: leader trades of ``since`` or later that this node decided
+        not to copy only because it was passive or had no lease, and that no holder recorded as copied,
+        are pending again (``open_decisions`` decides them afresh). Returns how many."""
+        now = time.time()
+        with self._transaction():
+            return self.db.execute(
+                "UPDATE decisions SET decision='pending', reason='seen while passive, copied by neither node', "
+                "updated_at=? WHERE decision='skipped' AND (reason='passive' OR reason LIKE 'no_lease%') AND "
+                "leader_trade_id IN (SELECT id FROM leader_trades WHERE trade_ts >= ? AND dedupe_key NOT IN "
+                "(SELECT dedupe_key FROM peer_copied))", (now, since)).rowcount
 
     # ---- queries -----------------------------------------------------------------------
     def position(self, mode: str, asset: str) -> Position | None:
