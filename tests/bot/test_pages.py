@@ -38,6 +38,8 @@ LEADER = "<img src=x onerror=alert(2)>Whale\x00\u2028"
 LEADER_SHOWN = "&lt;img src=x onerror=alert(2)&gt;Whale\\x00\\u2028"
 CONTROL = "PermitRootLogin <b>no</b>\r\nInjected: 1"
 CONTROL_SHOWN = "PermitRootLogin &lt;b&gt;no&lt;/b&gt;\\x0d\\x0aInjected: 1"
+VIP = "192.0.2.10/24<svg onload=alert(3)>\x1b]0;title\x07"
+VIP_SHOWN = "192.0.2.10/24&lt;svg onload=alert(3)&gt;\\x1b]0;title\\x07"
 CHROMIUM = shutil.which("chromium")
 
 
@@ -139,7 +141,7 @@ class Bot:
             return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         self.ha_status.write_text(json.dumps({
-            "role": "primary", "hostname": "node-a", "virtual_ip": "192.0.2.10/24", "checked_at": iso(now - 20),
+            "role": "primary", "hostname": "node-a", "virtual_ip": VIP, "checked_at": iso(now - 20),
             "vrrp_state": "MASTER", "vip_held": True, "passive": False, "bot": {"http": 200, "role": "active"},
             "peer": {"address": "192.0.2.12", "http": 200, "role": "passive"}, "replica_at": None,
             "lease": {"held": True, "detail": "held by primary", "enrolled": True},
@@ -228,7 +230,8 @@ def test_the_four_pages_render_in_chromium_with_their_data(bot: Bot) -> None:
         proxy.shutdown()
         proxy.server_close()
     for name, dom in doms.items():
-        assert "<script" not in dom.lower() and "<img" not in dom.lower(), name  # nothing injected was parsed
+        for tag in ("<script", "<img", "<svg", "<b>"):
+            assert tag not in dom.lower(), (name, tag)  # nothing injected was parsed as markup
         assert 'name="viewport"' in dom, name
         assert "Log out" in dom and "/login" not in dom.split("<main>", 1)[1], f"{name}: not logged in"
     s = doms["summary"]
@@ -245,7 +248,7 @@ def test_the_four_pages_render_in_chromium_with_their_data(bot: Bot) -> None:
     ha = doms["ha"]
     assert "MASTER" in ha and "192.0.2.12" in ha and "this node (primary)" in ha and "held by primary" in ha
     assert "2 min (ok)" in ha and "11 min" in ha and "passed" in ha and "7 h 0 min" in ha
-    assert "split brain</dt><dd><span class=\"ok\">no</span>" in ha
+    assert "split brain</dt><dd><span class=\"ok\">no</span>" in ha and VIP_SHOWN in ha
     c = doms["compliance"]
     assert "92.3%" in c and CONTROL_SHOWN in c and "ufw.enabled" in c and "inactive" in c
     assert c.count("<tr>") == 1 + 2 + 1 + 26  # failing (head + 2), all controls (head + 26)
