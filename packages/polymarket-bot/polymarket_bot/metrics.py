@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+Labels = tuple[tuple[str, str], ...]
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -21,6 +23,7 @@ class Metrics:
         self.counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self.help: dict[str, tuple[str, str]] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.gauge_sets: dict[str, Callable[[], Mapping[Labels, float]]] = {}
         self.hist_counts = [0] * len(BUCKETS)
         self.hist_sum = 0.0
         self.hist_n = 0
@@ -64,6 +67,12 @@ class Metrics:
         self.help[name] = ("gauge", text)
         self.gauges[name] = fn
 
+    def gauge_series(self, name: str, text: str, fn: Callable[[], Mapping[Labels, float]]) -> None:
+        """A gauge with labels (or one whose value may be unknown): ``fn`` returns its series,
+        labels -> value; a series it leaves out is not exported (no made-up value)."""
+        self.help[name] = ("gauge", text)
+        self.gauge_sets[name] = fn
+
     def render(self) -> str:
         out: list[str] = []
         with self.lock:
@@ -81,4 +90,9 @@ class Metrics:
         for name, fn in self.gauges.items():
             _, text = self.help[name]
             out += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {fn():g}"]
+        for name, series_fn in self.gauge_sets.items():
+            _, text = self.help[name]
+            out += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+            # repr: every digit of a USD figure (":g" keeps six, 12345.67 would read 12345.7)
+            out += [f"{name}{_labels(labels)} {float(v)!r}" for labels, v in sorted(series_fn().items())]
         return "\n".join(out) + "\n"

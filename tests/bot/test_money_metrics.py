@@ -1,0 +1,148 @@
+"""The money metrics as Prometheus scrapes them: the bot against the fake exchange, /metrics read over
+HTTP. After a buy, a price move and a sell, every figure is the ledger's (and the exchange's)
+arithmetic; past 00:00 UTC (the money module's clock moved) the day's figures start from zero while
+the open position's figures stay."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from conftest import LEADERS, ME, NO, YES, Harness, held
+from polymarket_bot.engine import Engine
+from polymarket_bot.money import day_start
+from polymarket_bot.server import DashboardServer, start_servers
+
+SAMPLE = re.compile(r'^(polymarket_[a-z_]+)(\{leader="(0x[0-9a-f]{40})"\})? (\S+)$')
+
+
+@pytest.fixture
+def scrape(h: Harness) -> Iterator[tuple[Engine, list[DashboardServer]]]:
+    e = h.engine(MAX_DAILY_LOSS_USD="4.5", MAX_DAILY_VOLUME="100", MAX_TOTAL_EXPOSURE_USD="500",
+                 MAX_LEADER_EXPOSURE_USD="250")
+    servers = list(start_servers(e, 0, 0))
+    yield e, servers
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def metrics(servers: list[DashboardServer]) -> dict[str, float]:
+    """/metrics over HTTP as Prometheus reads it: name (name:leader for the per-leader series) -> value."""
+    url = f"http://127.0.0.1:{servers[1].server_address[1]}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if m:
+            out[m.group(1) + (":" + m.group(3) if m.group(3) else "")] = float(m.group(4))
+    return out
+
+
+def remark(e: Engine) -> None:
+    """The next poll marks the positions again (RISK_REFRESH is 30 s) and takes the money figures."""
+    e.last_mark_to_market = 0
+    e.poll_once()
+
+
+def exchange_balance(h: Harness) -> float:
+    return h.ex.s.balances[ME.lower()] / 1e6
+
+
+def test_buy_price_move_and_sell_as_the_ledger_counts_them(h: Harness,
+                                                           scrape: tuple[Engine, list[DashboardServer]]) -> None:
+    e, servers = scrape
+    m = metrics(servers)
+    assert m["polymarket_max_daily_loss_usd"] == 4.5 and m["polymarket_max_daily_volume_usd"] == 100
+    assert m["polymarket_max_total_exposure_usd"] == 500 and m["polymarket_max_leader_exposure_usd"] == 250
+    assert "polymarket_daily_loss_usd" not in m            # not taken yet: no made-up zero
+    h.trade(ago=5, transactionHash="0x1")                # leader 0 buys; we copy 10 USD at 0.50
+    e.poll_once()
+    h.ex.set_book(YES, [[0.30, 10000]], [[0.31, 10000]])  # the price moves down
+    remark(e)
+    m = metrics(servers)
+    pos = held(e, YES)
+    (buy,) = e.ledger.orders()
+    assert buy["side"] == "BUY" and buy["filled_usd"] == pytest.approx(10) and pos.cost == pytest.approx(10)
+    assert m["polymarket_usdc_balance_usd"] == pytest.approx(exchange_balance(h)) == pytest.approx(10000 - 10)
+    assert m["polymarket_exposure_usd"] == pytest.approx(pos.cost)
+    assert m[f"polymarket_leader_exposure_usd:{LEADERS[0]}"] == pytest.approx(buy["filled_usd"])
+    assert m[f"polymarket_leader_exposure_usd:{LEADERS[1]}"] == 0
+    assert m["polymarket_daily_volume_usd"] == pytest.approx(buy["filled_usd"])
+    assert m["polymarket_realised_pnl_today_usd"] == 0
+    unrealised = 0.30 * pos.shares - pos.cost               # 20 shares at the best bid, minus 10 USD
+    assert unrealised == pytest.approx(-4)
+    assert m["polymarket_unrealised_pnl_usd"] == pytest.approx(unrealised)
+    assert m["polymarket_daily_loss_usd"] == pytest.approx(-unrealised)
+    assert m["polymarket_daily_loss_usd"] == pytest.approx(e.daily_loss())   # what the limit itself counts
+    assert e.metrics.get("polymarket_orders_total", status="accepted") == 1
+
+    h.trade(side="SELL", size=100, price=0.30, ago=2, transactionHash="0x2")   # the leader exits; so do we
+    e.poll_once()
+    remark(e)
+    m = metrics(servers)
+    buy, sell = e.ledger.orders()
+    assert sell["side"] == "SELL" and sell["filled_usd"] == pytest.approx(6)
+    assert m["polymarket_realised_pnl_today_usd"] == pytest.approx(sell["realised_usd"]) == pytest.approx(-4)
+    assert m["polymarket_unrealised_pnl_usd"] == 0 and m["polymarket_exposure_usd"] == 0
+    assert m[f"polymarket_leader_exposure_usd:{LEADERS[0]}"] == 0
+    assert m["polymarket_daily_volume_usd"] == pytest.approx(buy["filled_usd"] + sell["filled_usd"])
+    assert m["polymarket_usdc_balance_usd"] == pytest.approx(exchange_balance(h)) == pytest.approx(10000 - 4)
+    assert m["polymarket_daily_loss_usd"] == pytest.approx(4)
+    # PolymarketDailyLossNearLimit's expression on these very samples: 4 > 0.8 * 4.5, limit set
+    assert m["polymarket_daily_loss_usd"] > 0.8 * m["polymarket_max_daily_loss_usd"] > 0
+    assert e.metrics.get("polymarket_orders_total", status="accepted") == 2
+
+
+def test_day_figures_start_from_zero_after_midnight_utc(h: Harness,
+                                                       scrape: tuple[Engine, list[DashboardServer]]) -> None:
+    e, servers = scrape
+    h.trade(ago=5, transactionHash="0x1")
+    h.trade(leader=1, asset=NO, ago=5, transactionHash="0x2")   # two buys, 10 USD each
+    e.poll_once()
+    h.trade(side="SELL", size=100, price=0.49, ago=2, transactionHash="0x3")   # leader 0 exits
+    e.poll_once()
+    h.ex.set_book(NO, [[0.40, 10000]], [[0.41, 10000]])
+    orders = e.ledger.orders()
+    when = max(o["created_at"] for o in orders)
+    e.money.clock = lambda: when                           # the day the orders were sent
+    remark(e)
+    today = metrics(servers)
+    pos = held(e, NO)
+    assert held(e, YES).shares == 0
+    realised = sum(o["realised_usd"] for o in orders)
+    assert today["polymarket_daily_volume_usd"] == pytest.approx(sum(o["filled_usd"] for o in orders))
+    assert today["polymarket_realised_pnl_today_usd"] == pytest.approx(realised) and realised < 0
+    assert today["polymarket_unrealised_pnl_usd"] == pytest.approx(0.40 * pos.shares - pos.cost)
+    assert today["polymarket_money_timestamp_seconds"] == pytest.approx(when)
+
+    midnight = day_start(when) + 86400
+    e.money.clock = lambda: midnight + 1                   # 00:00:01 UTC the next day
+    remark(e)
+    m = metrics(servers)
+    assert m["polymarket_daily_volume_usd"] == 0 and m["polymarket_realised_pnl_today_usd"] == 0
+    assert m["polymarket_unrealised_pnl_usd"] == pytest.approx(today["polymarket_unrealised_pnl_usd"])
+    assert m["polymarket_daily_loss_usd"] == pytest.approx(-m["polymarket_unrealised_pnl_usd"])
+    for key in ("polymarket_exposure_usd", f"polymarket_leader_exposure_usd:{LEADERS[1]}",
+                "polymarket_usdc_balance_usd"):
+        assert m[key] == pytest.approx(today[key]) and m[key] > 0, key
+    assert m["polymarket_money_timestamp_seconds"] == pytest.approx(midnight + 1)
+
+    e.money.clock = lambda: midnight - 1                   # 23:59:59: still the day of the orders
+    remark(e)
+    assert metrics(servers)["polymarket_daily_volume_usd"] == pytest.approx(today["polymarket_daily_volume_usd"])
+
+
+def test_balance_unreadable_keeps_the_last_figure(h: Harness, scrape: tuple[Engine, list[DashboardServer]]) -> None:
+    e, servers = scrape
+    e.poll_once()
+    assert metrics(servers)["polymarket_usdc_balance_usd"] == pytest.approx(10000)
+    h.ex.add_fault("/balance-allowance", "500", count=20)
+    remark(e)
+    m = metrics(servers)
+    assert m["polymarket_usdc_balance_usd"] == pytest.approx(10000)
+    assert e.metrics.get("polymarket_errors_total", kind="balance") == 1
