@@ -30,6 +30,9 @@ FILES = {
     "/etc/polymarket-hardening/sysctl.conf": 0o644,
     "/etc/polymarket-hardening/audit.rules": 0o644,
     "/etc/polymarket-hardening/compliance.conf": 0o644,
+    "/etc/polymarket-hardening/modprobe.conf": 0o644,
+    "/etc/polymarket-hardening/needrestart.conf": 0o644,
+    "/etc/polymarket-hardening/ssh-banner": 0o644,
     "/etc/logrotate.d/polymarket": 0o644,
     "/usr/lib/systemd/system/polymarket-compliance.service": 0o644,
     "/usr/lib/systemd/system/polymarket-compliance.timer": 0o644,
@@ -40,6 +43,8 @@ FILES = {
 LINKS = {
     "/etc/sysctl.d/99-polymarket-hardening.conf": "../polymarket-hardening/sysctl.conf",
     "/etc/audit/rules.d/polymarket.rules": "../../polymarket-hardening/audit.rules",
+    "/etc/modprobe.d/polymarket-hardening.conf": "../polymarket-hardening/modprobe.conf",
+    "/etc/needrestart/conf.d/polymarket-hardening.conf": "../../polymarket-hardening/needrestart.conf",
 }
 
 
@@ -69,6 +74,9 @@ def test_conffiles(control: Path) -> None:
         "/etc/logrotate.d/polymarket",
         "/etc/polymarket-hardening/audit.rules",
         "/etc/polymarket-hardening/compliance.conf",
+        "/etc/polymarket-hardening/modprobe.conf",
+        "/etc/polymarket-hardening/needrestart.conf",
+        "/etc/polymarket-hardening/ssh-banner",
         "/etc/polymarket-hardening/sysctl.conf",
     ]
 
@@ -80,12 +88,27 @@ def test_depends(deb: Path) -> None:
         assert re.search(rf"\b{pkg}\b", depends), pkg
 
 
+def test_recommends_not_depends(deb: Path) -> None:
+    """The patch policy's and the CIS controls' daemons are recommended: a host without them is audited
+    (their controls fail), never refused the package; the time daemon is whichever the archive gives."""
+    fields = {f: subprocess.run(["dpkg-deb", "-f", str(deb), f], capture_output=True, text=True,
+                                check=True).stdout.strip() for f in ("Depends", "Recommends")}  # fmt: skip
+    recommends = [r.strip() for r in fields["Recommends"].split(",")]
+    assert sorted(recommends) == ["apparmor", "needrestart", "systemd-timesyncd | time-daemon", "unattended-upgrades"]
+    for pkg in ("apparmor", "needrestart", "unattended-upgrades", "systemd-timesyncd", "chrony"):
+        assert not re.search(rf"\b{pkg}\b", fields["Depends"]), pkg
+
+
 def test_debconf_templates(control: Path) -> None:
     templates = (control / "templates").read_text()
     assert "Template: polymarket-hardening/allow_users" in templates
     allow_users = templates.split("Template: polymarket-hardening/allow_users\n")[1].split("\n\n")[0]
     assert "\nDefault: admin\n" in allow_users  # never polymarket-bot (issue 7, item 4)
     assert "Template: polymarket-hardening/admin_network" in templates
+    for question, kind, default in (("upgrade_window", "string", "03:00"), ("auto_reboot", "boolean", "true"),
+                                    ("role", "select", "auto")):  # fmt: skip
+        block = templates.split(f"Template: polymarket-hardening/{question}\n")[1].split("\n\n")[0]
+        assert f"Type: {kind}\n" in block and f"\nDefault: {default}" in block, block
     assert (control / "config").exists()
 
 

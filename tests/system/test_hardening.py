@@ -147,7 +147,10 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
     c.sh("printf 'MaxAuthTries 6\\n' > /etc/ssh/sshd_config.d/05-local.conf")
     code, broken = compliance(c)
     assert broken["score"] < report["score"]
-    failing = [ctl for ctl in broken["controls"] if ctl["status"] == "fail"]
+    # Exactly one more failing control: this rootfs lacks packages the hardening only recommends
+    # (unattended-upgrades, a time daemon: their controls fail here already; test_hardening_cis.py has them).
+    failing_before = {ctl["id"] for ctl in report["controls"] if ctl["status"] == "fail"}
+    failing = [ctl for ctl in broken["controls"] if ctl["status"] == "fail" and ctl["id"] not in failing_before]
     assert [(f["id"], f["expected"], f["actual"]) for f in failing] == [("ssh.maxauthtries", "3", "6")]
     # A critical one (password logins back on) also makes it exit non-zero.
     c.sh("printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/05-local.conf")

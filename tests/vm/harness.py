@@ -98,9 +98,10 @@ def image_tarball(extra: Iterable[str] = ()) -> Path:
         return tarball
 
 
-def deb_depends(deb: Path) -> set[str]:
-    """The first alternative of every dependency of ``deb`` that is not one of ours."""
-    field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True)
+def deb_depends(deb: Path, field_name: str = "Depends") -> set[str]:
+    """The first alternative of every dependency (or of ``field_name``: Recommends) of ``deb`` that is not
+    one of ours."""
+    field = subprocess.run(["dpkg-deb", "-f", str(deb), field_name], capture_output=True, text=True, check=True)
     names = set()
     for dep in field.stdout.split(","):
         name = dep.split("|")[0].split("(")[0].split(":")[0].strip()
