@@ -77,6 +77,13 @@ def held(e: Engine, asset: str, mode: str = "live") -> Position:
     return pos
 
 
+@pytest.fixture(autouse=True)
+def state_directory_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DB_PATH in a test's tmp_path: validate-config (in this process or a child) accepts it below /, not only
+    below /var/lib/polymarket. Tests of that rule (test_db_path.py) set their own."""
+    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", "/")
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
     srv = FakeServer(0).start()

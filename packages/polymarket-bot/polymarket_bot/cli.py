@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import __version__
-from .config import SETTINGS, Config, env_file_path, load
+from .config import SETTINGS, Config, db_path_problem, env_file_path, get, load
 from .errors import BotError, ConfigError
 from .secrets import (
     BAD_INPUT,
@@ -82,7 +82,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     if unreadable:
         return 1
-    problem = check_ledger_path(cfg.db_path)
+    if "DB_PATH" in os.environ:
+        print("warning: DB_PATH: set in the environment; polymarket-ha and polymarket-backup read the env file "
+              "only (polymarket-bot config get DB_PATH) and would not follow: set it there", file=sys.stderr)
+    problem = db_path_problem(cfg.db_path, os.environ) or check_ledger_path(cfg.db_path)
     if problem:
         print(f"error: DB_PATH: {problem}", file=sys.stderr)
         return 1
@@ -100,6 +103,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       f"({geo['country']} {geo['region']})", file=sys.stderr)
                 return 1
     print(f"configuration OK (mode {cfg.mode}, {len(cfg.leaders)} leader(s))")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """config get KEY: one resolved, checked value on stdout (the helpers of polymarket-ha and polymarket-backup)."""
+    print(get(args.key, env_file_path(args.config, os.environ), os.environ))
     return 0
 
 
@@ -363,6 +372,12 @@ def parser() -> argparse.ArgumentParser:
     va.add_argument("--geoblock", action="store_true",
                     help="also ask GEOBLOCK_URL whether Polymarket accepts orders from this host's IP")
     va.set_defaults(func=cmd_validate)
+    cf = sub.add_parser("config", help="read the configuration as the service resolves it: config get KEY")
+    cf.set_defaults(func=cmd_config)
+    get_parser = cf.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "get", help="print KEY's value (the environment, else the env file, else the default), checked as "
+                    "validate-config does; never a secret; DB_PATH only below /var/lib/polymarket")
+    get_parser.add_argument("key", metavar="KEY")
     pr = sub.add_parser("prune", help="delete ledger rows older than --days (retention)")
     pr.add_argument("--days", default="90", metavar="N", help="keep this many days, at least 1 (default 90)")
     pr.set_defaults(func=cmd_prune)

@@ -187,6 +187,6 @@ def test_ha_a_linked_replica_is_refused_and_the_local_ledger_kept(tmp_path: Path
     monkeypatch.setattr(ha, "REPLICA_DIR", replica)
     monkeypatch.setattr(ha, "LAST_ACTIVE", tmp_path / "last-active")
     monkeypatch.setattr(ha, "run", lambda argv, **kw: pytest.fail(f"ran {argv}"))
-    detail = ha.adopt_replica(None)
+    detail = ha.adopt_replica(None, tmp_path / "lib" / "trade_history.db")
     assert "is a symlink: refused" in detail and "kept the local ledger" in detail
     assert unchanged(canary)
