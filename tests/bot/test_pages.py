@@ -175,6 +175,13 @@ def bot(h: Harness, tmp_path: Path) -> Iterator[Bot]:
         stop(b.proc)
 
 
+def money(port: int) -> dict[str, float]:
+    """The money gauges of METRICS_PORT's Prometheus text."""
+    text = request(port, "/metrics").text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith("polymarket_") and "{" not in line.split()[0] and len(line.split()) == 2}
+
+
 # ---- Chromium ---------------------------------------------------------------------------------------
 class _CookieProxy(BaseHTTPRequestHandler):
     """A loopback reverse proxy that adds the session cookie: Chromium's command line cannot set one."""
@@ -237,8 +244,11 @@ def test_the_four_pages_render_in_chromium_with_their_data(bot: Bot) -> None:
     s = doms["summary"]
     assert MARKET_SHOWN in s and LEADER_SHOWN in s                     # the position and the order, escaped
     assert re.search(r"<td>BUY</td><td>" + re.escape(MARKET_SHOWN), s)  # the last orders
-    assert "PnL today (realised)</dt><dd>0.00</dd>" in s
-    assert "PnL today (unrealised)</dt><dd><span class=\"unknown\">unknown</span>" in s  # no MAX_DAILY_LOSS_USD
+    m = money(bot.mport)  # the money figures: the same snapshot as Prometheus's
+    assert (f"realised · unrealised</dt><dd>{m['polymarket_realised_pnl_today_usd']:,.2f} · "
+            f"{m['polymarket_unrealised_pnl_usd']:,.2f}</dd>") in s
+    assert f"USDC balance</dt><dd>{m['polymarket_usdc_balance_usd']:,.2f}</dd>" in s
+    assert f"exposure</dt><dd>{m['polymarket_exposure_usd']:,.2f}</dd>" in s
     assert "this node (primary)" in s and "MASTER" in s
     assert "last replication</dt><dd>2 min (ok)" in s and "last backup</dt><dd>11 min" in s
     assert "92.3%" in s and "not compliant" in s and "sshd.permit_root_login, ufw.enabled" in s
@@ -259,8 +269,7 @@ def test_the_four_pages_render_in_chromium_with_their_data(bot: Bot) -> None:
 def test_a_figure_this_node_does_not_have_reads_unknown(bot: Bot) -> None:
     """No heartbeat file, no compliance report, no backup metric: "unknown" on the page, null in the JSON."""
     s = bot.page("/")
-    for label in ("VRRP state", "last replication", "last backup", "compliance", "failing controls",
-                  "PnL today (unrealised)"):
+    for label in ("VRRP state", "last replication", "last backup", "compliance", "failing controls"):
         assert re.search(re.escape(label) + r"</dt><dd><span class='unknown'>unknown</span>", s), label
     assert "no open position" in s and "no order yet" in s
     ha = bot.page("/ha")
@@ -271,7 +280,7 @@ def test_a_figure_this_node_does_not_have_reads_unknown(bot: Bot) -> None:
     data = json.loads(request(bot.port, "/?format=json", headers={"Authorization": f"Bearer {TOKEN}"}).body)
     assert data["backup"]["age_seconds"] is None and data["ha"]["replication_age_seconds"] is None
     assert data["compliance"] == {"score": None, "compliant": None, "failing": []}
-    assert data["pnl_today"] == {"realised_usd": 0.0, "unrealised_usd": None, "total_usd": None}
+    assert data["pnl_today"]["realised_usd"] == 0.0 and data["pnl_today"]["exposure_usd"] == 0.0
 
 
 def test_machines_keep_the_json_and_the_prometheus_text(bot: Bot) -> None:

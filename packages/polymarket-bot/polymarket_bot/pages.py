@@ -382,15 +382,31 @@ def last_orders(engine: Engine, limit: int = LAST_ORDERS) -> list[dict[str, Any]
 
 
 def pnl_today(engine: Engine) -> dict[str, float | None]:
-    """Realised since 00:00 UTC from the ledger; unrealised only when the engine marks to market
-    (MAX_DAILY_LOSS_USD set, and marked once at least): otherwise unknown."""
-    mode = str(engine.mode)
-    now = time.time()
-    realised = engine.ledger.realised_since(mode, now - now % 86400)
-    marked = engine.cfg.max_daily_loss > 0 and engine.last_mark_to_market > 0
-    unrealised = engine.unrealised if marked else None
-    return {"realised_usd": round(realised, 2), "unrealised_usd": None if unrealised is None else round(unrealised, 2),
-            "total_usd": None if unrealised is None else round(realised + unrealised, 2)}
+    """The money figures the engine took last (money.py: after marking the positions to the best bid, every
+    RISK_REFRESH seconds; the same as /metrics on METRICS_PORT); all unknown before the first."""
+    snap = engine.money.snapshot
+    if snap is None:
+        return dict.fromkeys(("realised_usd", "unrealised_usd", "total_usd", "balance_usd", "exposure_usd",
+                              "volume_usd", "as_of", "age_seconds"))
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 2)
+
+    return {"realised_usd": r(snap.realised_today), "unrealised_usd": r(snap.unrealised),
+            "total_usd": r(snap.realised_today + snap.unrealised), "balance_usd": r(snap.balance),
+            "exposure_usd": r(snap.exposure), "volume_usd": r(snap.volume_today), "as_of": snap.at,
+            "age_seconds": round(max(0.0, time.time() - snap.at), 1)}
+
+
+def _money_rows(pnl: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("PnL today", usd(pnl["total_usd"])),
+        ("realised · unrealised", usd(pnl["realised_usd"]) + " · " + usd(pnl["unrealised_usd"])),
+        ("USDC balance", usd(pnl["balance_usd"])),
+        ("exposure", usd(pnl["exposure_usd"])),
+        ("volume today", usd(pnl["volume_usd"])),
+        ("money figures from", age(pnl["age_seconds"]) + (esc(" ago") if pnl["age_seconds"] is not None else "")),
+    ]
 
 
 def lease(engine: Engine) -> dict[str, Any]:
@@ -533,8 +549,7 @@ def render_summary(data: Mapping[str, Any]) -> bytes:
         ("mode · role", esc(f"{data['mode']} · {h.get('role')}")),
         ("exchange", flag(h.get("exchange") == "reachable", "reachable", "unreachable")),
         ("last poll", age(h.get("last_poll_age_seconds"))),
-        ("PnL today (realised)", usd(pnl["realised_usd"])),
-        ("PnL today (unrealised)", usd(pnl["unrealised_usd"])),
+        *_money_rows(pnl),
         ("lease holder", _lease_html(data["lease"])),
         ("VRRP state", esc(ha["vrrp_state"])),
         ("last replication", age(ha["replication_age_seconds"]) + (f" ({esc(ha['replication_result'])})"
@@ -567,14 +582,12 @@ def render_system(data: Mapping[str, Any], engine: Engine) -> bytes:
         ("load", esc(" ".join(f"{x:.2f}" for x in load))),
         ("uptime", age(data.get("uptime_seconds"))),
     ])
-    pnl = pnl_today(engine)
     body += "<h2>Risk</h2>" + dl([
         ("kill switch", flag(not risk.get("kill_switch", {}).get("active"), "off", "ON: no order is sent")),
         ("circuit breaker", flag(not cb.get("open_for_seconds"), "closed",
                                  f"open {cb.get('open_for_seconds')} s")),
         ("order errors in a row", esc(cb.get("errors_in_a_row"))),
-        ("PnL today (realised)", usd(pnl["realised_usd"])),
-        ("PnL today (unrealised)", usd(pnl["unrealised_usd"])),
+        *_money_rows(pnl_today(engine)),
         ("daily loss / limit", esc(f"{risk.get('daily_loss_usd')} / {risk.get('max_daily_loss_usd') or 'no limit'}")),
         ("exposure / limit", esc(f"{risk.get('total_exposure_usd')} / "
                                  f"{risk.get('max_total_exposure_usd') or 'no limit'}")),
