@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import shutil
 import socket
@@ -211,11 +210,13 @@ def render(proxy_port: int, path: str, name: str) -> str:
     shot = SCREENS / f"{name}.png"
     shot.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        argv = [CHROMIUM, "--headless", "--disable-gpu", "--no-first-run", "--disable-extensions",
+        # --no-sandbox: Chromium refuses root with its sandbox, and CI runs as root (the page is our own);
+        # no background networking, component updates or sync: it talks to 127.0.0.1 only
+        argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-features=Translate,MediaRouter",
                 f"--user-data-dir={profile}", "--window-size=412,900", f"--screenshot={shot}", "--dump-dom",
                 f"http://127.0.0.1:{proxy_port}{path}"]
-        if os.geteuid() == 0:
-            argv.insert(1, "--no-sandbox")  # Chromium refuses root with its sandbox
         r = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-2000:]
     assert shot.stat().st_size > 5000, f"{shot}: no screenshot"
