@@ -366,14 +366,10 @@ def market_names(engine: Engine, assets: Iterable[str]) -> dict[str, str]:
 
 
 def last_orders(engine: Engine, limit: int = LAST_ORDERS) -> list[dict[str, Any]]:
-    ledger = engine.ledger
-    with ledger.lock:
-        cur = ledger.db.execute(
-            "SELECT o.id, o.created_at, o.mode, o.side, o.token_id, o.price, o.usd, o.status, o.filled_usd, "
-            "t.leader, t.raw FROM orders o LEFT JOIN decisions d ON d.id = o.decision_id "
-            "LEFT JOIN leader_trades t ON t.id = d.leader_trade_id ORDER BY o.id DESC LIMIT ?", (limit,))
-        cols = [c[0] for c in cur.description]
-        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    rows = engine.ledger.rows(
+        "SELECT o.id, o.created_at, o.mode, o.side, o.token_id, o.price, o.usd, o.status, o.filled_usd, "
+        "t.leader, t.raw FROM orders o LEFT JOIN decisions d ON d.id = o.decision_id "
+        "LEFT JOIN leader_trades t ON t.id = d.leader_trade_id ORDER BY o.id DESC LIMIT ?", (limit,))
     for r in rows:
         f = _raw_fields(r.pop("raw"))
         r["leader_name"] = f.get("name") or f.get("pseudonym") or None
@@ -398,8 +394,9 @@ def pnl_today(engine: Engine) -> dict[str, float | None]:
             "age_seconds": round(max(0.0, time.time() - snap.at), 1)}
 
 
-def _money_rows(pnl: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [
+def _money_rows(pnl: Mapping[str, Any], exposure: bool = True) -> list[tuple[str, str]]:
+    """The snapshot's figures; /system shows the live exposure of the risk limits instead."""
+    rows = [
         ("PnL today", usd(pnl["total_usd"])),
         ("realised · unrealised", usd(pnl["realised_usd"]) + " · " + usd(pnl["unrealised_usd"])),
         ("USDC balance", usd(pnl["balance_usd"])),
@@ -407,6 +404,7 @@ def _money_rows(pnl: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("volume today", usd(pnl["volume_usd"])),
         ("money figures from", age(pnl["age_seconds"]) + (esc(" ago") if pnl["age_seconds"] is not None else "")),
     ]
+    return rows if exposure else [r for r in rows if r[0] != "exposure"]
 
 
 def lease(engine: Engine) -> dict[str, Any]:
@@ -587,7 +585,7 @@ def render_system(data: Mapping[str, Any], engine: Engine) -> bytes:
         ("circuit breaker", flag(not cb.get("open_for_seconds"), "closed",
                                  f"open {cb.get('open_for_seconds')} s")),
         ("order errors in a row", esc(cb.get("errors_in_a_row"))),
-        *_money_rows(pnl_today(engine)),
+        *_money_rows(pnl_today(engine), exposure=False),
         ("daily loss / limit", esc(f"{risk.get('daily_loss_usd')} / {risk.get('max_daily_loss_usd') or 'no limit'}")),
         ("exposure / limit", esc(f"{risk.get('total_exposure_usd')} / "
                                  f"{risk.get('max_total_exposure_usd') or 'no limit'}")),
