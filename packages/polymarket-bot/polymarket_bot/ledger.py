@@ -256,14 +256,21 @@ class Ledger:
                                    "('not_sent', 'rejected')", (decision_id,)).fetchone()[0]
             if row is None or row[0] not in ("pending", "unknown", *reopen) or sent:
                 return None
-            cur = self.db.execute(
-                "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
-                "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
-                "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,'sending',NULL,0,0,NULL,?,?)",
-                (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
-                 json.dumps(request), now, condition_id))
+            order_id = self._insert_order((decision_id, mode, token_id, side, order_type, price, size, usd,
+                                           order_hash, json.dumps(request)), now, condition_id)
             self.db.execute("UPDATE decisions SET reason=?, updated_at=? WHERE id=?",
                             (f"order {order_hash} signed, sending", now, decision_id))
+        return order_id
+
+    def _insert_order(self, sent: tuple[Any, ...], now: float, condition_id: str,
+                      answer: tuple[Any, ...] = ("sending", None, 0, 0, None)) -> int:
+        """One row of ``orders``, in the caller's transaction: ``sent`` is (decision_id, mode, token_id, side,
+        order_type, price, size, usd, order_hash, request JSON), ``answer`` (status, response JSON,
+        filled_shares, filled_usd, latency_ms): by default an order signed and not yet answered. Its id."""
+        cur = self.db.execute(
+            "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash, "
+            "request, status, response, filled_shares, filled_usd, latency_ms, created_at, condition_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*sent, *answer, now, condition_id))
         return int(cur.lastrowid or 0)
 
     def finish_order(self, order_id: int, *, status: str, response: Any, filled_shares: float,
@@ -330,16 +337,13 @@ class Ledger:
     def open_decisions(self) -> list[dict[str, Any]]:
         """Decisions a crash or a lost answer left open, with their leader trade (if any) and
         their last order row (if one was signed): what the engine must ask the exchange about."""
-        with self.lock:
-            cur = self.db.execute(
-                "SELECT d.id AS decision_id, d.kind, d.created_at, t.raw, t.trade_ts, o.id AS order_id, "
-                "o.order_hash, o.request, o.status, o.side, o.token_id, o.price, o.size, o.usd, o.mode, "
-                "o.created_at AS order_created, o.condition_id "
-                "FROM decisions d LEFT JOIN leader_trades t ON t.id = d.leader_trade_id "
-                "LEFT JOIN orders o ON o.id = (SELECT MAX(id) FROM orders WHERE decision_id = d.id) "
-                "WHERE d.decision IN ('pending', 'unknown') ORDER BY d.id")
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return self.rows(
+            "SELECT d.id AS decision_id, d.kind, d.created_at, t.raw, t.trade_ts, o.id AS order_id, "
+            "o.order_hash, o.request, o.status, o.side, o.token_id, o.price, o.size, o.usd, o.mode, "
+            "o.created_at AS order_created, o.condition_id "
+            "FROM decisions d LEFT JOIN leader_trades t ON t.id = d.leader_trade_id "
+            "LEFT JOIN orders o ON o.id = (SELECT MAX(id) FROM orders WHERE decision_id = d.id) "
+            "WHERE d.decision IN ('pending', 'unknown') ORDER BY d.id")
 
     def record_order(self, decision_id: int, *, mode: str, token_id: str, side: str, order_type: str,
                      price: float, size: float, usd: float, order_hash: str | None, request: Any,
@@ -348,15 +352,11 @@ class Ledger:
         """Order, exchange answer, position and final decision in one transaction."""
         now = time.time()
         with self._transaction():
-            cur = self.db.execute(
-                "INSERT INTO orders (decision_id, mode, token_id, side, order_type, price, size, usd, "
-                "order_hash, request, status, response, filled_shares, filled_usd, latency_ms, created_at, "
-                "condition_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash,
-                 json.dumps(request), status, json.dumps(response), filled_shares, filled_usd,
-                 latency_ms, now, condition_id))
+            order_id = self._insert_order(
+                (decision_id, mode, token_id, side, order_type, price, size, usd, order_hash, json.dumps(request)),
+                now, condition_id, (status, json.dumps(response), filled_shares, filled_usd, latency_ms))
             realised = self._apply_fill(mode, token_id, side, condition_id, filled_shares, filled_usd, now)
-            self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, cur.lastrowid))
+            self.db.execute("UPDATE orders SET realised_usd=? WHERE id=?", (realised, order_id))
             self.db.execute("UPDATE decisions SET decision=?, reason=?, updated_at=? WHERE id=?",
                             (decision, reason, now, decision_id))
 
@@ -381,10 +381,7 @@ class Ledger:
         return shares, exchange_shares
 
     def audit(self) -> list[dict[str, Any]]:
-        with self.lock:
-            cur = self.db.execute("SELECT * FROM position_audit ORDER BY id")
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return self.rows("SELECT * FROM position_audit ORDER BY id")
 
     def busy_assets(self, mode: str, since: float) -> set[str]:
         """Assets with an order sent after ``since`` or still open: not reconciled (the Data API
@@ -494,14 +491,17 @@ class Ledger:
                                   "created_at >= ?", (mode, since)).fetchone()
         return float(row[0])
 
-    def decisions(self, limit: int = 50) -> list[dict[str, Any]]:
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The rows of a query, each a dict by column name."""
         with self.lock:
-            cur = self.db.execute(
-                "SELECT d.id, d.kind, d.decision, d.reason, d.created_at, t.leader, t.side, t.asset, t.size, "
-                "t.price FROM decisions d LEFT JOIN leader_trades t ON t.id = d.leader_trade_id "
-                "ORDER BY d.id DESC LIMIT ?", (limit,))
+            cur = self.db.execute(sql, params)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def decisions(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.rows("SELECT d.id, d.kind, d.decision, d.reason, d.created_at, t.leader, t.side, t.asset, "
+                         "t.size, t.price FROM decisions d LEFT JOIN leader_trades t ON t.id = d.leader_trade_id "
+                         "ORDER BY d.id DESC LIMIT ?", (limit,))
 
     def counts(self) -> dict[str, int]:
         with self.lock:
@@ -509,10 +509,7 @@ class Ledger:
         return {r[0]: int(r[1]) for r in rows}
 
     def orders(self) -> list[dict[str, Any]]:
-        with self.lock:
-            cur = self.db.execute("SELECT * FROM orders ORDER BY id")
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return self.rows("SELECT * FROM orders ORDER BY id")
 
     def prune(self, days: float) -> dict[str, int]:
         """Delete trades, decisions and orders older than ``days``; positions and marks stay."""
