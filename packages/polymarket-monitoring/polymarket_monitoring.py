@@ -208,6 +208,13 @@ ALERTS: tuple[tuple[str, str, str, str, str, str], ...] = (
      "today's loss on {{ $labels.node }} is over 80% of MAX_DAILY_LOSS_USD", "curl -s http://BIND_ADDRESS:8080/health"),
     ("PolymarketCircuitBreakerOpen", f"polymarket_circuit_breaker_open{{{BOT}}} == 1", "0s", "critical",
      "the circuit breaker of {{ $labels.node }} holds orders", BOT_LOOK),
+    # increase() misses a unit's first failure (its series is born at 1, with no earlier sample to
+    # compare): the last-failure time catches that one. Both come from polymarket-failure@.service.
+    ("PolymarketUnitFailed",
+     "increase(polymarket_unit_failures_total[15m]) > 0"
+     " or time() - polymarket_unit_last_failure_timestamp_seconds < 900", "0s", "warning",
+     "{{ $labels.unit }} failed on {{ $labels.node }}",
+     "systemctl --failed; journalctl -u 'polymarket-failure@*' -e"),
     ("PolymarketDeadMansSwitch", "vector(1)", "0s", "none",
      "always firing: its silence means the alerting pipeline is down", "sudo polymarket-monitoring status"),
 )

@@ -32,6 +32,7 @@ def tool(name: str) -> str:
 BOT = {"job": "polymarket-bot", "instance": "192.168.1.100:9090", "node": "primary"}
 BOT2 = {"job": "polymarket-bot", "instance": "192.168.1.101:9090", "node": "standby"}
 NODE = {"job": "node", "instance": "192.168.1.100:9100", "node": "primary"}
+UNIT = {**NODE, "unit": "polymarket-backup.service"}
 
 
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
@@ -102,6 +103,14 @@ CASES: dict[str, Case] = {
         [series("polymarket_daily_loss_usd", BOT, "79x2"), series("polymarket_max_daily_loss_usd", BOT, "100x2"),
          series("polymarket_daily_loss_usd", BOT2, "50x2"), series("polymarket_max_daily_loss_usd", BOT2, "0x2")],
         BOT, ""),
+    # a unit's first failure: its counter is born at 1 (increase() sees nothing), its time is 3 min ago;
+    # silent: its one failure was 25 min before (at -20m)
+    "PolymarketUnitFailed": (
+        "1m", "5m",
+        [series("polymarket_unit_failures_total", UNIT, "_ _ _ 1 1 1"),
+         series("polymarket_unit_last_failure_timestamp_seconds", UNIT, "_ _ _ 180 180 180")],
+        [series("polymarket_unit_failures_total", UNIT, "1x10"),
+         series("polymarket_unit_last_failure_timestamp_seconds", UNIT, "-1200x10")], UNIT, ""),
     "PolymarketCircuitBreakerOpen": (
         "1m", "1m", [series("polymarket_circuit_breaker_open", BOT, "0 1")],
         [series("polymarket_circuit_breaker_open", BOT, "0 0")], BOT, ""),
@@ -163,4 +172,30 @@ def test_promtool_fails_a_wrong_expectation(tmp_path: Path) -> None:
     (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "tests": [test]}))
     proc = subprocess.run([tool("promtool"), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True,
                           text=True, check=False)
+    assert proc.returncode != 0
+
+
+def promtool_rules(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    mod = monitoring()
+    (tmp_path / "rules.yml").write_text(mod.render({q: d for q, (_, d) in mod.QUESTIONS.items()})["rules.yml"])
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "tests": tests}))
+    return subprocess.run([tool("promtool"), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True,
+                          text=True, check=False)
+
+
+def test_unit_failed_fires_on_every_new_failure_for_15_minutes(tmp_path: Path) -> None:
+    """A unit that failed long ago fails again (polymarket-failure@.service: the counter 1 -> 2, the time
+    moves): the alert fires at once and stops 15 min later; a third failure fires it again."""
+    rule = {r["alert"]: r for g in monitoring().rules()["groups"] for r in g["rules"]}["PolymarketUnitFailed"]
+    firing = [expected(rule, UNIT, "")]
+    # failures at 0 s (long before), 1800 s (30m) and 3600 s (60m)
+    stamps = [series("polymarket_unit_failures_total", UNIT, "1x29 2x29 3x10"),
+              series("polymarket_unit_last_failure_timestamp_seconds", UNIT, "0x29 1800x29 3600x10")]
+    checks = [("20m", []), ("30m", firing), ("44m", firing), ("46m", []), ("60m", firing), ("62m", firing)]
+    proc = promtool_rules(tmp_path, [{"interval": "1m", "input_series": stamps, "alert_rule_test": [
+        {"eval_time": t, "alertname": "PolymarketUnitFailed", "exp_alerts": exp} for t, exp in checks]}])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and the harness can fail: expecting it silent right after the second failure is reported
+    proc = promtool_rules(tmp_path, [{"interval": "1m", "input_series": stamps, "alert_rule_test": [
+        {"eval_time": "31m", "alertname": "PolymarketUnitFailed", "exp_alerts": []}]}])
     assert proc.returncode != 0
