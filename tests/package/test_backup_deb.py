@@ -82,6 +82,15 @@ def test_depends(deb: Path) -> None:
     assert arch.strip() == "all"
 
 
+def test_restic_is_at_least_noble_s(deb: Path) -> None:
+    """Every restic call passes --retry-lock (restic 0.16+): bookworm's 0.14 exits "unknown flag: --retry-lock"
+    on each one, so apt must refuse the package there rather than install backups that never run. Noble has 0.16.4."""
+    assert '"--retry-lock"' in (PAYLOAD / "polymarket-backup").read_text()
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert re.search(r"\brestic \(>= 0\.16\)", depends), depends
+
+
 @pytest.mark.parametrize("script", ["postinst", "prerm", "postrm"])
 def test_maintainer_scripts_shellcheck_clean(control: Path, script: str) -> None:
     path = control / script
