@@ -278,6 +278,29 @@ def test_trades_seen_while_passive_stay_copyable_after_promotion(h: Harness, pai
     assert copies(h) == {1: 1, 3: 1}
 
 
+def test_a_start_on_an_adopted_replica_sends_nothing_for_a_trade_etcd_has(h: Harness, pair: Any) -> None:
+    """The replica was taken between the old holder's decision and its order: the decision is pending with no
+    order. The old holder's order left (its key is in etcd). The new holder's bot starts with a valid lease:
+    nothing for that trade is sent, not even by the start's resolution of open decisions."""
+    etcd, p, s = pair
+    nodes = {"primary": p, "standby": s}
+    hold(h, etcd, nodes, "primary")
+    a = bot(h, "primary")
+    trade(h, 1, ago=5)
+    a.poll_once()
+    assert copies(h) == {1: 1}
+    snapshot(h.tmp / "primary.db", h.tmp / "standby.db")
+    with contextlib.closing(sqlite3.connect(h.tmp / "standby.db")) as db, db:  # as if before the order
+        db.execute("DELETE FROM orders")
+        db.execute("UPDATE decisions SET decision='pending', reason=''")
+    hold(h, etcd, nodes, "standby")
+    b = bot(h, "standby")
+    b.warm_up()  # as run() does before its first poll
+    b.poll_once()
+    assert copies(h) == {1: 1}
+    assert h.decisions(b)[0] == ("skipped", "copied_by_peer: primary")
+
+
 def test_promotion_waits_for_the_records_of_etcd(h: Harness, pair: Any) -> None:
     """While the copied keys cannot be read (etcd without a majority, the keeper busy), a node that holds a
     valid lease file stays passive: nothing is sent on a ledger that may not know the last copies."""

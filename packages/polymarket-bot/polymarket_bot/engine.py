@@ -409,8 +409,9 @@ class Engine:
         self.to_warm.update(p.condition_id for p in self.ledger.positions(str(self.mode)) if p.condition_id)
         self.warmed = True
         self.refresh_geoblock()
-        self.resolve_open()
-        self.reconcile("start")
+        if self.fence is None:  # with the lease's fence, ``promote`` does both, after merging etcd's records
+            self.resolve_open()
+            self.reconcile("start")
 
     def maintain_markets(self) -> None:
         """Between polls, off the hot path: look up markets the leaders traded recently, and
