@@ -377,6 +377,9 @@ def render_etcd_env(s: Settings) -> str:
     )
 
 
+HAPROXY_METRICS_PORT = 8405
+
+
 def render_haproxy(s: Settings) -> str:
     """The HAProxy part of the lb: /health checked, only the active node gets traffic."""
     if s.role != "lb":
@@ -402,6 +405,15 @@ frontend polymarket_http
     timeout client 30s
     default_backend polymarket_bots
 {tls}
+# HAProxy's own Prometheus exporter, scraped by polymarket-monitoring (haproxy_target 127.0.0.1:8405):
+# loopback only, nothing but /metrics.
+frontend polymarket_metrics
+    bind 127.0.0.1:{HAPROXY_METRICS_PORT}
+    mode http
+    timeout client 30s
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    http-request deny
+
 backend polymarket_bots
     mode http
     timeout connect 3s

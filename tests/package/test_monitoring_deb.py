@@ -13,9 +13,11 @@ PACKAGE = "polymarket-monitoring"
 
 FILES = {
     "/usr/lib/polymarket-monitoring/polymarket_monitoring.py": 0o755,
+    "/usr/lib/polymarket-monitoring/polymarket_golive.py": 0o755,
     "/usr/lib/systemd/system/prometheus.service.d/polymarket-monitoring.conf": 0o644,
     "/usr/lib/systemd/system/prometheus-alertmanager.service.d/polymarket-monitoring.conf": 0o644,
     "/usr/share/man/man8/polymarket-monitoring.8.gz": 0o644,
+    "/usr/share/man/man8/polymarket-golive.8.gz": 0o644,
     "/usr/share/doc/polymarket-monitoring/README.md.gz": 0o644,
 }
 
@@ -27,6 +29,7 @@ def test_files_and_modes(members: dict[str, tarfile.TarInfo]) -> None:
         assert members[path].uname == "root", path
     link = members["/usr/sbin/polymarket-monitoring"].linkname
     assert link == "../lib/polymarket-monitoring/polymarket_monitoring.py"
+    assert members["/usr/sbin/polymarket-golive"].linkname == "../lib/polymarket-monitoring/polymarket_golive.py"
     # Never another package's file: nothing under /etc/prometheus or /etc/default.
     assert not [p for p in members if p.startswith(("/etc/prometheus", "/etc/default"))]
 

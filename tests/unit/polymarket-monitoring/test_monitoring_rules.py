@@ -199,3 +199,28 @@ def test_unit_failed_fires_on_every_new_failure_for_15_minutes(tmp_path: Path) -
     proc = promtool_rules(tmp_path, [{"interval": "1m", "input_series": stamps, "alert_rule_test": [
         {"eval_time": "31m", "alertname": "PolymarketUnitFailed", "exp_alerts": []}]}])
     assert proc.returncode != 0
+
+
+def test_bot_down_fires_45_seconds_after_the_first_failed_scrape(tmp_path: Path) -> None:
+    """Issue 10: a stopped bot alerts within 90 s. At the shipped 15 s scrape and evaluation intervals the first
+    failed scrape is seen by 30 s; for: 45s fires at 75 s, Alertmanager's group_wait (10 s) sends by 85 s. Silent
+    through a restart of up to 30 s (two failed scrapes)."""
+    rule = {r["alert"]: r for g in monitoring().rules()["groups"] for r in g["rules"]}["PolymarketBotDown"]
+    down = series("up", BOT, "1 0 0 0 0 0")  # a sample every 15 s: down from 15 s on
+    restart = series("up", BOT, "1 0 0 1 1 1 1")
+    checks = [("45s", []), ("60s", [expected(rule, BOT, "")])]
+    mod = monitoring()
+    (tmp_path / "rules.yml").write_text(mod.render({q: d for q, (_, d) in mod.QUESTIONS.items()})["rules.yml"])
+    tests = [{"interval": "15s", "input_series": [down], "alert_rule_test": [
+                 {"eval_time": t, "alertname": "PolymarketBotDown", "exp_alerts": exp} for t, exp in checks]},
+             {"interval": "15s", "input_series": [restart], "alert_rule_test": [
+                 {"eval_time": t, "alertname": "PolymarketBotDown", "exp_alerts": []} for t in ("45s", "60s", "90s")]}]
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "15s",
+                                                       "tests": tests}))
+    proc = subprocess.run([tool("promtool"), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and the shipped scrape and evaluation intervals are the 15 s this arithmetic assumes
+    glob = mod.prometheus({q: d for q, (_, d) in mod.QUESTIONS.items()})["global"]
+    assert glob["scrape_interval"] == glob["evaluation_interval"] == "15s"
+    assert mod.alertmanager({q: d for q, (_, d) in mod.QUESTIONS.items()})["route"]["group_wait"] == "10s"
