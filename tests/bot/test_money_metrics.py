@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import LEADERS, ME, NO, YES, Harness, held
@@ -50,7 +51,7 @@ def remark(e: Engine) -> None:
 
 
 def exchange_balance(h: Harness) -> float:
-    return h.ex.s.balances[ME.lower()] / 1e6
+    return float(h.ex.s.balances[ME.lower()]) / 1e6
 
 
 def test_buy_price_move_and_sell_as_the_ledger_counts_them(h: Harness,
@@ -146,3 +147,22 @@ def test_balance_unreadable_keeps_the_last_figure(h: Harness, scrape: tuple[Engi
     m = metrics(servers)
     assert m["polymarket_usdc_balance_usd"] == pytest.approx(10000)
     assert e.metrics.get("polymarket_errors_total", kind="balance") == 1
+
+
+def test_every_bot_metric_the_alert_rules_use_is_exported(h: Harness,
+                                                          scrape: tuple[Engine, list[DashboardServer]]) -> None:
+    """polymarket-monitoring's rules name the bot's series (job="polymarket-bot"): each is on /metrics after a
+    poll, so no rule waits on a name the bot never exports. (Found: polymarket_position_drift had no sample
+    until the first drift, so PolymarketPositionDrift's increase() could never see that first one.)"""
+    rules = (Path(__file__).resolve().parents[2] / "packages" / "polymarket-monitoring"
+             / "polymarket_monitoring.py").read_text()
+    used = set(re.findall(r'(polymarket_[a-z_]+)\{\{\{BOT\}\}\}', rules))
+    assert {"polymarket_daily_loss_usd", "polymarket_max_daily_loss_usd", "polymarket_passive"} <= used
+    e, servers = scrape
+    h.trade(ago=5, transactionHash="0x1")
+    e.poll_once()
+    m = metrics(servers)
+    exported = {name.split(":")[0] for name in m}
+    assert used - exported == set()
+    # a counter the rules take increase() of is there at 0 before its first event (else that event is unseen)
+    assert m["polymarket_position_drift"] == 0

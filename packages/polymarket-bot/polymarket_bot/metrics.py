@@ -44,6 +44,14 @@ class Metrics:
         ):
             self.help[name] = ("counter", text)
             self.counters[name] = {}
+        # The series known in advance start at 0: a counter born at 1 is invisible to increase() (the
+        # first position drift would not alert, nor a rate of orders by result see the first order).
+        for name in ("polymarket_trades_seen_total", "polymarket_trades_copied_total", "polymarket_position_drift",
+                     "polymarket_data_api_requests_total", "polymarket_circuit_breaker_trips_total",
+                     "polymarket_market_refresh_retries_total"):
+            self.counters[name][()] = 0.0
+        for status in ("accepted", "rejected", "dry_run"):
+            self.counters["polymarket_orders_total"][(("status", status),)] = 0.0
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
