@@ -106,10 +106,14 @@ def ha_answers(inv: Inventory, host: Host) -> dict[str, str]:
 def monitoring_answers(inv: Inventory, host: Host) -> dict[str, str]:
     # Scrape targets from the hosts: the bots (hosts whose role installs polymarket-bot), the node exporter of
     # every host; NAME=ADDRESS, NAME the "node" label. The receivers are left to the host (no inventory section).
+    # HAProxy's exporter listens on the lb's loopback (polymarket-ha, 127.0.0.1:8405): scraped when the
+    # monitoring host is that lb.
     bots = [h for h in inv.hosts if "polymarket-bot" in inv.packages(h)]
+    haproxy = host.role is Role.LB and "polymarket-ha" in inv.packages(host)
     return {
         "polymarket-monitoring/bot_targets": " ".join(f"{h.name}={h.address}" for h in bots),
         "polymarket-monitoring/node_targets": " ".join(f"{h.name}={h.address}" for h in inv.hosts),
+        "polymarket-monitoring/haproxy_target": "127.0.0.1:8405" if haproxy else "",
     }
 
 
