@@ -598,10 +598,10 @@ def vrrp_state() -> str:
         return "UNKNOWN"
 
 
-def http_health(address: str, port: int, timeout: float = 3) -> dict[str, Any]:
+def http_health(address: str, port: int, timeout: float = 3, path: str = "/health") -> dict[str, Any]:
     host = f"[{address}]" if ":" in address else address
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as resp:
             body = json.loads(resp.read() or b"{}")
             return {"http": resp.status, "role": body.get("role"), "status": body.get("status")}
     except urllib.error.HTTPError as exc:
@@ -844,8 +844,11 @@ def _textfile_dir_fd(path: Path, owner: int = 0) -> int:
     fd = os.open("/", flags)
     try:
         for part in path.parts[1:]:
-            with contextlib.suppress(FileExistsError):
+            made = True
+            try:
                 os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                made = False
             try:
                 nfd = os.open(part, flags, dir_fd=fd)
             except OSError as exc:
@@ -853,6 +856,8 @@ def _textfile_dir_fd(path: Path, owner: int = 0) -> int:
                               f"remove it; the node exporter's textfile directory is {TEXTFILE_DIR}") from None
             os.close(fd)
             fd = nfd
+            if made:
+                os.fchmod(fd, 0o755)  # whatever the caller's umask (keepalived runs its scripts with 0177)
         st = os.fstat(fd)
         if st.st_uid != owner or st.st_mode & 0o022:
             raise HAError(f"{path} is not root's or is writable by others: no metrics written",
@@ -955,9 +960,11 @@ def integrity_ok(db: Path) -> bool:
 
 
 def bot_healthy(s: Settings, timeout: float) -> bool:
+    """The bot is live again (/live): not /health, which an exchange outage keeps 503 (the promotion would give
+    up and the node stay passive for good)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if http_health(s.own_address, s.bot_port, timeout=2)["http"] == 200:
+        if http_health(s.own_address, s.bot_port, timeout=2, path="/live")["http"] == 200:
             return True
         time.sleep(0.5)
     return False
@@ -1887,6 +1894,71 @@ def cmd_etcd_join(_args: argparse.Namespace) -> int:
     return 0
 
 
+# -- planned switchover --------------------------------------------------------------
+#
+# Under nopreempt the VIP never moves back by itself. "polymarket-ha switchover", on the node that trades, hands
+# over at once: with the lease, the lease keeper is stopped (it writes "nobody" into the lease file, so the bot
+# stops sending, then revokes its etcd lease: the key is gone now, not after the TTL), the peer's keeper takes
+# the key, and the keeper is started again as a follower; keepalived moves the VIP with the key. Without the
+# lease, keepalived is stopped here until the peer holds the VIP, then started again as BACKUP.
+
+LEASE_UNIT = "polymarket-ha-lease.service"
+SWITCHOVER_TIMEOUT = 60.0
+
+
+def _leader_in_etcd(etcd: Etcd) -> str:
+    got = etcd.call("/v3/kv/range", {"key": _b64(LEADER_KEY)})
+    kvs = got.get("kvs", [])
+    return base64.b64decode(kvs[0].get("value", "")).decode(errors="replace") if kvs else ""
+
+
+def _wait_for(pred: Any, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(HAError, OSError, KeyError, ValueError):
+            if pred():
+                return time.monotonic() - started
+        time.sleep(0.2)
+    raise HAError(f"switchover: {what} did not happen within {timeout:.0f} s", "polymarket-ha status on both nodes")
+
+
+def cmd_switchover(args: argparse.Namespace) -> int:
+    s = load_settings()
+    if not s.ha_node:
+        raise HAError("the lb holds no VIP: run switchover on the node that trades")
+    other = "standby" if s.role == "primary" else "primary"
+    if s.lease:
+        if not lease_valid(s.role, LEASE_FILE)[0]:
+            raise HAError(f"this node ({s.role}) does not hold the trading lease: nothing to hand over",
+                          f"run it on the {other}")
+        etcd = Etcd(etcd_endpoints(s))
+        if _leader_in_etcd(etcd) != s.role:  # a linearizable read: a majority is there to hand the key over
+            raise HAError(f"etcd does not name {s.role} as the holder", "polymarket-ha status; journalctl -u etcd")
+        print(f"switchover: {s.role} gives up the trading lease")
+        proc = run(["systemctl", "stop", LEASE_UNIT])
+        if proc.returncode != 0:
+            raise HAError(f"systemctl stop {LEASE_UNIT}: {proc.stderr.strip()}")
+        try:
+            took = _wait_for(lambda: _leader_in_etcd(etcd) == other, args.timeout, f"the {other} taking the lease")
+        finally:
+            run(["systemctl", "start", LEASE_UNIT])  # a follower now: the key is the peer's
+        print(f"switchover: the {other} holds the lease after {took:.1f} s")
+        moved = _wait_for(lambda: not holds_vip(s), args.timeout, "the VIP leaving this node")
+        print(f"switchover: the VIP left this node after {took + moved:.1f} s")
+        return 0
+    if not holds_vip(s):
+        raise HAError(f"this node ({s.role}) does not hold the VIP: nothing to hand over", f"run it on the {other}")
+    print(f"switchover: {s.role} stops keepalived until the {other} holds the VIP")
+    run(["systemctl", "stop", "keepalived.service"])
+    try:
+        peer_up = _wait_for(lambda: http_health(s.peer_address, s.bot_port, 2, "/live")["role"] == "active",
+                            args.timeout, f"the {other}'s bot active")
+    finally:
+        run(["systemctl", "start", "keepalived.service"])  # BACKUP again (nopreempt)
+    print(f"switchover: the {other} trades after {peer_up:.1f} s; keepalived here is BACKUP again")
+    return 0
+
+
 # -- CLI --------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -1931,6 +2003,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_notify)
     sub.add_parser("lease-keeper", help="campaign for the trading lease in etcd and keep it (a service)"
                    ).set_defaults(func=cmd_lease_keeper)
+    p = sub.add_parser("switchover", help="on the node that trades: hand the lease and the VIP to the peer now")
+    p.add_argument("--timeout", type=float, default=SWITCHOVER_TIMEOUT, help="seconds to wait for each step")
+    p.set_defaults(func=cmd_switchover)
     p = sub.add_parser("lease-check", help="exit 0 while this node holds a valid trading lease (vrrp_script)")
     p.add_argument("--node", help="the node name to check for (default: this node's role)")
     p.add_argument("--verbose", action="store_true")

@@ -69,9 +69,9 @@ def test_the_lb_needs_a_vip_only_without_backends() -> None:
     ha = payload.ha()
     s = ha.parse_settings(LB.format(backends="192.168.1.100 192.168.1.101"))
     assert s.virtual_ip == "" and "server standby 192.168.1.101:8080" in ha.render_haproxy(s)
-    with pytest.raises(ha.HAError, match="VIRTUAL_IP ''"):
+    with pytest.raises(ha.HAError, match="VIRTUAL_IP is not set"):
         ha.parse_settings(LB.format(backends=""))
-    with pytest.raises(ha.HAError, match="VIRTUAL_IP ''"):
+    with pytest.raises(ha.HAError, match="VIRTUAL_IP is not set"):
         ha.parse_settings(NODE.replace('VIRTUAL_IP="192.168.1.10/24"', 'VIRTUAL_IP=""'))
 
 
@@ -104,7 +104,11 @@ def test_metrics_textfile_contract(ha: ModuleType, tmp_path: Path) -> None:
     ha.LAST_REPLICATION.write_text('{"result": "ok", "last_ok_at": 1764500000.5}\n')
     ha.LEASE_FILE.write_text(__import__("json").dumps(ha.lease_record("primary", ha.boottime() + 5)))
     directory = tmp_path / "var" / "lib" / "prometheus" / "node-exporter"  # made, as the node exporter has it
-    ha.write_metrics(s, {"split_brain": False}, directory, owner=os.geteuid())
+    old_umask = os.umask(0o177)  # keepalived's, for its notify and check scripts
+    try:
+        ha.write_metrics(s, {"split_brain": False}, directory, owner=os.geteuid())
+    finally:
+        os.umask(old_umask)
     prom = (directory / "polymarket-ha.prom").read_text()
     assert "polymarket_ha_lease_holder 1\n" in prom
     assert "polymarket_ha_last_replication_timestamp_seconds 1764500000.5\n" in prom
@@ -156,3 +160,49 @@ def test_lease_check_rewrites_the_metric_only_when_the_lease_changes(ha: ModuleT
     for held in (True, True, True, False, False, True):
         ha.note_lease_held(held)
     assert len(writes) == 3
+
+
+class FakeEtcd:
+    """etcd's leader key as the peer's keeper would move it: taken by the standby once this node's keeper stopped."""
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        self.keeper_running = True
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert path == "/v3/kv/range"
+        if not self.keeper_running and self.holder == "primary":
+            self.holder = "standby"  # the lease was revoked: the peer's keeper campaigns and takes the key
+        import base64
+        return {"kvs": [{"value": base64.b64encode(self.holder.encode()).decode()}]} if self.holder else {}
+
+
+def test_switchover_with_the_lease_stops_the_keeper_until_the_peer_holds_the_key(
+        ha: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    s = ha.parse_settings(NODE + 'WITNESS_ADDRESS="192.168.1.102"\n')
+    etcd = FakeEtcd("primary")
+    ran: list[list[str]] = []
+    vip = {"held": True}
+
+    def run(argv: list[str], **kw: Any) -> Any:
+        ran.append(argv)
+        if argv[:2] == ["systemctl", "stop"]:
+            etcd.keeper_running = False
+            vip["held"] = False
+        return argparse.Namespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(ha, "load_settings", lambda *a: s)
+    monkeypatch.setattr(ha, "Etcd", lambda *a, **kw: etcd)
+    monkeypatch.setattr(ha, "run", run)
+    monkeypatch.setattr(ha, "holds_vip", lambda _s: vip["held"])
+    ha.LEASE_FILE.write_text(__import__("json").dumps(ha.lease_record("primary", ha.boottime() + 5)))
+    assert ha.cmd_switchover(argparse.Namespace(timeout=5)) == 0
+    assert ran == [["systemctl", "stop", "polymarket-ha-lease.service"],
+                   ["systemctl", "start", "polymarket-ha-lease.service"]]
+    assert "the standby holds the lease" in capsys.readouterr().out
+    # Not the holder: refused before anything is stopped.
+    ran.clear()
+    ha.LEASE_FILE.write_text(__import__("json").dumps(ha.lease_record("standby", ha.boottime() + 5)))
+    with pytest.raises(ha.HAError, match="does not hold the trading lease"):
+        ha.cmd_switchover(argparse.Namespace(timeout=5))
+    assert ran == []
