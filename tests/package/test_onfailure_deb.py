@@ -1,4 +1,4 @@
-"""OnFailure= in the built .debs: every service unit of every polymarket package hands its failure to
+"""OnFailure= in the built .debs: every service and timer unit of every polymarket package hands its failure to
 polymarket-failure@.service, which polymarket-hardening ships (template and script) and which has no
 OnFailure= of its own."""
 
@@ -20,7 +20,7 @@ SCRIPT = "/usr/lib/polymarket-hardening/unit-failed"
 
 
 def units(deb: Path) -> dict[str, str]:
-    """Every systemd service unit of ``deb`` (not drop-ins) by path, with its text."""
+    """Every systemd service and timer unit of ``deb`` (not drop-ins) by path, with its text."""
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/data.tar", "wb") as out:
             subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, stdout=out)
@@ -28,19 +28,32 @@ def units(deb: Path) -> dict[str, str]:
             found = {}
             for m in tar.getmembers():
                 name = m.name.removeprefix(".")
-                if m.isfile() and "/systemd/system/" in name and name.endswith(".service") and ".d/" not in name:
+                if m.isfile() and "/systemd/system/" in name and name.endswith((".service", ".timer")) \
+                        and ".d/" not in name:
                     f = tar.extractfile(m)
                     assert f is not None
                     found[name] = f.read().decode()
             return found
 
 
+def section(lines: list[str], name: str) -> list[str]:
+    """The lines of section ``name`` (up to the next ``[...]`` header)."""
+    out: list[str] = []
+    inside = False
+    for line in lines:
+        if line.startswith("["):
+            inside = line == name
+        elif inside:
+            out.append(line)
+    return out
+
+
 @pytest.mark.parametrize("package", PACKAGES)
-def test_every_service_unit_has_onfailure(package: str) -> None:
+def test_every_unit_has_onfailure(package: str) -> None:
     found = units(debs.built_deb(package))
     for path, text in found.items():
         lines = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
-        unit = lines[:lines.index("[Service]")] if "[Service]" in lines else lines
+        unit = section(lines, "[Unit]")
         if path == TEMPLATE:
             assert not [x for x in lines if x.startswith("OnFailure=")], "the handler must not start itself again"
             continue
