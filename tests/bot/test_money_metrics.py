@@ -73,6 +73,8 @@ def test_buy_price_move_and_sell_as_the_ledger_counts_them(h: Harness,
     assert m["polymarket_exposure_usd"] == pytest.approx(pos.cost)
     assert m[f"polymarket_leader_exposure_usd:{LEADERS[0]}"] == pytest.approx(buy["filled_usd"])
     assert m[f"polymarket_leader_exposure_usd:{LEADERS[1]}"] == 0
+    for leader in LEADERS[:2]:                              # the figure MAX_LEADER_EXPOSURE_USD counts
+        assert m[f"polymarket_leader_exposure_usd:{leader}"] == pytest.approx(e.ledger.exposure("live", leader))
     assert m["polymarket_daily_volume_usd"] == pytest.approx(buy["filled_usd"])
     assert m["polymarket_realised_pnl_today_usd"] == 0
     unrealised = 0.30 * pos.shares - pos.cost               # 20 shares at the best bid, minus 10 USD
@@ -120,6 +122,9 @@ def test_day_figures_start_from_zero_after_midnight_utc(h: Harness,
     assert today["polymarket_realised_pnl_today_usd"] == pytest.approx(realised) and realised < 0
     assert today["polymarket_unrealised_pnl_usd"] == pytest.approx(0.40 * pos.shares - pos.cost)
     assert today["polymarket_money_timestamp_seconds"] == pytest.approx(when)
+    for leader in LEADERS[:2]:
+        assert today[f"polymarket_leader_exposure_usd:{leader}"] == pytest.approx(e.ledger.exposure("live", leader))
+    assert today[f"polymarket_leader_exposure_usd:{LEADERS[1]}"] == pytest.approx(10)
 
     midnight = day_start(when) + 86400
     e.money.clock = lambda: midnight + 1                   # 00:00:01 UTC the next day

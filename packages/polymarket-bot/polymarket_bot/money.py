@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 
+# Ledger.exposure(mode, leader) for every leader in one pass over the orders (per leader it is one pass
+# each: 120 leaders over 90 days of orders took 2.5 s on the engine thread, this takes a few ms).
+LEADER_EXPOSURE_SQL = (
+    "SELECT l.leader, COALESCE(SUM(MIN(MAX(l.net, 0), COALESCE(p.cost, 0))), 0) FROM ("
+    "SELECT t.leader AS leader, o.token_id AS asset, SUM(CASE WHEN o.side='BUY' THEN o.filled_usd "
+    "ELSE -(o.filled_usd - o.realised_usd) END) AS net FROM orders o JOIN decisions d ON d.id = o.decision_id "
+    "JOIN leader_trades t ON t.id = d.leader_trade_id WHERE o.mode=? GROUP BY t.leader, o.token_id) l "
+    "LEFT JOIN positions p ON p.mode=? AND p.asset=l.asset GROUP BY l.leader")
+
 
 def day_start(now: float) -> float:
     """00:00 UTC of the day ``now`` (Unix time) falls in."""
@@ -106,6 +115,14 @@ class Money:
             log.warning("USDC balance not read (the metric keeps its last value): %s", exc)
             return self.snapshot.balance if self.snapshot is not None else None
 
+    def leader_exposure(self, mode: str) -> dict[str, float]:
+        """Each leader of COPY_LEADERS -> what Ledger.exposure(mode, leader) says, in one query."""
+        ledger = self.engine.ledger
+        with ledger.lock:
+            rows = ledger.db.execute(LEADER_EXPOSURE_SQL, (mode, mode)).fetchall()
+        found = {str(leader): max(0.0, float(v)) for leader, v in rows}
+        return {leader.lower(): found.get(leader.lower(), 0.0) for leader in self.engine.cfg.leaders}
+
     def refresh(self) -> Snapshot:
         """Take the figures now (engine thread); ``engine.unrealised`` is the mark just taken."""
         e = self.engine
@@ -113,7 +130,7 @@ class Money:
         since = day_start(now)
         snap = Snapshot(
             at=now, balance=self._balance(), exposure=ledger.exposure(mode),
-            leader_exposure={leader.lower(): ledger.exposure(mode, leader) for leader in e.cfg.leaders},
+            leader_exposure=self.leader_exposure(mode),
             realised_today=ledger.realised_since(mode, since), unrealised=e.unrealised,
             volume_today=ledger.volume_since(mode, since))
         self.snapshot = snap
