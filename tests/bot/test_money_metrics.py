@@ -5,7 +5,11 @@ the open position's figures stay."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +175,46 @@ def test_every_bot_metric_the_alert_rules_use_is_exported(h: Harness,
     assert used - exported == set()
     # a counter the rules take increase() of is there at 0 before its first event (else that event is unseen)
     assert m["polymarket_position_drift"] == 0
+
+
+def test_the_bots_own_samples_fire_the_daily_loss_alert(h: Harness, scrape: tuple[Engine, list[DashboardServer]],
+                                                       tmp_path: Path) -> None:
+    """The samples /metrics gives after a 4 USD loss against MAX_DAILY_LOSS_USD=4.5, fed to promtool with the
+    rules polymarket-monitoring renders: PolymarketDailyLossNearLimit fires; at 3 USD (under 80%) it does not."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: make test-deps (the Makefile's TEST_DEPS has prometheus)")
+    path = Path(__file__).resolve().parents[2] / "packages" / "polymarket-monitoring" / "polymarket_monitoring.py"
+    spec = importlib.util.spec_from_file_location("polymarket_monitoring_rules", path)
+    assert spec is not None and spec.loader is not None
+    mon = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mon)
+    (tmp_path / "rules.yml").write_text(mon.render({q: d for q, (_, d) in mon.QUESTIONS.items()})["rules.yml"])
+    rule = {r["alert"]: r for g in mon.rules()["groups"] for r in g["rules"]}["PolymarketDailyLossNearLimit"]
+    e, servers = scrape
+    h.trade(ago=5, transactionHash="0x1")
+    e.poll_once()
+    labels = 'job="polymarket-bot",instance="10.0.0.1:9090",node="primary"'
+
+    def promtool_agrees(bid: float, fires: bool) -> None:
+        """promtool exits 0 only when the alert does exactly what ``fires`` says."""
+        h.ex.set_book(YES, [[bid, 10000]], [[bid + 0.01, 10000]])
+        remark(e)
+        m = metrics(servers)
+        series = [{"series": f"{name}{{{labels}}}", "values": f"{m[name]!r}x3"}
+                  for name in ("polymarket_daily_loss_usd", "polymarket_max_daily_loss_usd")]
+        alert = {"exp_labels": {"job": "polymarket-bot", "instance": "10.0.0.1:9090", "node": "primary",
+                                "severity": "critical"},
+                 "exp_annotations": {k: v.replace("{{ $labels.node }}", "primary")
+                                     for k, v in rule["annotations"].items()}}
+        test = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+            "interval": "1m", "input_series": series, "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "PolymarketDailyLossNearLimit",
+                 "exp_alerts": [alert] if fires else []}]}]}
+        (tmp_path / "test.yml").write_text(json.dumps(test))
+        proc = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True,
+                              text=True, check=False)
+        assert proc.returncode == 0, f"bid {bid}, daily loss {m['polymarket_daily_loss_usd']}: {proc.stdout}"
+
+    promtool_agrees(0.30, fires=True)     # 20 shares at 0.30 for 10 USD: 4 USD down, over 0.8 * 4.5
+    promtool_agrees(0.35, fires=False)    # 3 USD down: under 80% of 4.5
