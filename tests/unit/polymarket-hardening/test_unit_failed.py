@@ -52,6 +52,21 @@ def test_counts_per_unit_and_writes_a_valid_textfile(dirs: tuple[Path, Path]) ->
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_an_escaped_unit_name_keeps_the_textfile_valid(dirs: tuple[Path, Path]) -> None:
+    """systemd escapes some characters of a unit name as \\xNN; the format wants the backslash doubled, or the
+    node exporter drops the whole file (every unit's count with it)."""
+    state, text = dirs
+    m = mod()
+    m.count("polymarket-backup.service", 1.0, str(state), str(text))
+    m.count("polymarket-ha\\x2dx.service", 2.0, str(state), str(text))
+    out = prom(text)
+    assert 'unit="polymarket-ha\\\\x2dx.service"} 1' in out
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: make test-deps"
+    check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_a_symlink_planted_as_the_textfile_is_replaced_not_followed(dirs: tuple[Path, Path], tmp_path: Path) -> None:
     state, text = dirs
     victim = tmp_path / "victim"
