@@ -1153,7 +1153,11 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         argv = ["rsync", "-t", "--timeout=60", "--chmod=F0600", "-e", ssh_command()]
         if args.full:
             argv.append("--whole-file")
-        argv += [str(snap), f"{HA_USER}@{s.peer_address}:{REPLICA_NAME}"]
+        # Into the replica directory itself ("."), never onto the file's name: trixie's rrsync (rsync 3.5.0
+        # +deb13u2) pins an existing destination as /proc/self/fd/N, and rsync then fails to replace it ("could
+        # not make way for new regular file", exit 23): every replication after the first one failed. The name
+        # is the snapshot's (OUTGOING_DIR/REPLICA_NAME); rsync lands it by rename, replacing a planted link.
+        argv += [str(snap), f"{HA_USER}@{s.peer_address}:"]
         try:
             sent = run(argv, user=HA_USER, group=HA_USER, extra_groups=[], cwd=str(STATE_DIR), timeout=SEND_TIMEOUT)
         except subprocess.TimeoutExpired:
