@@ -1,7 +1,8 @@
 """OnFailure= in a booted trixie container: a failed timer-run service (polymarket-backup.service, made to
 fail by taking its repository password away) is logged in one journal line by polymarket-failure@.service
 (polymarket-hardening) and counted in the node exporter's textfile directory, which the prometheus user
-cannot redirect; without polymarket-hardening the OnFailure= line changes nothing."""
+cannot redirect; without polymarket-hardening the OnFailure= line changes nothing; purge deletes the counts
+and the textfile."""
 
 from __future__ import annotations
 
@@ -102,3 +103,12 @@ def test_failed_timer_run_is_logged_and_counted(container: harness.Container, di
     assert c.sh(f"systemctl show -P Result {HANDLER}").stdout.strip() == "exit-code"
     last = [line for line in handler_lines(c) if line.startswith(f"{UNIT} failed:")][-1]
     assert "failure 4 counted" in last and "not written" in last, last
+
+    # Purge deletes the counts and the textfile (remove keeps them).
+    c.sh(f"rm {TEXTFILE_DIR} && mv /var/lib/prometheus/ne.real {TEXTFILE_DIR} && test -f {PROM}")
+    c.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y polymarket-hardening")
+    assert c.sh(f"test -f {PROM} && test -d /var/lib/polymarket-hardening/unit-failures", check=False).returncode == 0
+    c.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-hardening")
+    assert c.sh(f"test -e {PROM}", check=False).returncode != 0
+    assert c.sh("test -e /var/lib/polymarket-hardening", check=False).returncode != 0
+    assert c.sh(f"test -d {TEXTFILE_DIR}", check=False).returncode == 0      # the node exporter's directory stays
