@@ -283,7 +283,8 @@ def test_a_fresh_host_restores_from_the_offsite_copy_alone(rootfs: Path, dist: P
                 assert sql(b, "select count(*) from leader_trades") == copied
                 time.sleep(5)  # 25 polls at POLL_INTERVAL=0.2
                 after = orders(b)
-                assert len(after) == before, f"{len(after) - before} duplicate order(s): {after[before:]}"
+                # (With the ledger emptied instead, the 3 trades are copied again: the check can fail.)
+                assert len(after) == before, f"{len(after) - before} duplicate order(s)"
                 # ... and is live: a new leader trade is copied once.
                 fake(b, "/_control/trade", {"proxyWallet": LEADER, "side": "BUY", "asset": "1001", "size": 40,
                                             "price": 0.5})  # fmt: skip
