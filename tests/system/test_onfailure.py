@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import payload
 from tests.system import harness
 from tests.system.conftest import deb
 
@@ -112,3 +113,42 @@ def test_failed_timer_run_is_logged_and_counted(container: harness.Container, di
     assert c.sh(f"test -e {PROM}", check=False).returncode != 0
     assert c.sh("test -e /var/lib/polymarket-hardening", check=False).returncode != 0
     assert c.sh(f"test -d {TEXTFILE_DIR}", check=False).returncode == 0      # the node exporter's directory stays
+
+
+def test_failed_timer_run_fires_the_alert(container: harness.Container, dist: Path) -> None:
+    """The pipeline from the failure to the alert: Prometheus (the rootfs's) scrapes the textfile as the node
+    exporter would serve it (the rootfs has no node exporter: a plain HTTP server over its directory stands in)
+    and evaluates polymarket-monitoring's rendered rules; the first failure of polymarket-backup.service makes
+    PolymarketUnitFailed fire for that unit."""
+    c = container
+    c.install_debs([deb(dist, "polymarket-backup")])
+    c.sh("useradd -m -s /bin/sh admin && install -d -m 0700 -o admin -g admin ~admin/.ssh && "
+         f"echo {shlex.quote(KEY)} >~admin/.ssh/authorized_keys")
+    c.sh("debconf-set-selections", input="polymarket-hardening polymarket-hardening/admin_network string "
+                                         "10.20.0.0/24\n")
+    c.install_debs([deb(dist, "polymarket-hardening")])
+    c.sh(f"install -d -o root -g root -m 0755 {TEXTFILE_DIR}")
+    mon = payload.load("polymarket-monitoring", "polymarket_monitoring.py")
+    rules = mon.render({q: d for q, (_, d) in mon.QUESTIONS.items()})["rules.yml"]
+    c.sh("install -d /root/prom && cat >/root/prom/rules.yml", input=rules)
+    c.sh("cat >/root/prom/prometheus.yml", input=(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "rule_files: [/root/prom/rules.yml]\n"
+        "scrape_configs:\n"
+        "- job_name: node\n"
+        "  metrics_path: /polymarket-failures.prom\n"
+        "  static_configs: [{targets: ['127.0.0.1:9101'], labels: {node: lb}}]\n"))
+    c.sh(f"systemd-run --unit=textfile-http python3 -m http.server --bind 127.0.0.1 --directory {TEXTFILE_DIR} 9101")
+    c.sh("systemd-run --unit=prom-test prometheus --config.file=/root/prom/prometheus.yml "
+         "--storage.tsdb.path=/root/prom/data --web.listen-address=127.0.0.1:9099")
+    c.sh("mv /etc/polymarket-backup/repository-password /root/repository-password")
+    fail_backup(c)
+    deadline = time.monotonic() + 90
+    alerts = ""
+    while time.monotonic() < deadline:
+        alerts = c.sh("curl -s http://127.0.0.1:9099/api/v1/alerts", check=False).stdout
+        if '"alertname":"PolymarketUnitFailed"' in alerts and '"state":"firing"' in alerts:
+            break
+        time.sleep(1)
+    assert f'"unit":"{UNIT}"' in alerts and '"state":"firing"' in alerts, alerts
+    assert f"{UNIT} failed on lb" in alerts
