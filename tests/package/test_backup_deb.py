@@ -178,3 +178,23 @@ def test_help_and_exit_codes() -> None:
     if os.geteuid() != 0:
         proc = subprocess.run(["/usr/bin/python3", tool, "list"], capture_output=True, text=True)
         assert proc.returncode == 3 and proc.stderr == "error: must be run as root\n"
+
+
+def test_the_metrics_textfile_is_writable_from_the_sandboxed_units(deb: Path) -> None:
+    """polymarket-backup.prom (issue 10): tmpfiles makes the node exporter's textfile directory when absent
+    (leaving an existing one's owner and mode), and the units that write it may (ProtectSystem=strict)."""
+    import io
+
+    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(fsys)) as tar:
+        def text(path: str) -> str:
+            member = tar.extractfile(path)
+            assert member is not None, path
+            return member.read().decode()
+
+        tmpfiles = [ln.split() for ln in text("./usr/lib/tmpfiles.d/polymarket-backup.conf").splitlines()
+                    if ln and not ln.startswith("#")]  # fmt: skip
+        assert ["d", "/var/lib/prometheus/node-exporter", "-", "-", "-", "-"] in tmpfiles
+        for unit in ("polymarket-backup", "polymarket-backup-verify", "polymarket-backup-offsite"):
+            assert "ReadWritePaths=-/var/lib/prometheus/node-exporter" in text(
+                f"./usr/lib/systemd/system/{unit}.service"), unit  # fmt: skip
