@@ -18,7 +18,8 @@ from tests.package.debs import REPO
 
 UNITS = "/usr/lib/systemd/system/"
 
-# package -> (units enabled at install, units started at install), as before the move (1.0.0).
+# package -> (units enabled at install, units started at install): what they were before the move (1.0.0);
+# a package that deliberately enables or starts another unit adds it here (and to debian/rules).
 ACTIVATION = {
     "polymarket-bot": ({"polymarket-bot.service", "polymarket-bot-prune.timer"},
                        {"polymarket-bot.service", "polymarket-bot-prune.timer"}),
