@@ -13,8 +13,10 @@ other nodes (it still reaches the exchange); the holder's bot and lease keeper f
 Asserted on the exchange's order log: no second in which two nodes sent orders, no leader trade copied
 twice. The measurements are printed (pytest -s) and written to .cache/ha-lease-report.json.
 
-Replication keys are not exchanged here: a promotion keeps the local ledger (adopting a stale replica
-re-copies recent trades, a separate part of issue 11), so what is measured is the lease alone.
+Replication keys are not exchanged here: a promotion keeps the local ledger, with the trades the new
+holder saw while passive; each fault also asserts that none of them is missed (issue 11 item 2: they
+are copied at the promotion unless etcd's fence records say the old holder copied them). The stale
+replica at promotion (item 3) is tests/system/test_ha_failover.py.
 """
 
 from __future__ import annotations
@@ -191,13 +193,14 @@ def me(c: Container) -> str:
                 f'print(crypto.address_of(Secret("{KEY}")))\'').stdout.strip()
 
 
-def configure_bot(c: Container) -> None:
+def configure_bot(c: Container, **extra: str) -> None:
     settings = {
         "PRIVATE_KEY": KEY, "TRADING_MODE": "live", "COPY_LEADERS": LEADER,
         "POLYMARKET_DATA_API_URL": FAKE, "POLYMARKET_CLOB_URL": FAKE, "POLYMARKET_GAMMA_URL": FAKE,
         "GEOBLOCK_URL": "", "API_SECRET_KEY": "lease-test-token", "POLL_INTERVAL": "0.2",
         "STOP_LOSS_PERCENTAGE": "0", "SIZING_MODE": "ratio", "SIZE_RATIO": "0.1",
         "MAX_POSITION_SIZE": "1000000", "MAX_DAILY_VOLUME": "1000000", "RECONCILE_INTERVAL_SECONDS": "86400",
+        **extra,
     }  # fmt: skip
     c.sh("; ".join(f"sed -i '/^{k}=/d' /etc/polymarket/.env" for k in settings))
     c.sh("cat >> /etc/polymarket/.env", input="".join(f"{k}={v}\n" for k, v in settings.items()))
@@ -253,8 +256,11 @@ def trading(net: Lan, node: str, after: float) -> bool:
     return any(o["sender"] == sender and o["received"] > after for o in net.fake("/_control/orders"))
 
 
-@pytest.fixture(scope="module")
-def cluster(rootfs: Path, dist: Path) -> Iterator[Lan]:
+@contextlib.contextmanager
+def started(rootfs: Path, dist: Path, report: Path, replication: bool = False, **bot: str) -> Iterator[Lan]:
+    """The three nodes installed, enrolled in etcd and trading: the fake exchange on the segment, the leader's
+    trades flowing, the lease holder copying them. ``replication``: the README's one-time key exchange done
+    too (ledger replicas go to the peer); ``bot``: settings added to both bots' .env."""
     with lan(rootfs) as net, tempfile.TemporaryDirectory(prefix="pm-fake-") as tmp:
         net.dist = dist
         runner = Path(tmp) / "runner.py"
@@ -279,8 +285,13 @@ def cluster(rootfs: Path, dist: Path) -> Iterator[Lan]:
                 csr = c.sh("polymarket-ha etcd-csr").stdout
                 bundle = lb.sh(f"polymarket-ha etcd-sign {node}", input=csr).stdout
                 c.sh("polymarket-ha etcd-join", input=bundle)
+            if replication:  # the README's one-time key exchange: the replication key and the ssh host key
+                for a, b in ((p, s), (s, p)):
+                    key = a.sh("polymarket-ha pubkey").stdout.strip()
+                    host = " ".join(a.sh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+                    b.sh(f"polymarket-ha trust-peer '{key}' --host-key '{host}'")
             for c in (p, s):
-                configure_bot(c)
+                configure_bot(c, **bot)
             wait(lambda: lease_holder(net) is not None, 120, "a lease holder")
             holder = lease_holder(net)
             assert holder is not None
@@ -294,9 +305,37 @@ def cluster(rootfs: Path, dist: Path) -> Iterator[Lan]:
                 net.fake("/_control/flow", {"on": False})
             os.killpg(fake.pid, 9)
             fake.wait(10)
-            REPORT.parent.mkdir(parents=True, exist_ok=True)
-            REPORT.write_text(json.dumps(net.report, indent=2) + "\n")
-            print("\nha lease measurements:\n" + json.dumps(net.report, indent=2))
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(net.report, indent=2) + "\n")
+            print(f"\nmeasurements ({report.name}):\n" + json.dumps(net.report, indent=2))
+
+
+@pytest.fixture(scope="module")
+def cluster(rootfs: Path, dist: Path) -> Iterator[Lan]:
+    with started(rootfs, dist, REPORT) as net:
+        yield net
+
+
+def test_fence_latency_per_order(cluster: Lan) -> None:
+    """Every order's leader trade is recorded in etcd first (issue 11): what that adds per order, measured on
+    the bots' own order lines and printed; the copied keys are in etcd, under a lease of their own."""
+    holder = lease_holder(cluster)
+    assert holder is not None
+    c = cluster.nodes[holder]
+    since = time.time()
+    wait(lambda: len(fence_latencies(c, since)) >= 10, 60, "10 fenced orders")
+    summary = latency_summary(fence_latencies(c, since))
+    cluster.report["fence latency per order"] = summary
+    print(f"\nfence latency per order (bot -> keeper socket -> etcd txn): {json.dumps(summary)}")
+    etcd = ("curl -s --max-time 3 --cacert /etc/polymarket-ha/etcd/ca.crt --cert /etc/polymarket-ha/etcd/member.crt "
+            f"--key /etc/polymarket-ha/etcd/member.key https://{ADDR[holder]}:2379")
+    body = json.dumps({"key": "L3BvbHltYXJrZXQvY29waWVkLw==", "range_end": "L3BvbHltYXJrZXQvY29waWVkMA==",
+                       "count_only": True})  # /polymarket/copied/ .. /polymarket/copied0
+    count = int(json.loads(c.sh(f"{etcd}/v3/kv/range -X POST -d '{body}'").stdout).get("count", 0))
+    assert count >= 10
+    # The bot's socket is root's and its group's only; the bot holds no etcd credential.
+    assert c.sh("stat -c '%a %U %G' /run/polymarket-ha/fence.sock").stdout.split() == ["660", "root",
+                                                                                        "polymarket-bot"]
 
 
 def test_installed_cluster_tls_firewall_and_lease_files(cluster: Lan) -> None:
@@ -351,7 +390,25 @@ def run_fault(net: Lan, name: str, fault: Callable[[str], None], settle: float) 
     assert result["seconds_with_two_senders"] == 0, result
     assert result["duplicate_orders"] == 0, result
     assert all(sw["gap_s"] >= 1.0 for sw in result["switches"]), result
+    # Issue 11 item 2: the trades the new holder saw while passive, and those of the failover window, are
+    # copied once at its promotion (etcd's fence records say which ones the old holder copied).
+    assert result["missed_trades"] == 0, result
     return result
+
+
+def fence_latencies(c: Container, since: float) -> list[float]:
+    """The fence's round trip (bot -> lease keeper's socket -> etcd transaction), in ms, of each order the
+    bot of ``c`` sent since ``since``: the bot's own order lines."""
+    out = c.sh(f"journalctl -u polymarket-bot -o cat --since @{int(since)}", check=False).stdout
+    return [float(line.rsplit("fence ", 1)[1].split(" ms", 1)[0]) for line in out.splitlines() if ", fence " in line]
+
+
+def latency_summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"orders": 0}
+    v = sorted(values)
+    return {"orders": len(v), "median_ms": v[len(v) // 2], "p95_ms": v[min(len(v) - 1, int(len(v) * 0.95))],
+            "max_ms": v[-1]}
 
 
 def test_cut_between_primary_and_standby_leaves_one_trader(cluster: Lan) -> None:
