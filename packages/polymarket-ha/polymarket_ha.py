@@ -1567,7 +1567,8 @@ class FenceServer:
     (expired, taken over, frozen meanwhile) cannot record, so its bot does not send. The key is put under a
     shared etcd lease of N + FENCE_BUCKET seconds (one per minute), so it expires by itself.
     ``{"op": "copied"}``: every recorded key (any holder), read under the same compare, and the generation
-    of this node's lease (the leader key's create revision)."""
+    of this node's lease (the leader key's create revision). ``{"op": "forget", "key": K}``: K deleted under
+    the same compare (the bot recorded K and then did not send)."""
 
     def __init__(self, keeper: LeaseKeeper, etcd: Etcd, path: Path = FENCE_SOCKET,
                  uids: set[int] | None = None) -> None:
@@ -1603,10 +1604,17 @@ class FenceServer:
             return {"ok": False, "error": "not a JSON object"}
         if not lease_id:
             return refused
+        key = req.get("key")
+        if req.get("op") in ("record", "forget") and (
+                not isinstance(key, str) or not 0 < len(key) <= 1000 or any(ord(c) < 0x20 for c in key)):
+            return {"ok": False, "error": "key: 1-1000 printable characters"}
+        if req.get("op") == "forget":  # recorded, then not sent: taken back while this node still holds the key
+            txn = self.etcd.call("/v3/kv/txn", {
+                "compare": self._compare(lease_id),
+                "success": [{"requestDeleteRange": {"key": _b64(COPIED_PREFIX + str(key))}}],
+                "failure": []})
+            return {"ok": True} if txn.get("succeeded") else refused
         if req.get("op") == "record":
-            key = req.get("key")
-            if not isinstance(key, str) or not 0 < len(key) <= 1000 or any(ord(c) < 0x20 for c in key):
-                return {"ok": False, "error": "key: 1-1000 printable characters"}
             ttl = req.get("ttl")
             if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= FENCE_MAX_TTL:
                 return {"ok": False, "error": f"ttl: seconds, 1-{FENCE_MAX_TTL}"}
@@ -1617,7 +1625,7 @@ class FenceServer:
                 try:
                     txn = self.etcd.call("/v3/kv/txn", {
                         "compare": self._compare(lease_id),
-                        "success": [{"requestPut": {"key": _b64(COPIED_PREFIX + key), "value": _b64(value),
+                        "success": [{"requestPut": {"key": _b64(COPIED_PREFIX + str(key)), "value": _b64(value),
                                                     "lease": bucket}}],
                         "failure": []})
                 except HAError as exc:

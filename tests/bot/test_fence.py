@@ -95,6 +95,9 @@ class FakeEtcd:
                                     "create": old["create"] if old else self.revision}
                     self.puts.append((key.decode(), self.witness()))
                     responses.append({"response_put": {}})
+                elif "requestDeleteRange" in op:
+                    self.kv.pop(base64.b64decode(op["requestDeleteRange"]["key"]), None)
+                    responses.append({"response_delete_range": {}})
                 else:
                     rng = op["requestRange"]
                     start = base64.b64decode(rng["key"])
@@ -202,6 +205,30 @@ def test_a_node_that_lost_the_key_in_etcd_cannot_record_so_it_does_not_send(h: H
     (h.tmp / "fence-primary.sock").unlink()
     trade(h, 3, ago=1)
     a.poll_once()
+    assert copies(h) == {1: 1}
+
+
+def test_a_key_recorded_for_an_order_that_did_not_leave_is_taken_back(h: Harness, pair: Any) -> None:
+    """The deadline runs out during the fence's round trip: the order is not sent, and its key is deleted from
+    etcd while this node still holds the leader key, so the next holder copies the trade (not a miss)."""
+    etcd, p, s = pair
+    nodes = {"primary": p, "standby": s}
+    hold(h, etcd, nodes, "primary")
+    a = bot(h, "primary")
+    b = bot(h, "standby")
+    def expire() -> int:  # the deadline passes during the fence's round trip
+        write_lease(h.tmp / "lease-primary", "primary", -1)
+        return 0
+
+    etcd.witness = expire
+    trade(h, 1, ago=3)
+    a.poll_once()
+    b.poll_once()
+    assert copies(h) == {} and etcd.copied() == []
+    assert h.decisions(a)[0][1].startswith("no_lease: the lease expired")
+    etcd.witness = lambda: 0
+    hold(h, etcd, nodes, "standby")
+    b.poll_once()
     assert copies(h) == {1: 1}
 
 

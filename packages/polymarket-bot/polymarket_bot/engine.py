@@ -1093,6 +1093,13 @@ class Engine:
             held, why = self.lease_ok()  # again after the fence's round trip
             if not held:
                 self._no_lease(oid, order_hash, why)
+                if visible_at is None:  # a re-send: an earlier send of this order may be at the exchange
+                    return
+                try:  # recorded but not sent: taken back, or the next holder would skip the trade
+                    self.fence.forget(key)
+                except FenceError as exc:
+                    log.error("order %s: its trade stays recorded as copied in etcd, but it was not sent (%s): "
+                              "the next holder will not copy it", order_hash, exc)
                 return
         try:
             answer = self.clob.post("/order", body, sign=lambda: signing.l2_headers(

@@ -66,6 +66,11 @@ class Fence:
         """K recorded under this node's lease; raises Fenced (not the holder) or FenceError (unknown)."""
         self._ask({"op": "record", "key": key, "ttl": int(ttl), "order": order})
 
+    def forget(self, key: str) -> None:
+        """K recorded, then not sent (the lease ran out meanwhile): deleted, while this node still holds the
+        leader key, so that the next holder copies the trade; raises Fenced or FenceError otherwise."""
+        self._ask({"op": "forget", "key": key})
+
     def copied(self) -> tuple[dict[str, dict[str, Any]], int]:
         """Every key recorded by any holder and not expired, with what was recorded (holder, at, order),
         and the generation of this node's lease (the leader key's create revision); read in one etcd
