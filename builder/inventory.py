@@ -3,7 +3,7 @@
 The inventory is parsed once into frozen dataclasses; everything downstream
 (autoinstall media, debconf answers) reads those, never the raw YAML.  Every
 problem is an InputError of one line naming the file, the host and the field,
-e.g. ``inventory.yaml:60: host standby: address 192.168.2.101 is outside
+e.g. ``inventory.yaml:64: host standby: address 192.168.2.101 is outside
 network 192.168.1.0/24``.  Every key and value is one line of printable text
 (no newline, tab, NUL, DEL, C1 or Unicode line separator, which YAML's escapes
 and block scalars could otherwise carry into netplan, grub or authorized_keys),
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import ipaddress
 import posixpath
 import re
@@ -49,6 +50,24 @@ RESERVED_HOSTS = frozenset({"pxe", "local", "localhost", "ignore", "infinite", "
 LEASE_TIME = re.compile(r"[0-9]+[smhdw]?")
 LOCALE = re.compile(r"[a-z]{2,3}_[A-Z]{2}\.UTF-8")
 KEYBOARD = re.compile(r"[a-z]{2,3}")
+# What polymarket-monitoring check-value takes for its receivers (the same patterns as its own).
+EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+SMARTHOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}")
+SMTP_USERNAME = re.compile(r"[^\s\"'\\]{1,256}")
+CHAT_ID = re.compile(r"-?[0-9]{1,20}")
+PHONE = re.compile(r"\+?[0-9][0-9 ()./-]{2,31}")
+CONTACT_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,80}")
+# The severities of polymarket-monitoring's alert rules; routes name the contacts e-mailed for each.
+SEVERITIES = ("critical", "warning")
+# Keys that would put a secret into the media: each names the command that sets it on the monitoring host.
+SECRET_KEYS = {
+    "password": "smtp_password",
+    "smtp_password": "smtp_password",
+    "bot_token": "telegram_bot_token",
+    "telegram_bot_token": "telegram_bot_token",
+    "token": "telegram_bot_token",
+}
+MONITORING_PACKAGE = "polymarket-monitoring"
 
 # The SSH public key types sshd on Ubuntu 24.04 accepts.  DSA is gone; RSA
 # keys must have at least 3072 bits.
@@ -140,6 +159,30 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Contact:
+    """One row of the plan's emergency-contacts table."""
+
+    name: str  # the key under contacts:, e.g. primary-on-call
+    role: str  # "Primary On-Call"
+    person: str
+    phone: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where polymarket-monitoring's Alertmanager sends alerts; never a secret (those are set on the host)."""
+
+    smtp_smarthost: str = ""
+    smtp_from: str = ""
+    smtp_username: str = ""
+    webhook_url: str = ""
+    telegram_chat_id: str = ""
+    # severity -> the names of the contacts e-mailed
+    routes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     network: Network
@@ -148,6 +191,8 @@ class Inventory:
     pxe: Pxe
     roles: Mapping[Role, tuple[str, ...]]
     hosts: tuple[Host, ...]
+    contacts: tuple[Contact, ...] = ()
+    alerts: Alerts = dataclasses.field(default_factory=Alerts)
 
     def packages(self, host: Host) -> tuple[str, ...]:
         return self.roles[host.role]
@@ -431,7 +476,7 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
     name = str(path)
     data, lines = _load_yaml(path, name)
     top = _Reader(name, data, "inventory", (), lines)
-    top.only("network", "admin", "apt", "pxe", "defaults", "roles", "hosts")
+    top.only("network", "admin", "apt", "pxe", "defaults", "roles", "hosts", "contacts", "alerts")
 
     n = top.sub("network")
     n.only("cidr", "gateway", "dns", "interface", "virtual_ip", "admin_network")
@@ -598,4 +643,118 @@ def load(path: Path, service_users: Mapping[str, str] | None = None) -> Inventor
             hs.fail(f"{len(named)} hosts have role {role} ({', '.join(named)}); the HA pair has one of each")
     if any(h.role is Role.STANDBY for h in hosts) and not any(h.role is Role.PRIMARY for h in hosts):
         hs.fail("a standby host needs a primary host")
-    return Inventory(path, network, admin, apt, pxe, roles, tuple(hosts))
+    monitoring = [h.name for h in hosts if MONITORING_PACKAGE in roles[h.role]]
+    if len(monitoring) > 1:
+        hs.fail(
+            f"{len(monitoring)} hosts install {MONITORING_PACKAGE} ({', '.join(monitoring)}); one host monitors "
+            "(each would send every alert)",
+            hint="list it under roles: lb, or under roles: monitoring for a host of its own, not both",
+        )
+    contacts = _contacts(top)
+    alerts = _alerts(top, {c.name: c for c in contacts})
+    if "alerts" in top.data and not monitoring:
+        top.sub("alerts").fail(f"no host installs {MONITORING_PACKAGE}", hint="list it under roles: lb (or monitoring)")
+    return Inventory(path, network, admin, apt, pxe, roles, tuple(hosts), contacts, alerts)
+
+
+def _contacts(top: _Reader) -> tuple[Contact, ...]:
+    """The plan's emergency-contacts table: NAME: {role, name, phone, email}."""
+    if "contacts" not in top.data:
+        return ()
+    c = top.sub("contacts")
+    out = []
+    for name in c.data:
+        if not isinstance(name, str) or not HOSTNAME.fullmatch(name):
+            c.fail(f"contact {shown(name)}: the name must be a lower-case label (a-z, 0-9, -)", at=str(name))
+        row = c.sub(name)
+        row.only("role", "name", "phone", "email")
+        out.append(
+            Contact(
+                name=name,
+                role=row.string("role", CONTACT_TEXT),
+                person=row.string("name", CONTACT_TEXT),
+                phone=row.string("phone", PHONE),
+                email=row.string("email", EMAIL),
+            )
+        )
+    return tuple(out)
+
+
+def _refuse_secrets(reader: _Reader) -> None:
+    for key in reader.data:
+        if key in SECRET_KEYS:
+            reader.fail(
+                f"{key}: secrets are never in the inventory (the media carry it in clear)",
+                hint=f"set it on the monitoring host: polymarket-monitoring secret set {SECRET_KEYS[key]}",
+                at=key,
+            )
+
+
+def _alerts(top: _Reader, contacts: Mapping[str, Contact]) -> Alerts:
+    """Receivers and routing by severity, rendered into polymarket-monitoring's debconf answers."""
+    if "alerts" not in top.data:
+        return Alerts()
+    a = top.sub("alerts")
+    _refuse_secrets(a)
+    a.only("email", "webhook_url", "telegram_chat_id", "routes")
+    smarthost = sender = username = ""
+    if "email" in a.data:
+        e = a.sub("email")
+        _refuse_secrets(e)
+        e.only("smarthost", "from", "username")
+        smarthost = e.string("smarthost", SMARTHOST)
+        if not 1 <= int(smarthost.rsplit(":", 1)[1]) <= 65535:
+            e.fail_field("smarthost", f"port {smarthost.rsplit(':', 1)[1]} is not 1-65535")
+        sender = e.string("from", EMAIL)
+        username = e.string("username", SMTP_USERNAME) if "username" in e.data else ""
+    webhook = a.parse("webhook_url", http_url, "an http:// or https:// URL") if "webhook_url" in a.data else ""
+    chat = a.get("telegram_chat_id", "")
+    if isinstance(chat, int) and not isinstance(chat, bool):
+        chat = str(chat)
+    if chat != "" and (not isinstance(chat, str) or not CHAT_ID.fullmatch(chat)):
+        a.fail_field("telegram_chat_id", f'{shown(chat)} is not a numeric Telegram chat id such as "-1001234567890"')
+    routes: dict[str, tuple[str, ...]] = {}
+    if "routes" in a.data:
+        r = a.sub("routes")
+        r.only(*SEVERITIES)
+        for severity in SEVERITIES:
+            if severity not in r.data:
+                continue
+            names = r.strings(severity, HOSTNAME, "a contact name")
+            for i, name in enumerate(names):
+                if name not in contacts:
+                    known = ", ".join(contacts) or "none"
+                    r.fail_field(severity, f"{name} is not under contacts:", hint=f"the contacts: {known}", item=i)
+            routes[severity] = names
+        for i, name in enumerate(routes.get("warning", ())):
+            if name not in routes.get("critical", ()):
+                r.fail_field(
+                    "warning",
+                    f"{name} gets the warnings but not the critical alerts",
+                    hint="list it under critical too",
+                    item=i,
+                )
+        if any(routes.values()) and not smarthost:
+            r.fail("contacts are e-mailed, but alerts has no email: section (smarthost, from)")
+    return Alerts(smarthost, sender, username, webhook, chat, routes)
+
+
+def alert_answers(inv: Inventory) -> dict[str, str]:
+    """polymarket-monitoring's receiver questions (without the package prefix) from the alerts section, those
+    it sets.
+    Warnings go to email_to, critical alerts to email_to and email_critical_to (polymarket-monitoring's
+    routing), so a contact listed under warning gets both, one under critical only the critical ones."""
+    al = inv.alerts
+    email = {c.name: c.email for c in inv.contacts}
+    warning = list(dict.fromkeys(email[n] for n in al.routes.get("warning", ())))
+    critical = [m for m in dict.fromkeys(email[n] for n in al.routes.get("critical", ())) if m not in warning]
+    answers = {
+        "webhook_url": al.webhook_url,
+        "smtp_smarthost": al.smtp_smarthost,
+        "smtp_from": al.smtp_from,
+        "smtp_username": al.smtp_username,
+        "email_to": " ".join(warning),
+        "email_critical_to": " ".join(critical),
+        "telegram_chat_id": al.telegram_chat_id,
+    }
+    return {q: v for q, v in answers.items() if v}  # the rest stay at their defaults (empty: no receiver)

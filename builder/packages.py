@@ -48,10 +48,12 @@ class Role(StrEnum):
     PRIMARY = "primary"  # trades while it holds the virtual IP
     STANDBY = "standby"  # takes the virtual IP over when the primary fails
     LB = "lb"  # the load balancer (HAProxy) in front of both
+    MONITORING = "monitoring"  # a host of its own for polymarket-monitoring (by default the lb runs it)
 
 
 ALL_ROLES = frozenset(Role)
 PAIR = frozenset({Role.PRIMARY, Role.STANDBY})
+HA_ROLES = frozenset({Role.PRIMARY, Role.STANDBY, Role.LB})  # polymarket-ha/role's choices
 
 Answers = Callable[["Inventory", "Host"], dict[str, str]]
 
@@ -105,15 +107,18 @@ def ha_answers(inv: Inventory, host: Host) -> dict[str, str]:
 
 def monitoring_answers(inv: Inventory, host: Host) -> dict[str, str]:
     # Scrape targets from the hosts: the bots (hosts whose role installs polymarket-bot), the node exporter of
-    # every host; NAME=ADDRESS, NAME the "node" label. The receivers are left to the host (no inventory section).
-    # HAProxy's exporter listens on the lb's loopback (polymarket-ha, 127.0.0.1:8405): scraped when the
-    # monitoring host is that lb.
+    # every host; NAME=ADDRESS, NAME the "node" label. The receivers come from the inventory's alerts section
+    # (inventory.alert_answers; never a secret). HAProxy's exporter listens on the lb's loopback (polymarket-ha,
+    # 127.0.0.1:8405): scraped when the monitoring host is that lb.
+    from builder.inventory import alert_answers
+
     bots = [h for h in inv.hosts if "polymarket-bot" in inv.packages(h)]
     haproxy = host.role is Role.LB and "polymarket-ha" in inv.packages(host)
     return {
         "polymarket-monitoring/bot_targets": " ".join(f"{h.name}={h.address}" for h in bots),
         "polymarket-monitoring/node_targets": " ".join(f"{h.name}={h.address}" for h in inv.hosts),
         "polymarket-monitoring/haproxy_target": "127.0.0.1:8405" if haproxy else "",
+        **{f"polymarket-monitoring/{q}": v for q, v in alert_answers(inv).items()},
     }
 
 
@@ -122,8 +127,13 @@ REGISTRY: tuple[Package, ...] = (
     Package("polymarket-hardening", ALL_ROLES, units_start_at_install=False, answers=hardening_answers),
     Package("polymarket-bot", PAIR, units_start_at_install=True),
     Package("polymarket-backup", PAIR, units_start_at_install=False),
-    Package("polymarket-ha", ALL_ROLES, units_start_at_install=False, answers=ha_answers),
-    Package("polymarket-monitoring", frozenset({Role.LB}), units_start_at_install=True, answers=monitoring_answers),
+    Package("polymarket-ha", HA_ROLES, units_start_at_install=False, answers=ha_answers),
+    Package(
+        "polymarket-monitoring",
+        frozenset({Role.LB, Role.MONITORING}),
+        units_start_at_install=True,
+        answers=monitoring_answers,
+    ),
 )
 
 

@@ -49,6 +49,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "smtp_smarthost": ("SMTP_SMARTHOST", ""),
     "smtp_from": ("SMTP_FROM", ""),
     "email_to": ("EMAIL_TO", ""),
+    "email_critical_to": ("EMAIL_CRITICAL_TO", ""),
     "smtp_username": ("SMTP_USERNAME", ""),
     "telegram_chat_id": ("TELEGRAM_CHAT_ID", ""),
 }
@@ -121,7 +122,7 @@ def check_value(question: str, value: str) -> str:
         url = urllib.parse.urlsplit(value)
         if url.scheme not in ("http", "https") or not url.hostname or " " in value:
             raise Invalid(f"webhook_url: '{value}' is not an http(s) URL")
-    elif question in ("smtp_from", "email_to"):
+    elif question in ("smtp_from", "email_to", "email_critical_to"):
         for address in value.split():
             if not EMAIL.fullmatch(address):
                 raise Invalid(f"{question}: '{address}' is not an e-mail address")
@@ -261,9 +262,11 @@ def alertmanager(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SIN
                  secrets: Path = SECRETS) -> dict[str, Any]:
     """Routes by severity: critical to every configured receiver, warning to webhook and e-mail, the dead-man's
     switch to the webhook every 5 min (the outside service alerts when it stops arriving)."""
-    email = bool(s["email_to"])
+    critical_to = s.get("email_critical_to", "")  # e-mailed the critical alerts only, besides email_to
+    email = bool(s["email_to"] or critical_to)
     if email and not (s["smtp_smarthost"] and s["smtp_from"]):
-        raise Invalid("email_to is set: smtp_smarthost and smtp_from are needed too")
+        raise Invalid(f"{'email_to' if s['email_to'] else 'email_critical_to'} is set: smtp_smarthost and smtp_from"
+                      " are needed too")
     if s["telegram_chat_id"] and version < TELEGRAM_FILE_SINCE:
         raise Invalid(f"telegram_chat_id: Alertmanager {version[0]}.{version[1]} reads no bot_token_file"
                       " (0.26 or later needed)")
@@ -280,8 +283,9 @@ def alertmanager(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SIN
         r: dict[str, Any] = {"name": name}
         if "webhook" in channels and s["webhook_url"]:
             r["webhook_configs"] = [{"url": s["webhook_url"], "send_resolved": True}]
-        if "email" in channels and email:
-            r["email_configs"] = [{"to": ", ".join(s["email_to"].split()), "send_resolved": True}]
+        to = s["email_to"].split() + (critical_to.split() if name == "critical" else [])
+        if "email" in channels and to:
+            r["email_configs"] = [{"to": ", ".join(to), "send_resolved": True}]
         if "telegram" in channels and s["telegram_chat_id"]:
             r["telegram_configs"] = [{"chat_id": int(s["telegram_chat_id"]),
                                       "bot_token_file": str(secrets / "telegram_bot_token"),

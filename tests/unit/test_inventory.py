@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder import inventory, project, text
 from builder.cli import main
@@ -160,3 +162,100 @@ def test_readme_inventory_error_example_is_what_the_builder_prints(
     with pytest.raises(InputError) as exc:
         inventory.load(Path("inventory.yaml"))
     assert "error: " + exc.value.message == line
+
+
+def test_example_has_the_plans_contacts_and_alert_routes() -> None:
+    """The plan's emergency-contacts table is the inventory's contacts; the routes render into the receivers."""
+    inv = inventory.load(EXAMPLE)
+    assert [(c.role, c.person, c.phone, c.email) for c in inv.contacts] == [
+        ("Primary On-Call", "System Administrator", "+1-555-123-4567", "admin@company.com"),
+        ("DevOps Lead", "DevOps Engineer", "+1-555-123-4568", "devops@company.com"),
+        ("Application Owner", "Product Manager", "+1-555-123-4569", "product@company.com"),
+        ("Security Officer", "Security Team", "+1-555-123-4570", "security@company.com"),
+    ]
+    assert inventory.alert_answers(inv) == {
+        "smtp_smarthost": "smtp.company.com:587",
+        "smtp_from": "polymarket-alerts@company.com",
+        "smtp_username": "polymarket-alerts",
+        "email_to": "admin@company.com devops@company.com",
+        "email_critical_to": "product@company.com security@company.com",
+    }
+
+
+def _amtool_route(config: Path, *labels: str) -> str:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.fail("amtool is not installed: make test-deps")
+    out = subprocess.run(
+        [amtool, "config", "routes", "test", "--config.file", str(config), *labels],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip()
+
+
+def test_routes_reach_alertmanager_by_severity(tmp_path: Path) -> None:
+    """The answers the media preseed, rendered by polymarket-monitoring itself: a warning e-mails the contacts
+    under warning only, a critical alert those and the ones under critical; amtool takes the file."""
+    from tests import payload
+
+    mod = payload.load("polymarket-monitoring", "polymarket_monitoring.py")
+    inv = inventory.load(EXAMPLE)
+    settings = {q: d for q, (_, d) in mod.QUESTIONS.items()} | inventory.alert_answers(inv)
+    text_ = mod.render(settings, (0, 26), tmp_path)["alertmanager.yml"]
+    (tmp_path / "alertmanager.yml").write_text(text_)
+    amtool = shutil.which("amtool")
+    assert amtool is not None, "amtool is not installed: make test-deps"
+    check = subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    receivers = {r["name"]: r for r in yaml.safe_load(text_)["receivers"]}
+    assert receivers["critical"]["email_configs"][0]["to"] == (
+        "admin@company.com, devops@company.com, product@company.com, security@company.com"
+    )
+    assert receivers["warning"]["email_configs"][0]["to"] == "admin@company.com, devops@company.com"
+    config = tmp_path / "alertmanager.yml"
+    assert _amtool_route(config, "severity=critical", "alertname=PolymarketBotDown") == "critical"
+    assert _amtool_route(config, "severity=warning", "alertname=PolymarketDiskFull") == "warning"
+    assert "smtp_auth_password:" not in text_ and "smtp_auth_password_file:" in text_  # the 0600 file, never the secret
+
+
+def test_a_monitoring_host_of_its_own(tmp_path: Path) -> None:
+    """roles: monitoring moves polymarket-monitoring and its answers off the lb; polymarket-ha stays off it."""
+    from builder import autoinstall_config, debconf
+
+    text_ = EXAMPLE.read_text(encoding="utf-8")
+    for old, new in (
+        (
+            "  lb: [polymarket-hardening, polymarket-ha, polymarket-monitoring]\n",
+            "  lb: [polymarket-hardening, polymarket-ha]\n",
+        ),
+        (
+            "  # monitoring: [polymarket-hardening, polymarket-monitoring]\n",
+            "  monitoring: [polymarket-hardening, polymarket-monitoring]\n",
+        ),
+        (
+            "    disks: [/dev/sda]\n",
+            "    disks: [/dev/sda]\n  mon:\n    role: monitoring\n    address: 192.168.1.103\n"
+            '    mac: "52:54:00:a1:00:67"\n    disks: [/dev/sda]\n',
+        ),
+    ):
+        assert text_.count(old) == 1
+        text_ = text_.replace(old, new)
+    (tmp_path / "inventory.yaml").write_text(text_)
+    inv = inventory.load(tmp_path / "inventory.yaml")
+    hosts = {h.name: h for h in inv.hosts}
+    assert hosts["mon"].role is Role.MONITORING
+    questions = debconf.load(REPO)
+    lines = {
+        n: {a.question: a.value for a in autoinstall_config.debconf_answers(inv, hosts[n], questions)} for n in hosts
+    }
+    assert not any(q.startswith("polymarket-monitoring/") for q in lines["lb"])
+    assert not any(q.startswith("polymarket-ha/") for q in lines["mon"])
+    mon = lines["mon"]
+    assert mon["polymarket-monitoring/node_targets"] == (
+        "primary=192.168.1.100 standby=192.168.1.101 lb=192.168.1.102 mon=192.168.1.103"
+    )
+    assert mon["polymarket-monitoring/haproxy_target"] == ""  # HAProxy's exporter is on the lb's loopback
+    assert mon["polymarket-monitoring/email_critical_to"] == "product@company.com security@company.com"
+    assert mon["polymarket-hardening/allow_users"] == "admin"
