@@ -90,6 +90,9 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 LEASE_FILE = Path("/run/polymarket/lease")
 LEADER_KEY = "/polymarket/leader"
+# Written by a holder that gives the key up on purpose (a clean stop: switchover, upgrade), after its lease file
+# says nobody and under the compare that the key is still its own: the ID of the lease it gives up.
+RELEASED_KEY = "/polymarket/released"
 LEASE_TTL = 6            # seconds: etcd expires the key this long after the last keepalive it received
 LEASE_RENEW = 1.0        # a keepalive every second: the deadline is renewed 5 times per TTL
 LEASE_RATE = 0.01        # clocks may run 1 % apart (NTP slews at most 0.05 %)
@@ -1418,6 +1421,7 @@ class LeaseKeeper:
         # The last moment another holder's key was seen (or could have existed, unseen): a new holder
         # writes a valid lease only LEASE_TTL after it. Unknown at start: now.
         self.other_seen = boottime()
+        self.other_lease = ""  # the etcd lease of that other holder's key, as last seen
         self.written: tuple[str, bool] | None = None
 
     def write(self, holder: str, deadline: float, **extra: Any) -> None:
@@ -1438,21 +1442,32 @@ class LeaseKeeper:
         key = _b64(LEADER_KEY)
         txn = self.etcd.call("/v3/kv/txn", {
             "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-            "success": [{"requestPut": {"key": key, "value": _b64(self.name), "lease": lease_id}}],
+            "success": [{"requestPut": {"key": key, "value": _b64(self.name), "lease": lease_id}},
+                        {"requestRange": {"key": _b64(RELEASED_KEY)}}],
             "failure": [{"requestRange": {"key": key}}]})
         if txn.get("succeeded"):
             self.lease_id = lease_id
             log.warning("lease: took %s under lease %s (TTL %ds)", LEADER_KEY, lease_id, ttl)
+            released = [base64.b64decode(kv.get("value", "")).decode(errors="replace")
+                        for r in txn.get("responses", []) for kv in r.get("response_range", {}).get("kvs", [])]
+            if self.other_lease and self.other_lease in released:
+                # The holder last seen here gave that very lease up itself (its lease file said nobody first):
+                # nothing of it can still be running, so no TTL wait (a planned switchover hands over at once).
+                log.warning("lease: %s was released by its holder: valid at once", self.other_lease)
+                self.other_seen = boottime() - LEASE_TTL
+            self.other_lease = ""
             self.renewed(sent, ttl)
             return
         seen = boottime()
         with contextlib.suppress(Exception):
             self.etcd.call("/v3/lease/revoke", {"ID": lease_id})
-        holder = ""
+        holder = other_lease = ""
         for r in txn.get("responses", []):
             for kv in r.get("response_range", {}).get("kvs", []):
                 holder = base64.b64decode(kv.get("value", "")).decode(errors="replace")
+                other_lease = str(kv.get("lease", ""))
         self.other_seen = seen
+        self.other_lease = other_lease
         self.write(holder, 0.0)
 
     def renewed(self, sent: float, ttl: int) -> None:
@@ -1483,6 +1498,7 @@ class LeaseKeeper:
     def lost(self) -> None:
         self.lease_id = ""
         self.other_seen = boottime()
+        self.other_lease = ""
         self.write("", 0.0)
 
     def step(self) -> None:
@@ -1500,6 +1516,12 @@ class LeaseKeeper:
         lease_id = self.lease_id
         self.write("", 0.0)
         if lease_id:
+            key = _b64(LEADER_KEY)
+            with contextlib.suppress(HAError):  # only while the key is still ours: the next holder need not wait
+                self.etcd.call("/v3/kv/txn", {
+                    "compare": [{"key": key, "target": "VALUE", "result": "EQUAL", "value": _b64(self.name)},
+                                {"key": key, "target": "LEASE", "result": "EQUAL", "lease": lease_id}],
+                    "success": [{"requestPut": {"key": _b64(RELEASED_KEY), "value": _b64(lease_id)}}]})
             with contextlib.suppress(HAError):
                 self.etcd.call("/v3/lease/revoke", {"ID": lease_id})
 
