@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ME, NO, NYES, ROOT, YES, Harness
 from polymarket_bot.server import start_servers
-from test_pages import TOKEN, Bot, request
+from test_pages import TOKEN, Bot, login, request
 from test_service import free_port, start, stop, wait_for
 
 PKG = ROOT / "packages" / "polymarket-bot"
@@ -75,8 +77,9 @@ def test_control_the_daily_loss_limit_holds_a_buy_with_a_sane_book(h: Harness) -
 @pytest.mark.xfail(strict=True, reason="S14-1: a best bid of 'NaN' makes the unrealised PnL NaN; daily_loss() is NaN, "
                    "'NaN >= MAX_DAILY_LOSS_USD' is False, so the daily loss limit stops holding buys (and "
                    "/metrics exports polymarket_daily_loss_usd NaN, which no alert compares true)")
-def test_a_nan_best_bid_lifts_the_daily_loss_limit(h: Harness) -> None:
-    orders, bad = _loss_then_a_buy(h, "NaN")                         # the venue's book for YES is garbage
+@pytest.mark.parametrize("bid", ["NaN", "Infinity"])
+def test_a_nan_best_bid_lifts_the_daily_loss_limit(h: Harness, bid: str) -> None:
+    orders, bad = _loss_then_a_buy(h, bid)                           # the venue's book for YES is garbage
     assert orders == 2, f"the daily loss limit let order 3 out; exported {bad}"
     assert not bad, bad
 
@@ -99,6 +102,72 @@ def test_a_balance_too_large_for_a_float_kills_the_bot(h: Harness, tmp_path: Pat
     finally:
         if p.poll() is None:
             stop(p)
+
+
+class _BookWith:
+    """The engine's CLOB client, with GET /book for one token answered by ``book`` (the rest passed through)."""
+
+    def __init__(self, inner: Any, token: str, book: dict[str, Any]) -> None:
+        self.inner, self.token, self.book = inner, token, book
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get(self, path: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+        if path == "/book" and (params or {}).get("token_id") == self.token:
+            return self.book
+        return self.inner.get(path, params, **kw)
+
+
+@pytest.mark.xfail(strict=True, reason="S14-7: a book with two bid levels, one priced 'NaN': Engine._book sorts the "
+                   "Decimals and raises decimal.InvalidOperation (an ArithmeticError), which mark_to_market does "
+                   "not catch (HttpError, KeyError, TypeError, ValueError): poll_once raises, Engine.run ends, "
+                   "`polymarket-bot run` exits 1 and restarts into the same book (the order path's asks too)")
+def test_a_nan_level_among_several_in_a_book_does_not_stop_the_engine(h: Harness) -> None:
+    e = h.engine()
+    h.trade(leader=0, asset=YES, ago=5, transactionHash="0x1")
+    e.poll_once()
+    assert len(h.ex.s.orders) == 1
+    e.clob = _BookWith(e.clob, YES, {"market": "0x" + "c1" * 32, "asset_id": YES,
+                                     "bids": [{"price": "0.30", "size": "10"}, {"price": "NaN", "size": "10"}],
+                                     "asks": [{"price": "0.50", "size": "10000"}], "tick_size": "0.01",
+                                     "min_order_size": "5", "neg_risk": False})
+    e.last_mark_to_market = 0
+    try:
+        e.poll_once()
+    except Exception as exc:  # what ends Engine.run (and the process) is the finding
+        pytest.fail(f"the engine loop would end: {exc.__class__.__module__}.{exc.__class__.__name__}")
+
+
+# ---- /live (liveness for HA) ------------------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="S14-8: /live turns 503 once the engine loop's turn is older than "
+                   "max(300 s, 60 x HTTP_TIMEOUT), assuming no run of timeouts and retries lasts that long; but "
+                   "mark_to_market asks GET /book for every open position in one turn, 4 attempts each: with the "
+                   "CLOB's /book hanging, one turn lasts ~4.8 x HTTP_TIMEOUT per position, so 13+ open positions "
+                   "at the default HTTP_TIMEOUT=5 make /live 503 (check-bot fails the node over) on an exchange "
+                   "outage, which /live exists not to do")
+def test_a_hanging_book_endpoint_keeps_one_loop_turn_under_the_live_threshold(h: Harness) -> None:
+    tokens = []
+    for i in range(8):                                                   # 16 open positions
+        pair = [str(5000 + 2 * i), str(5001 + 2 * i)]
+        h.ex.add_market({"conditionId": "0x" + f"{i + 1:064x}", "slug": f"market-{i}", "tokens": pair})
+        for t in pair:
+            h.ex.set_book(t, [[0.49, 10000]], [[0.50, 10000]])
+        tokens += pair
+    timeout = 0.1                                                        # the turn scales with it, as live()'s bound
+    e = h.engine(HTTP_TIMEOUT=timeout, MAX_DAILY_VOLUME="100000", MAX_POSITION_SIZE="1000")
+    for n, t in enumerate(tokens):
+        h.trade(leader=n % 2, asset=t, ago=3, transactionHash=f"0x{n + 1:x}")
+    e.poll_once()
+    assert len(e.ledger.positions("live")) == len(tokens) == len(h.ex.s.orders)
+    h.ex.add_fault("/book", "timeout", count=10**6, delay=1)             # the CLOB's book endpoint hangs
+    e.last_mark_to_market = 0                                            # the turn that marks the positions
+    started = time.monotonic()
+    e.poll_once()
+    took = time.monotonic() - started
+    bound = 60 * timeout                                                 # server.live's bound above the 300 s floor
+    assert took < bound, (f"one loop turn took {took:.1f} s = {took / timeout:.0f} x HTTP_TIMEOUT > 60 x: at "
+                          f"HTTP_TIMEOUT=5 that is {took / timeout * 5:.0f} s, /live 503 after 300 s")
 
 
 # ---- config get (issue 8) -------------------------------------------------------------------------------------
@@ -150,6 +219,25 @@ def test_a_nan_backup_metric_does_not_take_the_summary_page_down(h: Harness, tmp
         assert answers == {"/": 200, "/ha": 200}, answers
     finally:
         stop(b.proc)
+
+
+@pytest.mark.xfail(strict=True, reason="S14-9: the login form (and the Bearer header) take guesses of the dashboard "
+                   "token at full speed from one peer, none throttled or refused, while validate-config only warns "
+                   "about a token shorter than 32 characters; each failure is one WARNING log line (log volume)")
+def test_repeated_wrong_logins_from_one_peer_are_throttled(h: Harness) -> None:
+    e = h.engine()
+    servers = list(start_servers(e, 0, 0))
+    try:
+        port = servers[0].server_address[1]
+        started = time.monotonic()
+        statuses = [login(port, f"guess-{n:04d}").status for n in range(100)]
+        took = time.monotonic() - started
+        assert any(st == 429 for st in statuses) or took > 20, (
+            f"100 guesses in {took:.1f} s, answered {sorted(set(statuses))}")
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
 
 
 @pytest.mark.xfail(strict=True, reason="S14-6: a compliance report that is valid JSON but not an object ([] or "
