@@ -1961,10 +1961,17 @@ def cmd_switchover(args: argparse.Namespace) -> int:
     if not s.ha_node:
         raise HAError("the lb holds no VIP: run switchover on the node that trades")
     other = "standby" if s.role == "primary" else "primary"
+
+    def peer_fit() -> None:  # checked before anything is stopped: a peer that cannot take over gets nothing
+        if http_health(s.peer_address, s.bot_port, 3, "/live")["http"] != 200:
+            raise HAError(f"the {other}'s bot is not live ({s.peer_address}:{s.bot_port}/live): nothing handed over",
+                          f"on the {other}: systemctl status polymarket-bot")
+
     if s.lease:
         if not lease_valid(s.role, LEASE_FILE)[0]:
             raise HAError(f"this node ({s.role}) does not hold the trading lease: nothing to hand over",
                           f"run it on the {other}")
+        peer_fit()
         etcd = Etcd(etcd_endpoints(s))
         if _leader_in_etcd(etcd) != s.role:  # a linearizable read: a majority is there to hand the key over
             raise HAError(f"etcd does not name {s.role} as the holder", "polymarket-ha status; journalctl -u etcd")
@@ -1982,6 +1989,7 @@ def cmd_switchover(args: argparse.Namespace) -> int:
         return 0
     if not holds_vip(s):
         raise HAError(f"this node ({s.role}) does not hold the VIP: nothing to hand over", f"run it on the {other}")
+    peer_fit()
     print(f"switchover: {s.role} stops keepalived until the {other} holds the VIP")
     run(["systemctl", "stop", "keepalived.service"])
     try:

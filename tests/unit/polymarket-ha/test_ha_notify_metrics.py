@@ -195,13 +195,20 @@ def test_switchover_with_the_lease_stops_the_keeper_until_the_peer_holds_the_key
     monkeypatch.setattr(ha, "Etcd", lambda *a, **kw: etcd)
     monkeypatch.setattr(ha, "run", run)
     monkeypatch.setattr(ha, "holds_vip", lambda _s: vip["held"])
+    peer = {"http": 200}
+    monkeypatch.setattr(ha, "http_health", lambda *a, **kw: {**peer, "role": "passive"})
     ha.LEASE_FILE.write_text(__import__("json").dumps(ha.lease_record("primary", ha.boottime() + 5)))
     assert ha.cmd_switchover(argparse.Namespace(timeout=5)) == 0
     assert ran == [["systemctl", "stop", "polymarket-ha-lease.service"],
                    ["systemctl", "start", "polymarket-ha-lease.service"]]
     assert "the standby holds the lease" in capsys.readouterr().out
-    # Not the holder: refused before anything is stopped.
+    # The peer's bot not live, or this node not the holder: refused before anything is stopped.
     ran.clear()
+    etcd.holder, etcd.keeper_running = "primary", True
+    peer["http"] = 0
+    with pytest.raises(ha.HAError, match="the standby's bot is not live"):
+        ha.cmd_switchover(argparse.Namespace(timeout=5))
+    assert ran == []
     ha.LEASE_FILE.write_text(__import__("json").dumps(ha.lease_record("standby", ha.boottime() + 5)))
     with pytest.raises(ha.HAError, match="does not hold the trading lease"):
         ha.cmd_switchover(argparse.Namespace(timeout=5))
