@@ -221,6 +221,30 @@ def test_a_nan_backup_metric_does_not_take_the_summary_page_down(h: Harness, tmp
         stop(b.proc)
 
 
+@pytest.mark.xfail(strict=True, reason="S14-10: esc() makes C0/C1 controls and U+2028/9 visible but passes the "
+                   "bidi format characters (U+202A-202E, U+2066-2069) and zero-width ones: a leader trade's market "
+                   "title with U+202E reverses what the operator reads in the last-orders table (Trojan-source "
+                   "style spoofing of a market name or figure)")
+def test_a_bidi_override_in_a_market_title_is_shown_not_obeyed(h: Harness, tmp_path: Path) -> None:
+    b = Bot(h, tmp_path)
+    try:
+        h.trade(leader=0, asset=YES, title="Will it rain \u202e?oN seY\u202c", outcome="Yes",
+                name="whale\u2066\u200b")
+        assert wait_for(lambda: len(h.ex.s.orders) == 1, 20)
+        page = ""
+
+        def shown() -> bool:
+            nonlocal page
+            page = request(b.port, "/", headers={"Authorization": f"Bearer {TOKEN}", "Accept": "text/html"}).text
+            return "Will it rain" in page
+        assert wait_for(shown, 10), page[-2000:]
+        raw = sorted({f"U+{ord(c):04X}" for c in page if c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+                      "\u2069\u200b\u200e\u200f"})
+        assert not raw, f"obeyed by the browser, not shown: {raw}"
+    finally:
+        stop(b.proc)
+
+
 @pytest.mark.xfail(strict=True, reason="S14-9: the login form (and the Bearer header) take guesses of the dashboard "
                    "token at full speed from one peer, none throttled or refused, while validate-config only warns "
                    "about a token shorter than 32 characters; each failure is one WARNING log line (log volume)")
