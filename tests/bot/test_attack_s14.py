@@ -50,6 +50,13 @@ def scrape(port: int) -> list[tuple[str, str]]:
             if line and not line.startswith("#")]
 
 
+def _scrape_or_nothing(port: int) -> list[tuple[str, str]]:
+    try:
+        return scrape(port)
+    except OSError:
+        return []
+
+
 # ---- money: a malformed exchange answer -----------------------------------------------------------------------
 def _loss_then_a_buy(h: Harness, yes_bid: object) -> tuple[int, dict[str, str]]:
     """Two buys; NO's price falls 8 USD (over MAX_DAILY_LOSS_USD 4.5), YES's best bid is ``yes_bid``, then a new
@@ -100,7 +107,10 @@ def test_a_balance_too_large_for_a_float_kills_the_bot(h: Harness, tmp_path: Pat
     env_file = write_env(tmp_path / "bot.env", "".join(f"{k}={v}\n" for k, v in env.items()).encode())
     p = start(env_file)
     try:
-        died = wait_for(lambda: p.poll() is not None, 8)
+        # dead, or alive with the money figures taken (the first mark, where the balance is read): never a timeout
+        wait_for(lambda: p.poll() is not None or any(n == "polymarket_money_timestamp_seconds"
+                                                     for n, _ in _scrape_or_nothing(mport)), 60)
+        died = p.poll() is not None
         live = request(port, "/live").status if not died else 0
         assert not died and live == 200, f"exit {p.returncode}: " + (p.stderr.read()[-1500:] if died and p.stderr
                                                                       else "")
@@ -342,7 +352,7 @@ def test_repeated_wrong_logins_from_one_peer_are_throttled(h: Harness) -> None:
         started = time.monotonic()
         statuses = [login(port, f"guess-{n:04d}").status for n in range(100)]
         took = time.monotonic() - started
-        assert any(st == 429 for st in statuses) or took > 20, (
+        assert any(st == 429 for st in statuses) or took > 30, (
             f"100 guesses in {took:.1f} s, answered {sorted(set(statuses))}")
     finally:
         for srv in servers:
