@@ -148,12 +148,44 @@ def _dec(x: Any) -> Decimal:
     return Decimal(str(x))
 
 
+def _num(x: Any, hi: float = 1e15, lo: float = 0.0) -> Decimal:
+    """A number from the exchange (price, size, amount): finite and in [lo, hi], else ValueError (a malformed
+    answer: one log line where it is read), never a NaN/Infinity nor a decimal.InvalidOperation."""
+    try:
+        d = Decimal(str(x).strip())
+    except ArithmeticError:
+        raise ValueError(f"not a number: {str(x)[:40]!r}") from None
+    if not d.is_finite() or not Decimal(lo) <= d <= Decimal(hi):
+        raise ValueError(f"out of range: {str(x)[:40]!r}")
+    return d
+
+
+def _fnum(x: Any, hi: float = 1e15) -> float:
+    return float(_num(x, hi))
+
+
+def _micro_usd(x: Any) -> float:
+    """A /balance-allowance figure (integer micro-USDC): 0 to 10^18, else ValueError (never an OverflowError)."""
+    try:
+        n = int(x) if not isinstance(x, float) else int(_num(x, 1e18))
+    except (OverflowError, ArithmeticError):
+        raise ValueError("balance not a finite integer") from None
+    if not 0 <= n <= 10**18:
+        raise ValueError(f"balance out of range: {str(x)[:40]}")
+    return n / 1e6
+
+
 def _floor(x: Decimal, step: Decimal) -> Decimal:
     return (x / step).to_integral_value(ROUND_FLOOR) * step
 
 
 def _ceil(x: Decimal, step: Decimal) -> Decimal:
     return (x / step).to_integral_value(ROUND_CEILING) * step
+
+
+def _round(x: float) -> float | None:
+    """For JSON: a figure rounded to cents, None when unknown (never NaN/Infinity)."""
+    return round(x, 2) if math.isfinite(x) else None
 
 
 def amount_decimals(tick: Decimal) -> int:
@@ -234,6 +266,10 @@ class Engine:
         self.breaker_mono = 0.0                  # time.monotonic() until which the breaker holds orders
         self.unrealised = 0.0                    # open positions marked to the best bid, minus cost
         self.last_mark_to_market = 0.0
+        # asset -> its last best bid (None: unknown, valued at 0); the marks a turn's budget left over are
+        # taken at the next turn, the stalest first (mark_order)
+        self.bids_seen: dict[str, Decimal | None] = {}
+        self.mark_order: dict[str, float] = {}
         self.exit_retries: dict[int, tuple[float, dict[str, Any]]] = {}  # decision -> (trade ts, trade)
         self.geoblock: dict[str, Any] = {"checked": False}
         self.last_geoblock = 0.0
@@ -714,8 +750,9 @@ class Engine:
 
     def _book(self, token: str) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
         b = self.clob.get("/book", {"token_id": token})
-        bids = sorted(((_dec(x["price"]), _dec(x["size"])) for x in b.get("bids", [])), reverse=True)
-        asks = sorted((_dec(x["price"]), _dec(x["size"])) for x in b.get("asks", []))
+        # every level finite and in range (a price in [0, 1]), else the whole book is malformed (ValueError)
+        bids = sorted(((_num(x["price"], 1), _num(x["size"])) for x in b.get("bids", [])), reverse=True)
+        asks = sorted((_num(x["price"], 1, 1e-6), _num(x["size"])) for x in b.get("asks", []))
         return bids, asks
 
     def _leader_value(self, leader: str) -> float:
@@ -751,14 +788,14 @@ class Engine:
             return DRY_RUN_BALANCE_USD - spent
         r = self._l2_get("/balance-allowance", {"asset_type": "COLLATERAL",
                                                 "signature_type": self.cfg.signature_type})
-        return int(r["balance"]) / 1e6
+        return _micro_usd(r["balance"])
 
     def _token_balance(self, token: str) -> float | None:
         if self.mode is TradingMode.DRY_RUN:
             return None
         r = self._l2_get("/balance-allowance", {"asset_type": "CONDITIONAL", "token_id": token,
                                                 "signature_type": self.cfg.signature_type})
-        return int(r["balance"]) / 1e6
+        return _micro_usd(r["balance"])
 
     def lease_ok(self) -> tuple[bool, str]:
         """With LEASE_FILE (polymarket-ha): whether the lease names LEASE_NODE, is of this boot, and its
@@ -815,16 +852,42 @@ class Engine:
         positions at the best bid minus their cost, for MAX_DAILY_LOSS_USD and the money metrics."""
         if time.time() - self.last_mark_to_market < RISK_REFRESH:
             return
-        self.last_mark_to_market = time.time()
-        value = 0.0
-        for p in self.ledger.positions(str(self.mode)):
+        positions = self.ledger.positions(str(self.mode))
+        deadline = time.monotonic() + self.phase_budget()
+        done = True
+        for n, p in enumerate(sorted(positions, key=lambda p: self.mark_order.get(p.asset, 0.0))):
+            if time.monotonic() > deadline:  # the rest at the next turn: a turn stays well under /live's bound
+                done = False
+                log.warning("mark to market: %d positions left to the next turn (a slow /book)", len(positions) - n)
+                break
+            self.mark_order[p.asset] = time.time()
             try:
                 bids, _ = self._book(p.asset)
-            except (HttpError, KeyError, TypeError, ValueError):
-                bids = []  # no bid known: valued at 0 (conservative)
-            value += (float(bids[0][0]) * p.shares if bids else 0.0) - p.cost
+                self.bids_seen[p.asset] = bids[0][0] if bids else None
+            except HttpError:
+                self.bids_seen[p.asset] = None  # no bid known: valued at 0 (conservative: the loss is never lowered)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.bids_seen[p.asset] = None
+                self.metrics.inc("polymarket_errors_total", kind="malformed")
+                log.warning("mark of %s: %s; valued at 0", p.asset, Malformed("GET /book", exc))
+        if done:
+            self.last_mark_to_market = time.time()
+        value = 0.0
+        for p in positions:
+            bid = self.bids_seen.get(p.asset)
+            value += (float(bid) * p.shares if bid is not None else 0.0) - p.cost
+        held = {p.asset for p in positions}
+        for gone in [a for a in self.bids_seen if a not in held]:
+            self.bids_seen.pop(gone, None)
+            self.mark_order.pop(gone, None)
         self.unrealised = value
         self.money.refresh()
+
+    def phase_budget(self) -> float:
+        """Seconds a turn may spend on one per-position phase (mark to market, exit retries, stop loss): 10 x
+        HTTP_TIMEOUT within 2..60 s; what is left is taken at the next turn, so a hanging /book never makes one
+        loop turn outlast /live's bound, whatever the count of positions."""
+        return min(60.0, max(2.0, 10 * self.cfg.http_timeout))
 
     def daily_loss(self) -> float:
         """Realised loss since 00:00 UTC plus the unrealised loss of open positions (as of the
@@ -837,8 +900,13 @@ class Engine:
         room, limit = math.inf, ""
         if self.geoblock.get("blocked"):
             return 0.0, "geoblocked"
-        if cfg.max_daily_loss > 0 and self.daily_loss() >= cfg.max_daily_loss:
-            return 0.0, "max_daily_loss"
+        if cfg.max_daily_loss > 0:
+            loss = self.daily_loss()
+            if not math.isfinite(loss):  # fail closed: a loss that can't be computed holds every buy
+                log.warning("daily loss unknown (%r): buys held", loss)
+                return 0.0, "daily_loss_unknown"
+            if loss >= cfg.max_daily_loss:
+                return 0.0, "max_daily_loss"
         if cfg.max_total_exposure > 0:
             r = cfg.max_total_exposure - self.ledger.exposure(str(self.mode))
             if r < room:
@@ -857,8 +925,8 @@ class Engine:
             "circuit_breaker": {"max_consecutive_order_errors": cfg.max_consecutive_order_errors,
                                 "pause_seconds": cfg.circuit_breaker_seconds, "errors_in_a_row": self.order_errors,
                                 "open_for_seconds": round(self.breaker_left(), 1)},
-            "max_daily_loss_usd": cfg.max_daily_loss or None, "daily_loss_usd": round(
-                -(self.ledger.realised_since(mode, self._day_start()) + self.unrealised), 2),
+            "max_daily_loss_usd": cfg.max_daily_loss or None, "daily_loss_usd": _round(
+                -(self.ledger.realised_since(mode, self._day_start()) + self.unrealised)),
             "max_total_exposure_usd": cfg.max_total_exposure or None,
             "total_exposure_usd": round(self.ledger.exposure(mode), 2),
             "max_leader_exposure_usd": cfg.max_leader_exposure or None,
@@ -1134,7 +1202,7 @@ class Engine:
         if latency is not None:
             self.metrics.observe_latency(latency / 1000)
         try:
-            making, taking = float(answer.get("makingAmount") or 0), float(answer.get("takingAmount") or 0)
+            making, taking = _fnum(answer.get("makingAmount") or 0), _fnum(answer.get("takingAmount") or 0)
             ok = bool(answer.get("success", True))
         except (AttributeError, TypeError, ValueError) as exc:
             log.warning("order %s: malformed answer (%s); asking the exchange", order_hash, exc)
@@ -1221,16 +1289,16 @@ class Engine:
         trades = [t for t in mine if str(t.get("status", "")).upper() != "FAILED"]
         retrying = any(str(t.get("status", "")).upper() == "RETRYING" for t in mine)
         try:
-            shares = sum(float(t["size"]) for t in trades)
-            usd = sum(float(t["size"]) * float(t["price"]) for t in trades)
-            failed = sum(float(t["size"]) for t in mine) - shares
+            shares = sum(_fnum(t["size"]) for t in trades)
+            usd = sum(_fnum(t["size"]) * _fnum(t["price"], 1) for t in trades)
+            failed = sum(_fnum(t["size"]) for t in mine) - shares
             cap_shares, cap_usd = self._order_caps(payload)
             if shares > cap_shares + SIZE_TICK or usd > cap_usd + 0.01:
                 raise ValueError(f"trades of {shares:g} shares for {usd:g} USD: beyond the signed order")
             if isinstance(o, dict) and o.get("id"):
                 status = str(o.get("status", "")).upper().removeprefix("ORDER_STATUS_")
-                original = float(o.get("original_size") or 0)
-                matched = float(o.get("size_matched") or 0)
+                original = _fnum(o.get("original_size") or 0, 1e18)
+                matched = _fnum(o.get("size_matched") or 0, 1e18)
                 if max(original, matched) > cap_shares + SIZE_TICK:
                     # the API reference gives sizes in fixed-point 1e6 units ("100000000"); the live
                     # venue and the SDKs in shares ("100"): read as units only when shares cannot be
@@ -1243,7 +1311,7 @@ class Engine:
                 matched = max(0.0, matched - failed)
                 if matched > shares + 1e-6:  # trades not listed yet: the order's own count, at its
                     # price (a buy's limit: an upper bound of what it cost, never above its maker USD)
-                    usd = min(cap_usd, usd + (matched - shares) * float(o.get("price") or 0))
+                    usd = min(cap_usd, usd + (matched - shares) * _fnum(o.get("price") or 0, 1))
                     shares = matched
                 return "RETRYING" if retrying else (status or "MATCHED"), shares, usd
         except (KeyError, TypeError, ValueError) as exc:
@@ -1430,7 +1498,11 @@ class Engine:
     def retry_exits(self) -> None:
         """Exits skipped for slippage (or while orders were held) are tried again each poll
         until the leader's trade is older than MAX_TRADE_AGE_SECONDS."""
+        deadline = time.monotonic() + self.phase_budget()
         for did, (ts, t) in list(self.exit_retries.items()):
+            if time.monotonic() > deadline:
+                log.warning("exit retries: %d left to the next turn", len(self.exit_retries))
+                break
             if time.time() - ts > self.cfg.max_trade_age:
                 del self.exit_retries[did]
                 continue
@@ -1442,6 +1514,10 @@ class Engine:
                 continue
             except HttpError as exc:
                 log.debug("exit retry of decision %d: %s", did, exc)
+                continue
+            except (KeyError, TypeError, ValueError, IndexError) as exc:  # a malformed book: tried again
+                self.metrics.inc("polymarket_errors_total", kind="malformed")
+                log.warning("exit retry of decision %d: %s", did, Malformed("GET /book", exc))
                 continue
             del self.exit_retries[did]
             log.info("exit of decision %d retried: now within the slippage tolerance", did)
@@ -1456,12 +1532,20 @@ class Engine:
             except Unknown as exc:
                 self.open_decisions += 1
                 log.warning("exit retry of decision %d: %s", did, exc)
+            except (HttpError, KeyError, TypeError, ValueError, IndexError) as exc:
+                self.metrics.inc("polymarket_errors_total", kind="malformed")
+                log.warning("exit retry of decision %d failed: %s", did, exc)
 
     # ---- stop loss ------------------------------------------------------------------------
     def check_stop_loss(self) -> None:
         if self.passive or self.kill_switch_on() or self.breaker_left() > 0:
             return
+        deadline = time.monotonic() + self.phase_budget()
         for pos in self.ledger.positions(str(self.mode)):
+            if time.monotonic() > deadline:
+                log.warning("stop loss check: the rest of the positions at the next check")
+                self.last_stop_loss = 0.0
+                break
             try:
                 bids, _ = self._book(pos.asset)
                 if not bids or pos.avg_price <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 
@@ -97,10 +98,13 @@ class Metrics:
                     f"{name}_count {self.hist_n}"]
         for name, fn in self.gauges.items():
             _, text = self.help[name]
-            out += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {fn():g}"]
+            value = fn()
+            out += [f"# HELP {name} {text}", f"# TYPE {name} gauge"] + ([f"{name} {value:g}"]
+                                                                          if math.isfinite(value) else [])
         for name, series_fn in self.gauge_sets.items():
             _, text = self.help[name]
             out += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
             # repr: every digit of a USD figure (":g" keeps six, 12345.67 would read 12345.7)
-            out += [f"{name}{_labels(labels)} {float(v)!r}" for labels, v in sorted(series_fn().items())]
+            out += [f"{name}{_labels(labels)} {float(v)!r}" for labels, v in sorted(series_fn().items())
+                    if math.isfinite(v)]  # NaN/Infinity is an unknown figure: left out, never exported
         return "\n".join(out) + "\n"

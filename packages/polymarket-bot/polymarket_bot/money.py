@@ -110,7 +110,7 @@ class Money:
         """The wallet's USDC; on an exchange error the last known figure (None before the first)."""
         try:
             return self.engine._usdc_balance()
-        except (HttpError, KeyError, TypeError, ValueError) as exc:
+        except (HttpError, KeyError, TypeError, ValueError, ArithmeticError) as exc:  # malformed: one line
             self.engine.metrics.inc("polymarket_errors_total", kind="balance")
             log.warning("USDC balance not read (the metric keeps its last value): %s", exc)
             return self.snapshot.balance if self.snapshot is not None else None

@@ -85,7 +85,7 @@ def live(engine: Engine) -> tuple[int, dict[str, Any]]:
     a stopped or dead process does not answer at all. A loop stuck longer than any run of HTTP timeouts and
     retries could take is 503."""
     at = getattr(engine, "loop_at", None)  # set by Engine.run at each turn; None: not started yet
-    stuck_after = max(300.0, 60 * engine.cfg.http_timeout)
+    stuck_after = max(300.0, min(900.0, 60 * engine.cfg.http_timeout))  # a turn's per-position work is bounded
     age = None if at is None else time.monotonic() - at
     ok = age is None or age <= stuck_after
     return (200 if ok else 503), {"live": ok, "loop_age_seconds": None if age is None else round(age, 3),
