@@ -227,3 +227,14 @@ def test_unreachable_prometheus_and_bad_input_are_one_line(settings: Path, tmp_p
             code = g.main(argv)
         assert code in (1, 2) and err.getvalue().startswith("error: ") and want in err.getvalue(), err.getvalue()
         assert len(err.getvalue().splitlines()) == 1
+
+
+def test_each_test_alert_is_a_group_of_its_own(settings: Path) -> None:
+    """Alertmanager groups by alertname and node: a second run's test alert in the first run's group would wait
+    for the group_interval (1 min) instead of group_wait (10 s). Each run's has a node label of its own."""
+    nodes = []
+    for _ in range(2):
+        cluster = Cluster()
+        assert check(cluster, settings)[0] == 0
+        nodes.append(cluster.alerts[0]["labels"]["node"])
+    assert nodes[0] != nodes[1] and all(n.startswith("golive-") for n in nodes)
