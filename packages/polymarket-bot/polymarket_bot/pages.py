@@ -18,6 +18,7 @@ import hmac
 import html
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -78,7 +79,9 @@ footer{color:#6b7280;font-size:.8em;padding:.8em}
 input,button{font:inherit;padding:.3em}
 """
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# control characters, and the invisible ones a browser obeys: zero-width (U+200B-200F: ZWSP, ZWNJ, ZWJ, LRM, RLM),
+# bidi embeddings/overrides/isolates (U+202A-202E, U+2066-2069, U+061C), line/paragraph separators, the BOM
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 def _visible(m: re.Match[str]) -> str:
@@ -87,7 +90,8 @@ def _visible(m: re.Match[str]) -> str:
 
 
 def esc(value: Any) -> str:
-    """Text for HTML: None is ``unknown``; control characters become ``\\xNN``; then HTML-escaped (quotes too)."""
+    """Text for HTML: None is ``unknown``; control characters become ``\\xNN``, bidi and zero-width ones
+    ``\\uNNNN`` (shown, never obeyed); then HTML-escaped (quotes too)."""
     if value is None:
         return "<span class='unknown'>unknown</span>"
     return html.escape(_CONTROL.sub(_visible, str(value)), quote=True)
@@ -104,7 +108,7 @@ def usd(value: float | None) -> str:
 
 def age(seconds: float | None) -> str:
     """A duration for a human: 42 s, 5 min, 3 h 2 min, 2 d 4 h; None is unknown."""
-    if seconds is None:
+    if seconds is None or not isinstance(seconds, int | float) or not math.isfinite(seconds):
         return esc(None)
     s = max(0, int(seconds))
     if s < 120:
@@ -119,9 +123,10 @@ def age(seconds: float | None) -> str:
 
 
 def when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
-    if ts is None:
+    try:
+        return esc(datetime.fromtimestamp(ts, UTC).strftime(fmt))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):  # None, NaN, 1e300, not a number: unknown
         return esc(None)
-    return esc(datetime.fromtimestamp(ts, UTC).strftime(fmt))
 
 
 def _iso_age(text: Any) -> float | None:
@@ -445,6 +450,8 @@ def textfile_metrics(directory: Path, names: Iterable[str]) -> dict[str, float]:
                 try:
                     value = float(rest.split()[0])
                 except (IndexError, ValueError):
+                    continue
+                if not math.isfinite(value):  # NaN/+Inf: an unknown figure, never a time or an age
                     continue
                 out[name] = max(value, out.get(name, value))
     return out

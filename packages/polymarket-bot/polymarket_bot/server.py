@@ -43,6 +43,53 @@ MAX_HEAD = 16384        # bytes of request line and headers
 WORKERS = 4             # threads answering complete requests, per listener
 BACKLOG = 1024          # the kernel caps it at net.core.somaxconn (4096 on current kernels)
 EMFILE_PAUSE = 0.1      # seconds without accepting when no descriptor is left and nothing can be closed
+THROTTLE_FREE = 5       # wrong dashboard tokens a peer may send before it is made to wait
+THROTTLE_LONGEST = 300.0  # seconds: the longest wait (it doubles from 1 s with each further wrong token)
+THROTTLE_PEERS = 4096   # peers remembered (the one not seen the longest is forgotten first)
+
+
+def finite(value: Any) -> Any:
+    """``value`` for JSON with every NaN/Infinity float made None (an unknown figure, never a non-JSON token)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(value: Any) -> bytes:
+    return json.dumps(finite(value), default=str, allow_nan=False).encode()
+
+
+class Throttle:
+    """Wrong dashboard tokens (login form or Bearer header) per peer address: after THROTTLE_FREE of them, each
+    further one makes the peer wait 1, 2, 4 ... THROTTLE_LONGEST s, answered 429 meanwhile; a right token
+    clears it. At most THROTTLE_PEERS peers are remembered, so a flood of addresses costs bounded memory."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.peers: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
+
+    def wait(self, peer: str) -> float:
+        """Seconds ``peer`` must still wait before its next try (0: it may try now)."""
+        with self.lock:
+            _, until = self.peers.get(peer, (0, 0.0))
+        return max(0.0, until - time.monotonic())
+
+    def failed(self, peer: str) -> None:
+        with self.lock:
+            n, _ = self.peers.pop(peer, (0, 0.0))
+            n += 1
+            wait = 0.0 if n <= THROTTLE_FREE else min(THROTTLE_LONGEST, 2.0 ** (n - THROTTLE_FREE - 1))
+            self.peers[peer] = (n, time.monotonic() + wait)
+            while len(self.peers) > THROTTLE_PEERS:
+                self.peers.popitem(last=False)
+
+    def succeeded(self, peer: str) -> None:
+        with self.lock:
+            self.peers.pop(peer, None)
 
 
 def connection_bound(listeners: int = 2) -> int:
@@ -174,7 +221,7 @@ class DashboardHandler(_Handler):
         path = self.path.split("?", 1)[0]
         if path in ("/health", "/live"):
             status, body = (health if path == "/health" else live)(engine)
-            self._send(status, json.dumps(body).encode())
+            self._send(status, to_json(body))
             return
         if path == "/login":
             self._send(*self._html(ui.login_form(200, self.headers)))
@@ -187,13 +234,17 @@ class DashboardHandler(_Handler):
         fmt = ui.negotiate(self.path.partition("?")[2], self.headers.get("Accept", ""))
         if fmt is None:
             self._send(400, b'{"error": "format must be json or html"}')
+        elif self._throttled():
+            return
         elif not self._authorised():
+            if "Authorization" in self.headers:  # a wrong Bearer token (a browser without a session sends none)
+                self.server.throttle.failed(self._peer())
             if fmt == "html":
                 self._send(*self._html(ui.login_form(401, self.headers, path)))
             else:
                 self._send(401, b'{"error": "a valid Authorization: Bearer token is required"}')
         elif fmt == "json":
-            self._send(200, json.dumps(pages[path]()[1], default=str).encode())
+            self._send(200, to_json(pages[path]()[1]))
         else:
             self._send(200, ui.render(path, pages[path]()[1], engine), "text/html; charset=utf-8")
 
@@ -214,8 +265,27 @@ class DashboardHandler(_Handler):
         if path == "/logout":
             self._send(*self._html(ui.logout(self.headers)))
             return
+        if self._throttled():
+            return
         token = cfg.api_secret_key.reveal().encode() if cfg.dashboard_token_set else None
-        self._send(*self._html(ui.login(token, body, self.headers, str(self.client_address[0]))))
+        status, page, headers = ui.login(token, body, self.headers, self._peer())
+        if status == 401:
+            self.server.throttle.failed(self._peer())
+        elif status == 303:
+            self.server.throttle.succeeded(self._peer())
+        self._send(status, page, "text/html; charset=utf-8", headers)
+
+    def _peer(self) -> str:
+        return str(self.client_address[0])
+
+    def _throttled(self) -> bool:
+        """Answer 429 (and say so) while this peer must wait after too many wrong tokens."""
+        wait = self.server.throttle.wait(self._peer())
+        if wait <= 0:
+            return False
+        self._send(429, b'{"error": "too many wrong tokens from this address: try again later"}',
+                   headers=[("Retry-After", str(int(wait) + 1))])
+        return True
 
     def _summary(self) -> tuple[str, Any]:
         e = self.server.engine
@@ -253,7 +323,10 @@ class DashboardHandler(_Handler):
     def _compliance(self) -> tuple[str, Any]:
         path = self.server.engine.cfg.compliance_report
         try:
-            return "Compliance", json.loads(path.read_text(encoding="utf-8"))
+            report = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(report, dict):
+                return "Compliance", {"report": None, "detail": f"{path} is not a JSON object"}
+            return "Compliance", report
         except FileNotFoundError:
             return "Compliance", {"report": None, "detail": f"{path} not present"}
         except (OSError, ValueError) as exc:
@@ -396,6 +469,7 @@ class DashboardServer:
         self._stop = threading.Event()
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self.throttle = Throttle()
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> DashboardServer:
@@ -568,7 +642,10 @@ class DashboardServer:
             return handler.wfile.getvalue(), not handler.close_connection  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - one request failing must not stop the listener
             log.exception("%s: error answering %s", self.name, conn.addr)
-            return b"", False
+            body = b'{"error": "internal error: see the bot\'s log"}'
+            return (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                    b"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body)), False
 
     def _answer(self, conn: _Conn, data: bytes, keep: bool) -> None:
         if conn.closed:
