@@ -250,9 +250,6 @@ def test_a_fence_answer_that_times_out_after_etcd_wrote_does_not_lose_the_trade(
 
 
 # ---- config get (issue 8) -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="S14-3: config get DB_PATH (and validate-config) check only DB_PATH's parent "
-                   "for links: a ledger name that is itself a symlink out of the state directory (planted by the "
-                   "bot's user, who owns /var/lib/polymarket) is printed to root's helpers as the ledger")
 def test_config_get_db_path_refuses_a_ledger_that_is_a_link_out_of_the_state_directory(tmp_path: Path) -> None:
     state, outside = tmp_path / "state", tmp_path / "elsewhere"
     state.mkdir()
@@ -266,9 +263,6 @@ def test_config_get_db_path_refuses_a_ledger_that_is_a_link_out_of_the_state_dir
     assert cli(f, "validate-config", state=state).returncode == 1
 
 
-@pytest.mark.xfail(strict=True, reason="S14-4: config get prints a value's control characters raw: an ESC/BEL "
-                   "sequence in the env file's DB_PATH reaches root's terminal (OSC title, colours) and the "
-                   "helpers' parsers; _path accepts any byte after the leading '/'")
 def test_config_get_never_prints_a_control_character(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -365,3 +359,18 @@ def test_a_page_that_fails_to_render_answers_500_not_a_closed_connection(h: Harn
         assert request(b.port, "/live").status == 200                    # the listener still answers
     finally:
         stop(b.proc)
+
+
+def test_config_get_never_prints_the_api_key_of_an_rpc_url(tmp_path: Path) -> None:
+    """An Infura/Alchemy-style POLYGON_RPC_URL carries its API key in the path: config get shows the host only,
+    and an invalid one is never echoed in the error either."""
+    state = tmp_path / "state"
+    state.mkdir()
+    key = "k3yS3cr3tAlchemy0123456789"
+    f = write_env(tmp_path / "env", f"POLYGON_RPC_URL=https://polygon-mainnet.g.alchemy.com/v2/{key}\n".encode())
+    r = cli(f, "config", "get", "POLYGON_RPC_URL", state=state)
+    assert r.returncode == 0 and r.stdout == b"https://polygon-mainnet.g.alchemy.com/<redacted>\n", r
+    bad = write_env(tmp_path / "bad", f"POLYGON_RPC_URL=https://polygon.infura.io/v3/{key} x\n".encode())
+    for args in (("config", "get", "POLYGON_RPC_URL"), ("validate-config",)):
+        r = cli(bad, *args, state=state)
+        assert r.returncode == 1 and key.encode() not in r.stdout + r.stderr, (args, r)

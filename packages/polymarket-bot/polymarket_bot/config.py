@@ -10,6 +10,7 @@ import enum
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,10 +199,39 @@ def _log_level(raw: str) -> str:
     return v
 
 
+# C0/C1 controls, DEL, and the invisible characters a terminal or a browser obeys (bidi, zero-width, separators)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
 def _path(raw: str) -> Path:
     if not raw.startswith("/"):
         raise Invalid(f"must be an absolute path, got {raw!r}")
+    if _UNPRINTABLE.search(raw):  # repr() shows them escaped: never raw on root's terminal
+        raise Invalid(f"must be a path without control or invisible characters, got {ascii(raw)}")
     return Path(raw)
+
+
+def redact_url(url: str) -> str:
+    """An RPC URL for a message: scheme and host only; its path and query (where Infura, Alchemy and the like
+    put the API key) are never shown."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<an unparsable URL, not shown>"
+    if not parts.scheme or _UNPRINTABLE.search(host) or any(c <= " " for c in host):
+        return "<a URL, not shown>"
+    tail = "/<redacted>" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{tail}"
+
+
+def _rpc_url(raw: str) -> str:
+    """POLYGON_RPC_URL: an http(s) URL that may carry an API key in its path; never echoed whole."""
+    try:
+        return _url(raw)
+    except Invalid:
+        raise Invalid(f"must be an http(s) URL with a host, no spaces, control characters or user:password@, "
+                      f"got {redact_url(raw)}") from None
 
 
 def _optional_path(raw: str) -> Path | None:
@@ -227,7 +257,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIGNATURE_TYPE", "signature_type", "0", _integer(0, 3),
             "0 EOA, 1 Polymarket proxy, 2 Gnosis safe, 3 deposit wallet (POLY_1271)"),
     Setting("CHAIN_ID", "chain_id", "137", _integer(1, 2**31), "137 Polygon, 80002 Amoy"),
-    Setting("POLYGON_RPC_URL", "polygon_rpc_url", "https://polygon-rpc.com", _url, "Polygon RPC (unused)"),
+    Setting("POLYGON_RPC_URL", "polygon_rpc_url", "https://polygon-rpc.com", _rpc_url,
+            "Polygon RPC (unused); may hold an API key: config get shows its host only"),
     Setting("ENVIRONMENT", "environment", "production", _str, "free-form environment name"),
     Setting("LOG_LEVEL", "log_level", "INFO", _log_level, "logging level"),
     Setting("ENCRYPTION_KEY", "encryption_key", "", _secret, "accepted for the plan; unused by the bot"),
@@ -320,7 +351,7 @@ class Config:
     wallet_address: str
     signature_type: int
     chain_id: int
-    polygon_rpc_url: str
+    polygon_rpc_url: str = field(repr=False)
     environment: str
     log_level: str
     encryption_key: Secret = field(repr=False)
@@ -440,6 +471,13 @@ def db_path_problem(path: Path, environ: Mapping[str, str]) -> str | None:
     real = Path(os.path.realpath(path.parent))
     if real != Path(os.path.realpath(state)) / path.parent.relative_to(state):
         return f"{path.parent} leads through a symbolic link (to {real}): root's helpers follow none there"
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            link = stat.S_ISLNK(os.lstat(name).st_mode)
+        except OSError:
+            continue  # absent (run creates it) or unreadable (check_ledger_path says so)
+        if link:
+            return f"{ascii(name)} is a symbolic link: the ledger must be a plain file, root's helpers follow no link"
     return None
 
 
@@ -473,6 +511,10 @@ def get(key: str, path: Path, environ: Mapping[str, str]) -> str:
         shown = f"{value:.15g}" if isinstance(value, float) else "" if value is None else str(value)
     if _KEYLIKE.search(shown):  # a wallet key pasted into the wrong setting never leaves this process
         raise ConfigError([f"{where}: {_shown(shown)}"])
+    if key == "POLYGON_RPC_URL":  # an API key in the path (Infura, Alchemy): the host only
+        return redact_url(shown)
+    if _UNPRINTABLE.search(shown):  # never raw on root's terminal nor in the helpers' parsers
+        raise ConfigError([f"{where}: holds a control or invisible character, not printed: {ascii(shown)}"])
     return shown
 
 
