@@ -229,10 +229,6 @@ class _Keeper:
                 conn.sendall(json.dumps(answer).encode() + b"\n")
 
 
-@pytest.mark.xfail(strict=True, reason="S14-12: a fence record that etcd applied but whose answer comes after the "
-                   "bot's 2 s socket timeout: the order is rightly not sent (skipped no_lease), but the re-promotion "
-                   "reads the bot's own key as 'copied_by_peer: primary' (this very node) and never sends it, nor "
-                   "forgets the key: a leader trade missed on every slow etcd answer, recorded as copied elsewhere")
 def test_a_fence_answer_that_times_out_after_etcd_wrote_does_not_lose_the_trade(h: Harness, tmp_path: Path) -> None:
     write_lease(tmp_path / "lease", "primary", 3600)
     keeper = _Keeper(tmp_path / "fence.sock", slow=1, delay=3.0)
@@ -374,3 +370,64 @@ def test_config_get_never_prints_the_api_key_of_an_rpc_url(tmp_path: Path) -> No
     for args in (("config", "get", "POLYGON_RPC_URL"), ("validate-config",)):
         r = cli(bad, *args, state=state)
         assert r.returncode == 1 and key.encode() not in r.stdout + r.stderr, (args, r)
+
+
+class _KeeperForgetFails(_Keeper):
+    """As _Keeper, but etcd can't be reached for the bot's ``forget`` (the key it wrote late stays)."""
+
+    def _one(self, conn: socket.socket) -> None:
+        peek = conn.recv(65536, socket.MSG_PEEK)
+        if b'"forget"' in peek:
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b'{"ok": false, "error": "etcd unavailable"}\n')
+            return
+        super()._one(conn)
+
+
+def test_a_late_fence_record_that_cannot_be_forgotten_is_resolved_with_the_exchange(h: Harness,
+                                                                                    tmp_path: Path) -> None:
+    """The late record stays in etcd under this node's name: the promotion asks the exchange about that order
+    (it never saw it) and copies the trade once, instead of taking its own key for a peer's copy."""
+    write_lease(tmp_path / "lease", "primary", 3600)
+    keeper = _KeeperForgetFails(tmp_path / "fence.sock", slow=1, delay=3.0)
+    try:
+        e = h.engine(LEASE_FILE=tmp_path / "lease", LEASE_NODE="primary", FENCE_SOCKET=tmp_path / "fence.sock")
+        h.trade(leader=0, asset=YES, ago=1, transactionHash="0x1")
+        deadline = time.monotonic() + 8
+        while not h.ex.s.orders and time.monotonic() < deadline:
+            e.poll_once()
+            time.sleep(0.2)
+        assert len(keeper.keys) == 1, keeper.keys                        # the late record was not taken back
+        assert len(h.ex.s.orders) == 1, (f"orders at the exchange: {len(h.ex.s.orders)}; decisions "
+                                         f"{h.decisions(e)}")
+        for _ in range(3):                                               # and never a second time
+            e.poll_once()
+        assert len(h.ex.s.orders) == 1
+    finally:
+        keeper.sock.close()
+
+
+def test_the_fence_timeout_bounds_the_whole_answer_not_each_read(tmp_path: Path) -> None:
+    """A keeper that trickles its answer a byte at a time: the bot's fence gives up after its timeout."""
+    from polymarket_bot.fence import Fence, FenceError
+    path = tmp_path / "fence.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def trickle() -> None:
+        conn, _ = srv.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for c in b'{"ok": true, "pad": "' + b"x" * 100:
+                conn.sendall(bytes([c]))
+                time.sleep(0.2)
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(FenceError):
+            Fence(path, timeout=1.0).record("k", 60, "0xabc")
+        assert time.monotonic() - started < 3, time.monotonic() - started
+    finally:
+        srv.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -419,6 +420,8 @@ class Engine:
                         "no order until they can", exc)
             return False
         self.passive = False
+        own = self._own_unsent(copied)
+        copied = {k: v for k, v in copied.items() if k not in own}
         decided = self.ledger.merge_copied(copied, generation)
         log.warning("node turned active (lease generation %d, %.1f ms): %d leader trade(s) recorded as copied "
                     "under the lease, %d decision(s) here now copied_by_peer; resolving open orders and "
@@ -433,6 +436,39 @@ class Engine:
                 self.resolve_open()
         self.synced = True
         return True
+
+    def _own_unsent(self, copied: dict[str, dict[str, Any]]) -> set[str]:
+        """Keys this node recorded (holder LEASE_NODE) for an order this ledger holds as not sent: the fence's
+        answer came after its timeout though etcd had written, so the order was held. Not a peer's copy: the
+        exchange is asked about that order (its hash); one it does not show leaves the key out of the merge, and
+        the trade is decided afresh (reopen_unsent). An error or an order it shows: the key stays (never twice)."""
+        own: set[str] = set()
+        if self.mode is not TradingMode.LIVE:
+            return own
+        for key, info in copied.items():
+            order_hash = str(info.get("order") or "")
+            if str(info.get("holder") or "") != self.cfg.lease_node or not order_hash:
+                continue
+            rows = self.ledger.rows("SELECT request, created_at FROM orders WHERE order_hash=? AND status='not_sent'",
+                                    (order_hash,))
+            if not rows:
+                continue
+            try:
+                payload = json.loads(rows[0]["request"])
+                found = self.lookup_order(order_hash, str(payload["order"]["tokenId"]),
+                                          float(rows[0]["created_at"]), payload)
+            except (HttpError, KeyError, TypeError, ValueError) as exc:
+                log.warning("promotion: %s recorded here, order %s not sent; the exchange can't say (%s): "
+                            "kept as copied", key, order_hash, exc)
+                continue
+            if found is None:
+                own.add(key)
+                log.warning("promotion: %s recorded here (the fence answered late), order %s never sent nor at "
+                            "the exchange: decided afresh", key, order_hash)
+            else:
+                log.error("promotion: order %s held as not sent is at the exchange (%s): check it", order_hash,
+                          found[0])
+        return own
 
     def warm_up(self) -> None:
         """Before the first poll: what the first copied trade would otherwise wait for.
@@ -1156,6 +1192,9 @@ class Engine:
                 self.synced = False
                 self._no_lease(oid, order_hash, f"fence: {exc}" if isinstance(exc, Fenced) else
                                f"fence unavailable: {exc}")
+                if not isinstance(exc, Fenced) and visible_at is not None:  # etcd may have written it (late)
+                    with contextlib.suppress(FenceError):  # else promote asks the exchange (_own_unsent)
+                        self.fence.forget(key)
                 return
             fence_ms = self.fence.last_ms
             held, why = self.lease_ok()  # again after the fence's round trip

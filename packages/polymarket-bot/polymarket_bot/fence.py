@@ -43,6 +43,11 @@ class Fence:
                 s.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
                 data = b""
                 while not data.endswith(b"\n") and len(data) < 1 << 24:
+                    # the timeout bounds the whole answer, not each recv (a keeper trickling bytes)
+                    left = started + self.timeout - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("timed out")
+                    s.settimeout(left)
                     chunk = s.recv(1 << 16)
                     if not chunk:
                         break
