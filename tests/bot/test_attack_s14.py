@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,6 @@ def test_a_nan_level_among_several_in_a_book_does_not_stop_the_engine(h: Harness
         pytest.fail(f"the engine loop would end: {exc.__class__.__module__}.{exc.__class__.__name__}")
 
 
-@pytest.mark.xfail(strict=True, reason="S14-11: the dashboard keeps its figures behind the token (its /metrics page "
-                   "answers 401), but METRICS_PORT serves the new money metrics to anyone who can connect (any local "
-                   "user on 127.0.0.1, the whole admin network through ufw): the wallet's USDC balance, today's PnL "
-                   "and every copied leader's address (polymarket_leader_exposure_usd{leader}), the strategy itself")
 def test_the_money_metrics_are_not_served_without_the_token(h: Harness) -> None:
     e = h.engine()
     servers = list(start_servers(e, 0, 0))
@@ -431,3 +428,43 @@ def test_the_fence_timeout_bounds_the_whole_answer_not_each_read(tmp_path: Path)
         assert time.monotonic() - started < 3, time.monotonic() - started
     finally:
         srv.close()
+
+
+def test_with_a_metrics_token_file_metrics_port_serves_everything_to_the_token_only(h: Harness,
+                                                                                   tmp_path: Path) -> None:
+    """METRICS_TOKEN_FILE: no header or a wrong token is 401 (throttled after 5 wrong ones), the token gets
+    every series, the money ones included (what Prometheus's authorization credentials_file sends)."""
+    from polymarket_bot import config
+    token = "m" * 40
+    f = tmp_path / "metrics-token"
+    f.write_text(token + "\n")
+    f.chmod(0o640)
+    e = h.engine(METRICS_TOKEN_FILE=f)
+    servers = list(start_servers(e, 0, 0))
+    try:
+        h.trade(leader=0, asset=YES, ago=5, transactionHash="0x1")
+        e.poll_once()
+        port = servers[1].server_address[1]
+
+        def get(auth: str | None) -> tuple[int, str]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": auth} if auth else {})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+        status, text = get(None)
+        assert status == 401 and "polymarket_" not in text, (status, text[:200])
+        status, text = get(f"Bearer {token}")
+        assert status == 200 and "polymarket_usdc_balance_usd" in text and LEADERS[0].lower() in text.lower()
+        statuses = [get(f"Bearer wrong-{n}")[0] for n in range(8)]
+        assert statuses[:5] == [401] * 5 and 429 in statuses, statuses
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+    f.chmod(0o644)                                                   # readable by every local user: refused
+    with pytest.raises(config.ConfigError) as refused:
+        config.load(None, h.env(METRICS_TOKEN_FILE=f))
+    assert any(p.startswith("METRICS_TOKEN_FILE:") and token not in p for p in refused.value.problems), refused

@@ -23,10 +23,16 @@ from polymarket_bot.server import DashboardServer, start_servers
 SAMPLE = re.compile(r'^(polymarket_[a-z_]+)(\{leader="(0x[0-9a-f]{40})"\})? (\S+)$')
 
 
+METRICS_TOKEN = "prometheus-scrape-token-0123456789abcdef"
+
+
 @pytest.fixture
-def scrape(h: Harness) -> Iterator[tuple[Engine, list[DashboardServer]]]:
+def scrape(h: Harness, tmp_path: Path) -> Iterator[tuple[Engine, list[DashboardServer]]]:
+    token = tmp_path / "metrics-token"      # the money series are served to the token only (METRICS_TOKEN_FILE)
+    token.write_text(METRICS_TOKEN + "\n")
+    token.chmod(0o640)
     e = h.engine(MAX_DAILY_LOSS_USD="4.5", MAX_DAILY_VOLUME="100", MAX_TOTAL_EXPOSURE_USD="500",
-                 MAX_LEADER_EXPOSURE_USD="250")
+                 MAX_LEADER_EXPOSURE_USD="250", METRICS_TOKEN_FILE=token)
     servers = list(start_servers(e, 0, 0))
     yield e, servers
     for s in servers:
@@ -37,7 +43,8 @@ def scrape(h: Harness) -> Iterator[tuple[Engine, list[DashboardServer]]]:
 def metrics(servers: list[DashboardServer]) -> dict[str, float]:
     """/metrics over HTTP as Prometheus reads it: name (name:leader for the per-leader series) -> value."""
     url = f"http://127.0.0.1:{servers[1].server_address[1]}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
         text = r.read().decode()
     out: dict[str, float] = {}

@@ -301,6 +301,9 @@ SETTINGS: tuple[Setting, ...] = (
             "address of the dashboard and metrics listeners; set the host address for HAProxy"),
     Setting("DASHBOARD_PORT", "dashboard_port", "8080", PORT, "/health and dashboard pages"),
     Setting("METRICS_PORT", "metrics_port", "9090", PORT, "Prometheus text format"),
+    Setting("METRICS_TOKEN_FILE", "metrics_token_file", "", _optional_path,
+            "a file holding the bearer token METRICS_PORT demands (Prometheus: authorization credentials_file); "
+            "empty: no token, and METRICS_PORT leaves out the account's money series"),
     Setting("PASSIVE_FILE", "passive_file", "/run/polymarket/passive", _path,
             "while this file exists no order is sent"),
     Setting("LOG_FILE", "log_file", "/var/log/polymarket/bot.log", _optional_path,
@@ -398,7 +401,9 @@ class Config:
     lease_file: Path | None
     lease_node: str
     fence_socket: Path | None
+    metrics_token_file: Path | None = None
     warnings: tuple[str, ...] = ()
+    metrics_token: Secret = field(default_factory=lambda: Secret(""), repr=False)  # METRICS_TOKEN_FILE's
 
     @property
     def mode(self) -> TradingMode:
@@ -518,6 +523,27 @@ def get(key: str, path: Path, environ: Mapping[str, str]) -> str:
     return shown
 
 
+def _metrics_token(path: Path) -> tuple[str, str]:
+    """(the token, "") or ("", why not): one line of at least MIN_TOKEN printable characters, not world-readable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            raw = os.read(fd, 4096) if stat.S_ISREG(st.st_mode) else b""
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return "", f"cannot read {ascii(str(path))}: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return "", f"{ascii(str(path))} is not a regular file"
+    if st.st_mode & 0o007:
+        return "", f"{ascii(str(path))} is readable by others: chmod o-rwx (root:polymarket-bot 0640)"
+    token = raw.decode("utf-8", "replace").strip()
+    if len(token) < MIN_TOKEN or any(c <= " " or c == "\x7f" for c in token):
+        return "", f"the token in {ascii(str(path))} must be one line of at least {MIN_TOKEN} printable characters"
+    return token, ""
+
+
 def env_file_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
     return Path(cli_value or environ.get("POLYMARKET_ENV_FILE") or DEFAULT_ENV_FILE)
 
@@ -591,6 +617,11 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None,
             warnings.append("COPY_LEADERS: empty; the bot will follow nobody")
         if kwargs["lease_file"] is not None and not kwargs["lease_node"]:
             problems.append("LEASE_NODE: required when LEASE_FILE is set (the node name the lease must hold)")
+        if kwargs["metrics_token_file"] is not None:
+            token, problem = _metrics_token(kwargs["metrics_token_file"])
+            if problem:
+                problems.append(f"METRICS_TOKEN_FILE: {problem}")
+            kwargs["metrics_token"] = Secret(token)
     if problems:
         raise ConfigError(problems)
     return Config(**kwargs, warnings=tuple(warnings))

@@ -25,6 +25,7 @@ class Metrics:
         self.help: dict[str, tuple[str, str]] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
         self.gauge_sets: dict[str, Callable[[], Mapping[Labels, float]]] = {}
+        self.private: set[str] = set()  # the account's money series: exported only to a caller with the token
         self.hist_counts = [0] * len(BUCKETS)
         self.hist_sum = 0.0
         self.hist_n = 0
@@ -76,13 +77,17 @@ class Metrics:
         self.help[name] = ("gauge", text)
         self.gauges[name] = fn
 
-    def gauge_series(self, name: str, text: str, fn: Callable[[], Mapping[Labels, float]]) -> None:
+    def gauge_series(self, name: str, text: str, fn: Callable[[], Mapping[Labels, float]],
+                     private: bool = False) -> None:
         """A gauge with labels (or one whose value may be unknown): ``fn`` returns its series,
-        labels -> value; a series it leaves out is not exported (no made-up value)."""
+        labels -> value; a series it leaves out is not exported (no made-up value). ``private``: left out of
+        ``render(private=False)`` (METRICS_PORT without METRICS_TOKEN_FILE)."""
         self.help[name] = ("gauge", text)
         self.gauge_sets[name] = fn
+        if private:
+            self.private.add(name)
 
-    def render(self) -> str:
+    def render(self, private: bool = True) -> str:
         out: list[str] = []
         with self.lock:
             for name, series in self.counters.items():
@@ -102,6 +107,8 @@ class Metrics:
             out += [f"# HELP {name} {text}", f"# TYPE {name} gauge"] + ([f"{name} {value:g}"]
                                                                           if math.isfinite(value) else [])
         for name, series_fn in self.gauge_sets.items():
+            if name in self.private and not private:
+                continue
             _, text = self.help[name]
             out += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
             # repr: every digit of a USD figure (":g" keeps six, 12345.67 would read 12345.7)

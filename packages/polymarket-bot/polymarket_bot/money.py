@@ -82,6 +82,10 @@ class Money:
             snap = self.snapshot
             return {} if snap is None else {(("leader", k),): v for k, v in snap.leader_exposure.items()}
 
+        # without METRICS_TOKEN_FILE, METRICS_PORT leaves these out (the wallet, the PnL, the leaders copied);
+        # the daily loss (the alert's figure), the limits and the snapshot's time stay
+        private = {"polymarket_usdc_balance_usd", "polymarket_exposure_usd", "polymarket_leader_exposure_usd",
+                   "polymarket_realised_pnl_today_usd", "polymarket_unrealised_pnl_usd", "polymarket_daily_volume_usd"}
         for name, text, fn in (
             ("polymarket_usdc_balance_usd", "USDC collateral of the wallet (dry-run: the paper balance)",
              one(lambda s: s.balance)),
@@ -104,7 +108,7 @@ class Money:
             ("polymarket_max_leader_exposure_usd", "MAX_LEADER_EXPOSURE_USD (0: no limit)",
              limit(cfg.max_leader_exposure)),
         ):
-            engine.metrics.gauge_series(name, text, fn)
+            engine.metrics.gauge_series(name, text, fn, private=name in private)
 
     def _balance(self) -> float | None:
         """The wallet's USDC; on an exchange error the last known figure (None before the first)."""

@@ -337,7 +337,26 @@ class MetricsHandler(_Handler):
     log_prefix = "metrics"
 
     def do_GET(self) -> None:  # noqa: N802
-        body = self.server.engine.metrics.render().encode()
+        """With METRICS_TOKEN_FILE: every series, to ``Authorization: Bearer <token>`` only (401 otherwise; wrong
+        tokens throttled per peer like the dashboard's). Without: every series but the account's money ones."""
+        token = self.server.engine.cfg.metrics_token.reveal()
+        if token:
+            peer = str(self.client_address[0])
+            wait = self.server.throttle.wait(peer)
+            scheme, _, sent = self.headers.get("Authorization", "").strip().partition(" ")
+            if wait > 0 or scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip(" ").encode(),
+                                                                                 token.encode()):
+                if wait <= 0 and "Authorization" in self.headers:
+                    self.server.throttle.failed(peer)
+                status, msg = (429, b"too many wrong tokens\n") if wait > 0 else (401, b"a bearer token is required\n")
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(msg)))
+                self.send_header("WWW-Authenticate", 'Bearer realm="polymarket-bot metrics"')
+                self.end_headers()
+                self.wfile.write(msg)
+                return
+        body = self.server.engine.metrics.render(private=bool(token)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
