@@ -30,7 +30,7 @@ TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring 
 # Python tools for the tests only (never needed at run time on a server).
 TEST_PIP   := pytest==9.2.0 ruff==0.17.6 mypy==2.4.1 types-PyYAML==6.0.12.20261113 py-clob-client-v2==1.2.1 "moto[server]==5.2.5"
 
-.PHONY: all deps test-deps venv build publish media lint check test test-unit test-system bench clean distclean
+.PHONY: all deps test-deps venv build publish media lint check test test-unit test-system bench bench-ha clean distclean
 
 all: deps build publish media
 
@@ -88,6 +88,11 @@ test-system: test-deps venv build
 
 bench: test-deps venv
 	$(VENV)/bin/python packages/polymarket-bot/bench/bench.py
+
+# Failover times on the system tests' three-node cluster (root; ~10 min): not part of bench. One HA
+# cluster at a time on this machine (fixed namespace names): the lock the HA system tests take too.
+bench-ha: test-deps venv
+	flock /tmp/ha-system-test.lock $(VENV)/bin/python -m tests.bench.bench_ha --runs 5
 
 # clean keeps dist/repo/: it holds every version ever published (rollback).
 clean:
