@@ -72,11 +72,15 @@ def revive(net: Lan, role: str) -> None:
 
 
 def ready_follower(net: Lan, role: str) -> bool:
+    """``role``'s bot answers, its keepalived runs, and its lease keeper names the other node as the holder."""
     c = net.nodes[role]
     health = c.sh(f"curl -s --max-time 2 http://{ADDR[role]}:8080/live", check=False).stdout
     state = c.sh("cat /run/polymarket-ha/vrrp-state", check=False).stdout.strip()
-    lease = c.sh("cat /run/polymarket/lease", check=False).stdout
-    return '"role"' in health and state in ("BACKUP", "FAULT") and '"holder": "' in lease
+    try:
+        holder = json.loads(c.sh("cat /run/polymarket/lease", check=False).stdout or "{}").get("holder")
+    except ValueError:
+        return False
+    return '"role"' in health and state in ("BACKUP", "FAULT") and holder == other(role)
 
 
 def one_run(net: Lan, n: int) -> dict[str, Any]:
