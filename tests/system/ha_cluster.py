@@ -57,16 +57,6 @@ def bring_up(net: Lan, role: str) -> None:
          120, f"etcd, the lease keeper and keepalived on the {role} after its boot")  # fmt: skip
 
 
-def restart_container(net: Lan, role: str) -> None:
-    """Boot ``role``'s tree again after its init was killed (the container is gone)."""
-    c = net.nodes[role]
-    if c.proc is not None and c.proc.poll() is None:
-        os.killpg(c.proc.pid, signal.SIGKILL)
-        c.proc.wait(30)
-    c.start()
-    bring_up(net, role)
-
-
 def verdict(net: Lan, name: str, since: float, holder_before: str) -> dict[str, Any]:
     """The order log's verdict on one fault (orders received since ``since``), recorded in the report."""
     result = analyse(net, since)
