@@ -432,7 +432,7 @@ def test_the_fence_timeout_bounds_the_whole_answer_not_each_read(tmp_path: Path)
 
 def test_with_a_metrics_token_file_metrics_port_serves_everything_to_the_token_only(h: Harness,
                                                                                    tmp_path: Path) -> None:
-    """METRICS_TOKEN_FILE: no header or a wrong token is 401 (throttled after 5 wrong ones), the token gets
+    """METRICS_TOKEN_FILE: no header or a wrong token is 401 (throttled after 10 wrong ones), the token gets
     every series, the money ones included (what Prometheus's authorization credentials_file sends)."""
     from polymarket_bot import config
     token = "m" * 40
@@ -458,8 +458,8 @@ def test_with_a_metrics_token_file_metrics_port_serves_everything_to_the_token_o
         assert status == 401 and "polymarket_" not in text, (status, text[:200])
         status, text = get(f"Bearer {token}")
         assert status == 200 and "polymarket_usdc_balance_usd" in text and LEADERS[0].lower() in text.lower()
-        statuses = [get(f"Bearer wrong-{n}")[0] for n in range(8)]
-        assert statuses[:5] == [401] * 5 and 429 in statuses, statuses
+        statuses = [get(f"Bearer wrong-{n}")[0] for n in range(14)]
+        assert statuses[:10] == [401] * 10 and 429 in statuses, statuses
     finally:
         for srv in servers:
             srv.shutdown()
@@ -468,3 +468,17 @@ def test_with_a_metrics_token_file_metrics_port_serves_everything_to_the_token_o
     with pytest.raises(config.ConfigError) as refused:
         config.load(None, h.env(METRICS_TOKEN_FILE=f))
     assert any(p.startswith("METRICS_TOKEN_FILE:") and token not in p for p in refused.value.problems), refused
+
+
+
+def test_a_nan_leader_portfolio_value_is_malformed_not_fatal(h: Harness) -> None:
+    """SIZING_MODE=balance divides by the leader's /value: a NaN there is one failed decision (malformed), no
+    order, and the engine goes on (a NaN USD amount reached Decimal comparisons: InvalidOperation ended it)."""
+    e = h.engine(SIZING_MODE="balance")
+    h.ex.s.leader_values[LEADERS[0].lower()] = float("nan")
+    h.trade(leader=0, asset=YES, ago=5, transactionHash="0x1")
+    try:
+        e.poll_once()
+    except Exception as exc:
+        pytest.fail(f"the engine loop would end: {exc.__class__.__module__}.{exc.__class__.__name__}")
+    assert h.ex.s.orders == [] and [d for d, _ in h.decisions(e)] == ["failed"], h.decisions(e)

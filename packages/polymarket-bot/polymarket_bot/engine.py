@@ -746,7 +746,7 @@ class Engine:
             self.ledger.decide(did, "failed", str(exc))
             self.metrics.inc("polymarket_errors_total", kind="exchange")
             log.warning("trade %s failed: %s", key, exc)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a malformed trade or answer
+        except (KeyError, TypeError, ValueError, IndexError, ArithmeticError) as exc:  # a malformed trade or answer
             self.ledger.decide(did, "failed", f"malformed: {exc.__class__.__name__}: {exc}")
             self.metrics.inc("polymarket_errors_total", kind="malformed")
             log.warning("trade %s failed: malformed data (%s: %s)", key, exc.__class__.__name__, exc)
@@ -796,7 +796,7 @@ class Engine:
         if hit and time.time() - hit[0] < 60:
             return hit[1]
         rows = self.data.get("/value", {"user": leader})
-        value = float(rows[0]["value"]) if rows else 0.0
+        value = _fnum(rows[0]["value"]) if rows else 0.0
         self.leader_values[leader] = (time.time(), value)
         return value
 
@@ -812,7 +812,7 @@ class Engine:
             if not isinstance(rows, list):
                 raise HttpError("GET /positions: not a list", retryable=True)
             for r in rows:
-                out[str(r.get("asset"))] = out.get(str(r.get("asset")), 0.0) + float(r["size"])
+                out[str(r.get("asset"))] = out.get(str(r.get("asset")), 0.0) + _fnum(r["size"])
             if len(rows) < PAGE:
                 break
         self.poll_positions[leader] = out
@@ -994,7 +994,7 @@ class Engine:
         if not 0 <= idx < len(m.tokens) or m.tokens[idx] != asset or (
                 t.get("outcome") and m.outcomes and m.outcomes[idx] != t["outcome"]):
             raise Skip("outcome_mismatch", f"asset {asset} is not outcome {idx} of the market")
-        leader_price = _dec(t["price"])
+        leader_price = _num(t["price"], 1)  # the Data API's numbers too: finite and in range, else malformed
         tol = _dec(cfg.slippage_tolerance)
         bids, asks = self._book(asset)
         if side == signing.Side.BUY:
@@ -1004,7 +1004,7 @@ class Engine:
     def _plan_buy(self, t: dict[str, Any], m: Market, asset: str, leader_price: Decimal, tol: Decimal,
                   asks: list[tuple[Decimal, Decimal]]) -> Plan:
         cfg = self.cfg
-        leader_usd = float(t["size"]) * float(t["price"])
+        leader_usd = _fnum(t["size"]) * _fnum(t["price"], 1)
         if cfg.sizing_mode is SizingMode.FIXED:
             usd = cfg.fixed_amount_usd
         elif cfg.sizing_mode is SizingMode.RATIO:
@@ -1055,7 +1055,7 @@ class Engine:
         pos = self.ledger.position(str(self.mode), asset)
         if pos is None or pos.shares <= 0:
             raise Skip("no_position")
-        sold = float(t["size"])
+        sold = _fnum(t["size"])
         after = self._leader_positions(str(t["proxyWallet"]).lower()).get(asset, 0.0)
         fraction = min(1.0, sold / (after + sold)) if after + sold > 0 else 1.0
         shares = pos.shares * fraction

@@ -43,7 +43,7 @@ MAX_HEAD = 16384        # bytes of request line and headers
 WORKERS = 4             # threads answering complete requests, per listener
 BACKLOG = 1024          # the kernel caps it at net.core.somaxconn (4096 on current kernels)
 EMFILE_PAUSE = 0.1      # seconds without accepting when no descriptor is left and nothing can be closed
-THROTTLE_FREE = 5       # wrong dashboard tokens a peer may send before it is made to wait
+THROTTLE_FREE = 10      # wrong dashboard tokens a peer may send before it is made to wait
 THROTTLE_LONGEST = 300.0  # seconds: the longest wait (it doubles from 1 s with each further wrong token)
 THROTTLE_PEERS = 4096   # peers remembered (the one not seen the longest is forgotten first)
 
@@ -244,8 +244,10 @@ class DashboardHandler(_Handler):
             else:
                 self._send(401, b'{"error": "a valid Authorization: Bearer token is required"}')
         elif fmt == "json":
+            self.server.throttle.succeeded(self._peer())
             self._send(200, to_json(pages[path]()[1]))
         else:
+            self.server.throttle.succeeded(self._peer())
             self._send(200, ui.render(path, pages[path]()[1], engine), "text/html; charset=utf-8")
 
     @staticmethod
