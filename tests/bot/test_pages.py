@@ -98,6 +98,9 @@ def session(port: int) -> str:
 
 
 # ---- the bot as a process --------------------------------------------------------------------------
+METRICS_TOKEN = "metrics-scrape-token-0123456789abcdef"
+
+
 class Bot:
     def __init__(self, h: Harness, tmp: Path) -> None:
         self.h, self.tmp = h, tmp
@@ -110,9 +113,12 @@ class Bot:
         self.textfiles.mkdir(exist_ok=True)
         self.lease = tmp / "lease"
         write_lease(self.lease, "primary", 3600)
+        metrics_token = tmp / "metrics-token"          # METRICS_PORT's money series are served to it only
+        metrics_token.write_text(METRICS_TOKEN + "\n")
+        metrics_token.chmod(0o640)
         env = h.env(DASHBOARD_PORT=self.port, METRICS_PORT=self.mport, POLL_INTERVAL="0.1",
                     HA_STATUS_FILE=self.ha_status, COMPLIANCE_REPORT=self.report, TEXTFILE_DIR=self.textfiles,
-                    LEASE_FILE=self.lease, LEASE_NODE="primary", LOG_FILE="")
+                    LEASE_FILE=self.lease, LEASE_NODE="primary", LOG_FILE="", METRICS_TOKEN_FILE=metrics_token)
         env_file = tmp / "bot.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         env_file.chmod(0o600)
@@ -176,7 +182,7 @@ def bot(h: Harness, tmp_path: Path) -> Iterator[Bot]:
 
 def money(port: int) -> dict[str, float]:
     """The money gauges of METRICS_PORT's Prometheus text."""
-    text = request(port, "/metrics").text
+    text = request(port, "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
             if line.startswith("polymarket_") and "{" not in line.split()[0] and len(line.split()) == 2}
 
@@ -311,7 +317,7 @@ def test_machines_keep_the_json_and_the_prometheus_text(bot: Bot) -> None:
     assert r.status == 401 and json.loads(r.body) == {"error": "a valid Authorization: Bearer token is required"}
     r = request(bot.port, "/health")
     assert r.status == 200 and json.loads(r.body)["status"] == "ok"
-    r = request(bot.mport, "/metrics")
+    r = request(bot.mport, "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})  # as Prometheus
     assert r.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
     assert "polymarket_trades_copied_total 1" in r.text
 
