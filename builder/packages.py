@@ -118,6 +118,8 @@ def monitoring_answers(inv: Inventory, host: Host) -> dict[str, str]:
         "polymarket-monitoring/bot_targets": " ".join(f"{h.name}={h.address}" for h in bots),
         "polymarket-monitoring/node_targets": " ".join(f"{h.name}={h.address}" for h in inv.hosts),
         "polymarket-monitoring/haproxy_target": "127.0.0.1:8405" if haproxy else "",
+        # systemd-journal-remote listens on the monitoring host's own address only.
+        "polymarket-monitoring/journal_address": str(host.address),
         **{f"polymarket-monitoring/{q}": v for q, v in alert_answers(inv).items()},
     }
 

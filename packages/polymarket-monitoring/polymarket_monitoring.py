@@ -52,6 +52,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "email_critical_to": ("EMAIL_CRITICAL_TO", ""),
     "smtp_username": ("SMTP_USERNAME", ""),
     "telegram_chat_id": ("TELEGRAM_CHAT_ID", ""),
+    "journal_address": ("JOURNAL_ADDRESS", ""),  # polymarket-journal-remote's
 }
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -131,6 +132,8 @@ def check_value(question: str, value: str) -> str:
     elif question == "smtp_username":
         if not re.fullmatch(r"[^\s\"'\\]{1,256}", value):
             raise Invalid("smtp_username: no spaces, quotes or backslashes")
+    elif question == "journal_address":
+        _address(value, question)
     elif question == "telegram_chat_id" and not re.fullmatch(r"-?[0-9]{1,20}", value):
         raise Invalid(f"telegram_chat_id: '{value}' is not a numeric chat id")
     return value

@@ -33,7 +33,8 @@ ACTIVATION = {
                        "polymarket-ha-replicate-full.timer"},
                       {"polymarket-ha-heartbeat.timer", "polymarket-ha-replicate.timer",
                        "polymarket-ha-replicate-full.timer"}),
-    "polymarket-monitoring": (set(), set()),
+    # The journal gate (issue 10): its condition keeps it down until polymarket-journal-remote init ran.
+    "polymarket-monitoring": ({"polymarket-journal-gate.service"}, {"polymarket-journal-gate.service"}),
 }  # fmt: skip
 
 # The bot's units come from stdeb's debian/ (packages/polymarket-bot/debian-overlay/), not from a .install.

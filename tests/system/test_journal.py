@@ -1,0 +1,226 @@
+"""Log aggregation in booted containers: the primary's journal reaches the monitoring host.
+
+Two containers on a private L2 segment of the test's own (a bridge in a network namespace,
+one veth pair per container; nothing in this machine's network namespace): the "primary"
+installs polymarket-hardening (polymarket-journal-upload), the monitoring host "mon"
+polymarket-monitoring (polymarket-journal-remote, systemd-journal-remote), with ufw denying
+incoming as polymarket-hardening leaves a host. The enrolment is the README's pipe. A third
+address on the bridge stands in for a host that is no member. Run under
+``flock /tmp/ha-system-test.lock`` like the other segment tests; the namespaces are pmjrPID-*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.system import harness
+from tests.system.conftest import deb
+from tests.system.harness import Container
+
+NET = "10.214.0"
+ADDR = {"primary": f"{NET}.11", "mon": f"{NET}.13"}
+OUTSIDER = f"{NET}.20"  # the bridge's own address: on the segment, not a member
+PORT = 19532
+REMOTE = "/var/log/journal/remote"
+EXTRA = ("systemd-journal-remote",)  # not in ROOTFS_PACKAGES: a rootfs of its own (cached)
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Segment:
+    nodes: dict[str, Container]
+    bridge_ns: str
+
+
+@pytest.fixture(scope="module")
+def journal_rootfs() -> Path:
+    missing = harness.missing_prerequisites()
+    if missing:
+        pytest.skip(f"system tests need: {', '.join(missing)}")
+    return harness.rootfs_tarball(extra=EXTRA)
+
+
+@contextlib.contextmanager
+def segment(rootfs: Path) -> Iterator[Segment]:
+    tag = f"pmjr{os.getpid() % 10000}"
+    spaces = {role: f"{tag}-{role}" for role in ADDR}
+    bridge_ns = f"{tag}-lan"
+    made = []
+    try:
+        for ns in (bridge_ns, *spaces.values()):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+        sh("ip", "-n", bridge_ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", bridge_ns, "link", "set", "br0", "up")
+        sh("ip", "-n", bridge_ns, "link", "set", "lo", "up")
+        sh("ip", "-n", bridge_ns, "addr", "add", f"{OUTSIDER}/24", "dev", "br0")
+        for role in ADDR:
+            sh("ip", "-n", bridge_ns, "link", "add", f"b{role[0]}", "type", "veth", "peer", "name", "lan0",
+               "netns", spaces[role])  # fmt: skip
+            sh("ip", "-n", bridge_ns, "link", "set", f"b{role[0]}", "master", "br0", "up")
+        with contextlib.ExitStack() as stack:
+            nodes = {}
+            for role in ADDR:
+                netns = f"--network-namespace-path=/run/netns/{spaces[role]}"
+                caps = "--capability=CAP_NET_ADMIN,CAP_NET_RAW"  # ufw's, as on a real host
+                c = stack.enter_context(harness.booted(rootfs, name=f"pmjr-{role}", network="none",
+                                                       extra_args=[netns, caps]))  # fmt: skip
+                c.sh(f"ip addr add {ADDR[role]}/24 dev lan0 && ip link set lan0 up && ip link set lo up")
+                nodes[role] = c
+            yield Segment(nodes, bridge_ns)
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def enrol(seg: Segment, name: str) -> subprocess.CompletedProcess[str]:
+    """The README's pipe: csr on the host, sign on the monitoring host, join on the host."""
+    node, mon = seg.nodes[name], seg.nodes["mon"]
+    csr = node.sh("polymarket-journal-upload csr").stdout
+    bundle = mon.sh(f"polymarket-journal-remote sign {name}", input=csr).stdout
+    return node.sh("polymarket-journal-upload join", input=bundle, check=False)
+
+
+@pytest.fixture(scope="module")
+def lan(journal_rootfs: Path, dist: Path) -> Iterator[Segment]:
+    with segment(journal_rootfs) as seg:
+        p, mon = seg.nodes["primary"], seg.nodes["mon"]
+        mon.sh("ufw default deny incoming && ufw limit 22/tcp && ufw --force enable")
+        mon.sh(
+            "debconf-set-selections",
+            input=(
+                f"polymarket-monitoring polymarket-monitoring/node_targets string primary={ADDR['primary']} "
+                f"mon={ADDR['mon']}\n"
+                f"polymarket-monitoring polymarket-monitoring/journal_address string {ADDR['mon']}\n"
+            ),
+        )
+        mon.install_debs([deb(dist, "polymarket-monitoring")])
+        p.sh("echo 'polymarket-hardening polymarket-hardening/allow_users string admin' | debconf-set-selections")
+        p.install_debs([deb(dist, "polymarket-hardening")])
+        yield seg
+
+
+def remote_lines(mon: Container, tag: str) -> str:
+    return mon.sh(f"journalctl -D {REMOTE} -t {tag} -o cat --no-pager 2>/dev/null", check=False).stdout
+
+
+def test_ca_keys_socket_and_firewall_on_the_monitoring_host(lan: Segment) -> None:
+    mon = lan.nodes["mon"]
+    modes = mon.sh("stat -c '%n %a %U' /etc/polymarket-monitoring/journal/*").stdout.splitlines()
+    assert "/etc/polymarket-monitoring/journal/ca.key 600 root" in modes
+    assert "/etc/polymarket-monitoring/journal/server.key 600 root" in modes
+    listening = mon.sh(f"ss -Hltn 'sport = :{PORT}'").stdout.split()
+    assert f"{ADDR['mon']}:{PORT}" in listening and f"*:{PORT}" not in listening, listening
+    assert f"0.0.0.0:{PORT}" not in listening
+    # systemd-journal-remote itself (plain HTTP) on the loopback only, behind the gate.
+    backend = mon.sh(f"ss -Hltn 'sport = :{PORT + 1}'").stdout.split()
+    assert "127.0.0.1:19533" in backend and not [a for a in backend if a.endswith(":19533") and "127.0.0.1" not in a]
+    rules = mon.sh("ufw status").stdout
+    assert f"{ADDR['mon']} {PORT}/tcp" in rules and ADDR["primary"] in rules, rules
+    assert OUTSIDER not in rules
+
+
+def test_join_refuses_a_certificate_for_another_key_and_installs_nothing(lan: Segment) -> None:
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    p.sh("polymarket-journal-upload csr >/dev/null")  # the host's own key exists
+    other = mon.sh("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout /dev/null "
+                   "-subj /CN=x 2>/dev/null").stdout  # fmt: skip
+    bundle = mon.sh("polymarket-journal-remote sign primary", input=other).stdout
+    out = p.sh("polymarket-journal-upload join", input=bundle, check=False)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[0] == "error: the certificate is not for this host's key", out.stderr
+    assert p.sh("ls /etc/polymarket-hardening/journal-upload/").stdout.split() == ["client.csr", "client.key"]
+    assert p.sh("test -e /etc/systemd/journal-upload.conf.d/polymarket-hardening.conf", check=False).returncode
+
+
+def test_the_primarys_log_line_is_readable_on_the_monitoring_host(lan: Segment) -> None:
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    joined = enrol(lan, "primary")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert "uploading to https://10.214.0.13:19532" in joined.stdout
+    key = p.sh("stat -c '%a %U' /etc/polymarket-hardening/journal-upload/client.key").stdout.split()
+    assert key == ["600", "root"]
+    marker = f"pmjr-{uuid.uuid4().hex}"
+    start = time.monotonic()
+    p.sh(f"logger -t pmjr-test {marker}")
+    deadline = start + 60
+    while marker not in remote_lines(mon, "pmjr-test"):
+        assert time.monotonic() < deadline, (
+            "the primary's line never reached the monitoring host: "
+            + p.sh(
+                "systemctl status systemd-journal-upload --no-pager; journalctl -u systemd-journal-upload "
+                "--no-pager | tail -20",
+                check=False,
+            ).stdout
+            + mon.sh("journalctl -u systemd-journal-remote --no-pager | tail -20", check=False).stdout
+        )
+        time.sleep(0.5)
+    took = time.monotonic() - start
+    print(f"\nthe primary's log line was readable on the monitoring host after {took:.1f} s")
+    # One file set per host, and the README's way of reading one host's logs.
+    files = mon.sh(f"ls {REMOTE}").stdout
+    assert "remote-" in files, files
+    assert marker in mon.sh(f"journalctl -D {REMOTE} _HOSTNAME=pmjr-primary -o cat --no-pager").stdout
+
+
+def test_a_client_without_a_ca_signed_certificate_is_refused(lan: Segment) -> None:
+    """A member (the firewall lets it in) with no certificate, or a self-signed one, sends nothing."""
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    p.sh(
+        "cd /tmp && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+        "-subj /CN=primary -keyout self.key -out self.crt 2>/dev/null"
+    )
+    # One valid entry in the Journal Export Format (what systemd-journal-upload sends): a real one of the
+    # primary's journal, its identifier and message renamed to ones that were never logged anywhere.
+    p.sh(
+        "logger -t pmjr-src src && sleep 1 && journalctl -o export -t pmjr-src -n 1 "
+        "| sed 's/pmjr-src/pmjr-forged/; s/^MESSAGE=src$/MESSAGE=pmjr-forged/' > /tmp/entry"
+    )
+    url = f"https://{ADDR['mon']}:{PORT}/upload"
+    for cert in ("", "--cert /tmp/self.crt --key /tmp/self.key"):
+        out = p.sh(
+            f"curl -sS -k -o /dev/null -w '%{{http_code}}' {cert} -H 'Content-Type: application/vnd.fdo.journal'"
+            f" --data-binary @/tmp/entry {url}",
+            check=False,
+        )
+        assert out.stdout.strip() in ("", "000") or out.stdout.strip().startswith(("4", "5")), (cert, out.stdout)
+    time.sleep(2)
+    assert "pmjr-forged" not in remote_lines(mon, "pmjr-forged")
+    # The same request with the primary's CA-signed certificate is taken: the refusals above are the
+    # certificate's, not a malformed entry's.
+    tls = "/etc/polymarket-hardening/journal-upload/client"
+    signed = f"--cert {tls}.crt --key {tls}.key"
+    p.sh(
+        f"sed -i 's/pmjr-forged/pmjr-signed/g' /tmp/entry && curl -sS -k --fail-with-body {signed} "
+        f"-H 'Content-Type: application/vnd.fdo.journal' --data-binary @/tmp/entry {url}"
+    )
+    deadline = time.monotonic() + 30
+    while "pmjr-signed" not in remote_lines(mon, "pmjr-signed"):
+        assert time.monotonic() < deadline, (
+            "the CA-signed client's entry was not written either: "
+            + mon.sh(
+                "journalctl -u systemd-journal-remote -u polymarket-journal-gate --no-pager | tail -8", check=False
+            ).stdout
+        )
+        time.sleep(0.5)
+
+
+def test_a_host_that_is_no_member_cannot_reach_the_port(lan: Segment) -> None:
+    """ufw on the monitoring host: the segment's third address gets no TCP connection at all."""
+    out = subprocess.run(["ip", "netns", "exec", lan.bridge_ns, "timeout", "5", "bash", "-c",
+                          f"exec 3<>/dev/tcp/{ADDR['mon']}/{PORT}"], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode != 0
+    member = lan.nodes["primary"].sh(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{ADDR['mon']}/{PORT}'", check=False)
+    assert member.returncode == 0, member.stderr
