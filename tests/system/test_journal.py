@@ -224,3 +224,22 @@ def test_a_host_that_is_no_member_cannot_reach_the_port(lan: Segment) -> None:
     assert out.returncode != 0
     member = lan.nodes["primary"].sh(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{ADDR['mon']}/{PORT}'", check=False)
     assert member.returncode == 0, member.stderr
+
+
+def test_remove_closes_the_port_and_keeps_the_ca_purge_deletes_it(lan: Segment) -> None:
+    """Last (it removes both packages): remove stops the upload and the gate and drops our ufw rules, the CA and
+    the received journals stay; purge deletes the keys on both sides."""
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    p.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y polymarket-hardening")
+    assert p.sh("systemctl is-enabled systemd-journal-upload", check=False).stdout.strip() == "disabled"
+    assert p.sh("test -e /etc/systemd/journal-upload.conf.d/polymarket-hardening.conf", check=False).returncode
+    assert p.sh("stat -c %a /etc/polymarket-hardening/journal-upload/client.key").stdout.strip() == "600"
+    mon.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y polymarket-monitoring")
+    assert "polymarket-journal" not in mon.sh("ufw status").stdout
+    assert mon.sh("systemctl is-active polymarket-journal-gate", check=False).stdout.strip() != "active"
+    assert mon.sh("stat -c %a /etc/polymarket-monitoring/journal/ca.key").stdout.strip() == "600"
+    assert "remote-" in mon.sh(f"ls {REMOTE}").stdout
+    p.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-hardening")
+    mon.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-monitoring")
+    assert p.sh("test -e /etc/polymarket-hardening/journal-upload", check=False).returncode
+    assert mon.sh("test -e /etc/polymarket-monitoring/journal", check=False).returncode
