@@ -410,6 +410,63 @@ def test_a_dead_bot_gives_up_the_vip_and_failback_adopts_the_reverse_replica(ha:
     assert rows == ["from-primary", "from-standby"]
 
 
+def test_planned_switchover_hands_over_at_once(ha: Lan) -> None:
+    """Under nopreempt the VIP never moves back by itself (README go-live step 4 said starting keepalived on the
+    primary would): "polymarket-ha switchover" on the node that trades hands it over, and stays BACKUP."""
+    holder, other = (ha.nodes["primary"], ha.nodes["standby"])
+    if not holds_vip(holder):
+        holder, other = other, holder
+    wait(lambda: health(holder, ADDR[role_of(ha, holder)]).get("role") == "active", 60, "the holder active")
+    # A peer whose bot is down cannot take over: refused before anything is stopped.
+    other.sh("systemctl stop polymarket-bot")
+    bad = holder.sh("polymarket-ha switchover", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: the ") and "bot is not live" in bad.stderr
+    assert len(bad.stderr.splitlines()) == 1 and holds_vip(holder) and vrrp(holder) == "MASTER"
+    other.sh("systemctl start polymarket-bot")
+    wait(lambda: health(other, ADDR[role_of(ha, other)]).get("role") == "passive", 60, "the peer's bot passive")
+    started = time.monotonic()
+    out = holder.sh("polymarket-ha switchover 2>&1").stdout
+    print(f"\nswitchover (VRRP only): {time.monotonic() - started:.1f} s: {out.strip()}")
+    assert holds_vip(other) and not holds_vip(holder)
+    assert health(other, ADDR[role_of(ha, other)]).get("role") == "active"
+    wait(lambda: vrrp(holder) == "BACKUP", 20, "the old holder BACKUP again")
+    assert holder.sh("systemctl is-active keepalived").stdout.strip() == "active"
+    assert health(holder, ADDR[role_of(ha, holder)]).get("role") == "passive"
+    time.sleep(5)  # nopreempt: it stays where it was handed
+    assert holds_vip(other) and not holds_vip(holder)
+    # On the node that does not trade: refused with one line, nothing changed.
+    bad = holder.sh("polymarket-ha switchover", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: this node") and len(bad.stderr.splitlines()) == 1
+    assert holds_vip(other)
+
+
+def test_a_frozen_bot_gives_up_the_vip(ha: Lan) -> None:
+    """Cause 7, the other half: a bot that does not answer (SIGSTOP: a hang) fails /live, and the VIP moves."""
+    holder, other = (ha.nodes["primary"], ha.nodes["standby"])
+    if not holds_vip(holder):
+        holder, other = other, holder
+    wait(lambda: holds_vip(holder) and health(other, ADDR[role_of(ha, other)]).get("role") == "passive", 60,
+         "one active node, one passive")  # fmt: skip
+    pid = holder.sh("systemctl show -P MainPID polymarket-bot").stdout.strip()
+    # check-bot forgives a bot started less than 30 s ago (not listening yet): freeze one that is older.
+    up = int(holder.sh(f"ps -o etimes= -p {pid}").stdout)
+    time.sleep(max(0, 32 - up))
+    holder.sh(f"kill -STOP {pid}")
+    started = time.monotonic()
+    try:
+        wait(lambda: holds_vip(other), 30, "the VIP on the node whose bot is live")
+        print(f"\nfrozen bot: VIP moved after {time.monotonic() - started:.1f} s")
+        assert not holds_vip(holder)
+    finally:
+        holder.sh(f"kill -CONT {pid}")
+    wait(lambda: health(other, ADDR[role_of(ha, other)]).get("role") == "active", 60, "the other bot active")
+    wait(lambda: health(holder, ADDR[role_of(ha, holder)]).get("role") == "passive", 30, "the thawed bot passive")
+
+
+def role_of(ha: Lan, c: Container) -> str:
+    return next(r for r, n in ha.nodes.items() if n is c)
+
+
 def test_remove_leaves_no_active_config_and_purge_cleans_up(ha: Lan) -> None:
     s = ha.nodes["standby"] if not holds_vip(ha.nodes["standby"]) else ha.nodes["primary"]
     s.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y polymarket-ha")
@@ -436,3 +493,34 @@ def test_install_in_a_plain_chroot_touches_no_running_network(rootfs: Path, dist
         # Enabled for the first boot, not started.
         assert (root / "etc/systemd/system/multi-user.target.wants/keepalived.service").is_symlink()
 
+
+def test_lb_installed_by_hand_fails_loudly_until_its_vip_is_given(rootfs: Path, dist: Path) -> None:
+    """Issue 11 cause 8, the hand-install path (no media preseed): an lb without BACKENDS sends to the VIP, which
+    was never asked; HAProxy kept an empty config while apt-get exited 0, and a later preseed was overwritten
+    by the empty value read back from ha.conf. Now the install fails with one line and writes nothing; the
+    value preseeded afterwards is used."""
+    with harness.booted(rootfs, name="ha-handlb") as c:
+        c.sh("systemctl disable --now prometheus.service prometheus-alertmanager.service")
+        c.sh("debconf-set-selections", input="polymarket-ha polymarket-ha/role select lb\n"
+                                             "polymarket-ha polymarket-ha/own_address string 127.0.0.1\n")
+        c.copy_in(deb(dist, "polymarket-ha"), "/root/polymarket-ha.deb")
+        proc = c.sh("DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y /root/polymarket-ha.deb 2>&1",
+                    check=False, timeout=400)  # fmt: skip
+        assert proc.returncode != 0, proc.stdout
+        errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "VIRTUAL_IP is not set" in errors[0], proc.stdout
+        assert not c.path("/etc/polymarket-ha/ha.conf").exists()
+        assert not c.path("/etc/polymarket-ha/haproxy.cfg").exists()
+        # The operator gives the answer afterwards: it is used.
+        c.sh("debconf-set-selections", input=f"polymarket-ha polymarket-ha/virtual_ip string {VIP}/24\n")
+        c.sh("DEBIAN_FRONTEND=noninteractive timeout 300 dpkg --configure -a", timeout=400)
+        assert f'VIRTUAL_IP="{VIP}/24"' in c.path("/etc/polymarket-ha/ha.conf").read_text()
+        assert f"server node1 {VIP}:8080 check" in c.path("/etc/polymarket-ha/haproxy.cfg").read_text()
+        # An empty value in ha.conf is "not answered", not an answer: a value preseeded later wins over it (the
+        # config script read BACKENDS="" back over the preseed); a value given in ha.conf still wins.
+        c.sh("debconf-set-selections", input=f"polymarket-ha polymarket-ha/backends string {ADDR['primary']}\n"
+                                             "polymarket-ha polymarket-ha/virtual_ip string \n")
+        c.sh("DEBIAN_FRONTEND=noninteractive timeout 300 dpkg-reconfigure polymarket-ha", timeout=400)
+        conf = c.path("/etc/polymarket-ha/ha.conf").read_text()
+        assert f'BACKENDS="{ADDR["primary"]}"' in conf and f'VIRTUAL_IP="{VIP}/24"' in conf, conf
+        assert f"server node1 {ADDR['primary']}:8080 check" in c.path("/etc/polymarket-ha/haproxy.cfg").read_text()
