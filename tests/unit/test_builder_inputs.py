@@ -38,6 +38,8 @@ def _inventory(directory: Path, drop_lb: bool = False) -> Path:
         while lines and (lines[0].startswith("    ") or not lines[0].strip()):
             lines.pop(0)
         text_ = head + "\n" + "".join(lines)
+        # alerts: needs the host that installs polymarket-monitoring (the lb): it goes with it
+        text_ = text_.partition("\nalerts:\n")[0] + "\n"
     path = directory / "inventory.yaml"
     path.write_text(text_)
     return path
