@@ -24,6 +24,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -414,35 +415,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+Arguments = tuple[tuple[str, dict[str, Any]], ...]
+
+
+def command_line() -> argparse.ArgumentParser:
+    """One row per command: its function (cmd_NAME is the command NAME), its help and its arguments."""
+    settings: Arguments = (("--settings", {"default": str(SETTINGS)}),)
+    commands: tuple[tuple[Callable[[argparse.Namespace], int], str, Arguments], ...] = (
+        (cmd_check_value, "check one debconf answer", (("question", {}), ("value", {}))),
+        (cmd_get, "one answer from the settings file (the config script's reader)",
+         (*settings, ("question", {"choices": sorted(QUESTIONS)}))),
+        (cmd_render, "render prometheus.yml, rules.yml, alertmanager.yml into --out",
+         (*settings, ("--out", {"required": True}))),
+        (cmd_secret, "set a secret from standard input: secret set NAME",
+         (("action", {"choices": ["set"]}), ("name", {}), ("--dir", {"default": str(SECRETS)}))),
+        (cmd_status, "the services, the scrape targets and the secrets", ()),
+    )
     parser = argparse.ArgumentParser(prog="polymarket-monitoring")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check-value", help="check one debconf answer")
-    p.add_argument("question")
-    p.add_argument("value")
-    p.set_defaults(fn=cmd_check_value)
-    p = sub.add_parser("get", help="one answer from the settings file (the config script's reader)")
-    p.add_argument("--settings", default=str(SETTINGS))
-    p.add_argument("question", choices=sorted(QUESTIONS))
-    p.set_defaults(fn=cmd_get)
-    p = sub.add_parser("render", help="render prometheus.yml, rules.yml, alertmanager.yml into --out")
-    p.add_argument("--settings", default=str(SETTINGS))
-    p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_render)
-    p = sub.add_parser("secret", help="set a secret from standard input: secret set NAME")
-    p.add_argument("action", choices=["set"])
-    p.add_argument("name")
-    p.add_argument("--dir", default=str(SECRETS))
-    p.set_defaults(fn=cmd_secret)
-    p = sub.add_parser("status", help="the services, the scrape targets and the secrets")
-    p.set_defaults(fn=cmd_status)
-    args = parser.parse_args(argv)
+    for fn, text, arguments in commands:
+        p = sub.add_parser(fn.__name__.removeprefix("cmd_").replace("_", "-"), help=text)
+        for name, options in arguments:
+            p.add_argument(name, **options)
+        p.set_defaults(fn=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = command_line().parse_args(argv)
     try:
         return int(args.fn(args))
-    except Invalid as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (Invalid, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
