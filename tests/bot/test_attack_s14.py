@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import LEADERS, ME, NO, NYES, ROOT, YES, Harness
+from polymarket_bot.errors import ConfigError
 from polymarket_bot.server import start_servers
 from test_lease import write_lease
 from test_pages import TOKEN, Bot, login, request
@@ -59,7 +60,7 @@ def _scrape_or_nothing(port: int) -> list[tuple[str, str]]:
 
 
 # ---- money: a malformed exchange answer -----------------------------------------------------------------------
-def _loss_then_a_buy(h: Harness, yes_bid: object) -> tuple[int, dict[str, str]]:
+def _loss_then_a_buy(h: Harness, yes_bid: Any) -> tuple[int, dict[str, str]]:
     """Two buys; NO's price falls 8 USD (over MAX_DAILY_LOSS_USD 4.5), YES's best bid is ``yes_bid``, then a new
     leader buy: how many orders the fake exchange received, and the non-finite samples /metrics exported."""
     e = h.engine(MAX_DAILY_LOSS_USD="4.5")
@@ -133,7 +134,8 @@ def test_a_nan_level_among_several_in_a_book_does_not_stop_the_engine(h: Harness
     h.trade(leader=0, asset=YES, ago=5, transactionHash="0x1")
     e.poll_once()
     assert len(h.ex.s.orders) == 1
-    e.clob = _BookWith(e.clob, YES, {"market": "0x" + "c1" * 32, "asset_id": YES,
+    e.clob = _BookWith(  # type: ignore[assignment]
+        e.clob, YES, {"market": "0x" + "c1" * 32, "asset_id": YES,
                                      "bids": [{"price": "0.30", "size": "10"}, {"price": "NaN", "size": "10"}],
                                      "asks": [{"price": "0.50", "size": "10000"}], "tick_size": "0.01",
                                      "min_order_size": "5", "neg_risk": False})
@@ -271,7 +273,7 @@ def test_a_nan_backup_metric_does_not_take_the_summary_page_down(h: Harness, tmp
     try:
         (b.textfiles / "polymarket-backup.prom").write_text(
             "polymarket_backup_last_success_timestamp_seconds NaN\npolymarket_backup_last_verify_ok 1\n")
-        answers = {}
+        answers: dict[str, int | str] = {}
         for path in ("/", "/ha"):
             try:
                 answers[path] = request(b.port, path, headers={"Authorization": f"Bearer {TOKEN}",
@@ -323,7 +325,7 @@ def test_a_compliance_report_that_is_not_an_object_leaves_the_pages_up(h: Harnes
     b = Bot(h, tmp_path)
     try:
         b.report.write_text("[]\n")
-        answers = {}
+        answers: dict[str, int | str] = {}
         for path in ("/", "/compliance"):
             try:
                 answers[path] = request(b.port, path, headers={"Authorization": f"Bearer {TOKEN}",
@@ -465,7 +467,7 @@ def test_with_a_metrics_token_file_metrics_port_serves_everything_to_the_token_o
             srv.shutdown()
             srv.server_close()
     f.chmod(0o644)                                                   # readable by every local user: refused
-    with pytest.raises(config.ConfigError) as refused:
+    with pytest.raises(ConfigError) as refused:
         config.load(None, h.env(METRICS_TOKEN_FILE=f))
     assert any(p.startswith("METRICS_TOKEN_FILE:") and token not in p for p in refused.value.problems), refused
 
