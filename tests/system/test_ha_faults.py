@@ -85,7 +85,14 @@ def test_keepalived_killed_on_the_holder(cluster: Lan) -> None:
     def kill(holder: str) -> None:
         cluster.nodes[holder].sh("systemctl kill -s KILL keepalived")
 
-    fault_run(cluster, "keepalived killed (kill -9) on the holder", kill, settle=15)
+    r = fault_run(cluster, "keepalived killed (kill -9) on the holder", kill, settle=15)
+    # keepalived is back on the holder (Debian's unit does not restart it: it stayed dead, the VIP it had
+    # added left on the node whatever became of the lease), MASTER again with the VIP.
+    c = cluster.nodes[str(r["holder_after"])]
+    wait(lambda: c.sh("systemctl is-active keepalived", check=False).stdout.strip() == "active", 30,
+         "keepalived running again on the holder")  # fmt: skip
+    wait(lambda: c.sh("cat /run/polymarket-ha/vrrp-state", check=False).stdout.strip() == "MASTER", 30,
+         "the holder's keepalived MASTER again")  # fmt: skip
 
 
 def test_standby_rebooted(cluster: Lan) -> None:
