@@ -46,6 +46,9 @@ STATUS_JSON = Path("/run/polymarket/ha-status.json")
 # The ledger is the bot's DB_PATH (ledger_path); this is its name on the wire, in replica/ and in previous/.
 REPLICA_NAME = "trade_history.db"
 BOT_CONFIG_TIMEOUT = 30  # seconds "polymarket-bot config get DB_PATH" may take
+# The bot's state directory, in root's /var/lib: DB_PATH must be a file directly in it. Re-checked here on the
+# bot's answer (never trusted): the bot's user owns the directory and could swap a subdirectory for a link.
+LEDGER_DIR = Path("/var/lib/polymarket")
 BOT_UNIT = "polymarket-bot.service"
 BOT_USER = "polymarket-bot"
 HA_USER = "polymarket-ha"
@@ -573,8 +576,9 @@ def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
 
 
 def ledger_path() -> Path:
-    """The ledger: the bot's DB_PATH, asked of the bot, which owns it (its parser and defaults; below
-    /var/lib/polymarket only, reached through no link). Failing that, an error: no promotion or replication."""
+    """The ledger: the bot's DB_PATH, asked of the bot, which owns it (its parser and defaults). Only a file
+    directly in LEDGER_DIR, reached through no link, is taken. Failing that, an error: no promotion or
+    replication."""
     argv = ["polymarket-bot", "config", "get", "DB_PATH"]
     try:
         proc = run(argv, cwd="/", timeout=BOT_CONFIG_TIMEOUT)
@@ -586,7 +590,12 @@ def ledger_path() -> Path:
     if proc.returncode != 0 or not proc.stdout.startswith("/"):
         raise HAError(f"cannot tell where the ledger is: {' '.join(argv)}: {errors[0].removeprefix('error: ')}",
                       "is polymarket-bot installed? sudo polymarket-bot validate-config")
-    return Path(proc.stdout.strip())
+    ledger = Path(proc.stdout.strip())
+    links = [d for d in (LEDGER_DIR, *LEDGER_DIR.parents) if os.path.islink(d)]
+    if ledger.parent != LEDGER_DIR or links:
+        raise HAError(f"cannot tell where the ledger is: the bot answered {str(ledger)!a}: not a file directly "
+                      f"in {LEDGER_DIR} reached through no link", "sudo polymarket-bot validate-config")
+    return ledger
 
 
 def holds_vip(s: Settings) -> bool:

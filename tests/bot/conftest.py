@@ -78,10 +78,10 @@ def held(e: Engine, asset: str, mode: str = "live") -> Position:
 
 
 @pytest.fixture(autouse=True)
-def state_directory_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DB_PATH in a test's tmp_path: validate-config (in this process or a child) accepts it below /, not only
-    below /var/lib/polymarket. Tests of that rule (test_db_path.py) set their own."""
-    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", "/")
+def state_directory_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """DB_PATH directly in a test's tmp_path: validate-config (in this process or a child) takes tmp_path for
+    /var/lib/polymarket. Tests of that rule (test_db_path.py) and of other directories set their own."""
+    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", str(tmp_path))
 
 
 @pytest.fixture

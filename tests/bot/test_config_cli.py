@@ -248,18 +248,20 @@ def old_schema_ledger(path: Path) -> None:
     db.close()
 
 
-def test_validate_config_creates_nothing_for_a_new_db_path(tmp_path: Path) -> None:
+def test_validate_config_creates_nothing_for_a_new_db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "srv"
     root.mkdir()
+    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", f"{root}/new/dir")  # not made yet: run makes it
     env = write(tmp_path, f"DB_PATH={root}/new/dir/trade_history.db\nAPI_SECRET_KEY=tok\n")
     r = run_cli("--config", str(env), "validate-config")
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
     assert list(root.iterdir()) == []
 
 
-def test_validate_config_leaves_an_old_ledger_byte_for_byte(tmp_path: Path) -> None:
+def test_validate_config_leaves_an_old_ledger_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "lib"
     root.mkdir()
+    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", str(root))
     old_schema_ledger(root / "trade_history.db")
     before = snapshot(root)
     assert list(before) == ["trade_history.db"]
@@ -273,10 +275,11 @@ def test_validate_config_leaves_an_old_ledger_byte_for_byte(tmp_path: Path) -> N
     (b"not a database at all", "is not an SQLite database"),
     (b"SQLite format 3\x00" + b"\xff" * 200, "cannot read"),
 ])
-def test_validate_config_refuses_a_db_path_that_is_not_a_ledger(tmp_path: Path, content: bytes,
-                                                                 needle: str) -> None:
+def test_validate_config_refuses_a_db_path_that_is_not_a_ledger(tmp_path: Path, content: bytes, needle: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "lib" / "trade_history.db"
     db.parent.mkdir()
+    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", str(db.parent))
     db.write_bytes(content)
     env = write(tmp_path, f"DB_PATH={db}\n")
     r = run_cli("--config", str(env), "validate-config")

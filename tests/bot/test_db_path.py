@@ -1,8 +1,9 @@
 """DB_PATH has one owner (issue 8): ``polymarket-bot config get KEY`` prints what the service resolves, and
-validate-config (the unit's ExecStartPre) refuses a ledger outside /var/lib/polymarket.
+validate-config (the unit's ExecStartPre) refuses a ledger that is not a file directly in /var/lib/polymarket.
 
 polymarket-ha and polymarket-backup, root, ask ``config get DB_PATH`` and act on that file: it must never
-name a place outside the bot's state directory, nor one reached through a link the bot's user planted, and
+name a place outside the bot's state directory, nor a subdirectory of it (the bot's user owns the directory and
+could swap the subdirectory for a link between root's check and root's write), nor a link it planted, and
 no secret may ever come out of it. Run as the CLI runs, in a child process; the state directory is moved
 into tmp_path through $POLYMARKET_STATE_DIRECTORY, or left at its real default where the test says so.
 """
@@ -43,9 +44,9 @@ def one_error(r: subprocess.CompletedProcess[str]) -> str:
 
 def test_config_get_prints_what_the_service_resolves(tmp_path: Path) -> None:
     state = tmp_path / "lib"
-    f = env_file(tmp_path, f"# a comment\nDB_PATH=\"{state}/alt/ledger.db\"  # moved\nFIXED_AMOUNT_USD=12.5\n"
+    f = env_file(tmp_path, f"# a comment\nDB_PATH=\"{state}/alt-ledger.db\"  # moved\nFIXED_AMOUNT_USD=12.5\n"
                            f"COPY_LEADERS=0x{'A' * 40}, 0x{'1' * 40}\n")  # fmt: skip
-    assert cli(f, "config", "get", "DB_PATH", state=str(state)).stdout == f"{state}/alt/ledger.db\n"
+    assert cli(f, "config", "get", "DB_PATH", state=str(state)).stdout == f"{state}/alt-ledger.db\n"
     assert cli(f, "config", "get", "FIXED_AMOUNT_USD").stdout == "12.5\n"
     assert cli(f, "config", "get", "COPY_LEADERS").stdout == f"0x{'a' * 40},0x{'1' * 40}\n"
     assert cli(f, "config", "get", "TRADING_MODE").stdout == "dry-run\n"  # the default
@@ -71,32 +72,44 @@ def test_config_get_refuses_an_unknown_key_and_a_key_in_a_free_form_setting(tmp_
 
 
 @pytest.mark.parametrize("db", ["/var/tmp/ledger.db", "/var/lib/polymarket", "/var/lib/polymarket/../x/l.db",
-                                "/var/lib/polymarket-ha/replica/trade_history.db", "/var/lib/polymarketx/l.db"])
-def test_a_db_path_outside_the_state_directory_is_refused_by_both(tmp_path: Path, db: str) -> None:
+                                "/var/lib/polymarket-ha/replica/trade_history.db", "/var/lib/polymarketx/l.db",
+                                "/var/lib/polymarket/alt/ledger.db", "/var/lib/polymarket/a/b/l.db"])
+def test_a_db_path_not_directly_in_the_state_directory_is_refused_by_both(tmp_path: Path, db: str) -> None:
     f = env_file(tmp_path, f"DB_PATH={db}\n")
     for args in (("validate-config",), ("config", "get", "DB_PATH")):
         r = cli(f, *args)
-        assert r.stdout == "" and f"DB_PATH: {db} is not below /var/lib/polymarket" in one_error(r), args
+        assert r.stdout == "" and f"DB_PATH: {db} is not a file directly in /var/lib/polymarket" in one_error(r), args
 
 
-def test_a_db_path_reached_through_a_link_is_refused(tmp_path: Path) -> None:
-    """The bot's user owns the state directory: a subdirectory swapped for a link would send root elsewhere."""
+def test_a_subdirectory_is_refused_even_when_it_is_a_plain_directory_today(tmp_path: Path) -> None:
+    """The bot's user owns the state directory: a subdirectory, plain at the check, may be a link at root's
+    write; and one already swapped is refused too, nothing written where it points."""
     state, elsewhere = tmp_path / "lib", tmp_path / "etc"
-    state.mkdir()
+    (state / "plain").mkdir(parents=True)
     elsewhere.mkdir()
     (state / "alt").symlink_to(elsewhere)
-    f = env_file(tmp_path, f"DB_PATH={state}/alt/ledger.db\n")
-    for args in (("validate-config",), ("config", "get", "DB_PATH")):
-        r = cli(f, *args, state=str(state))
-        assert "leads through a symbolic link" in one_error(r) and r.stdout == "", args
+    for sub in ("plain", "alt"):
+        f = env_file(tmp_path, f"DB_PATH={state}/{sub}/ledger.db\n")
+        for args in (("validate-config",), ("config", "get", "DB_PATH")):
+            r = cli(f, *args, state=str(state))
+            assert "is not a file directly in" in one_error(r) and r.stdout == "", (sub, args)
     assert list(elsewhere.iterdir()) == []
 
 
-def test_validate_config_accepts_a_db_path_below_the_state_directory(tmp_path: Path) -> None:
+def test_a_state_directory_reached_through_a_link_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "lib").symlink_to(real)
+    f = env_file(tmp_path, f"DB_PATH={tmp_path}/lib/ledger.db\n")
+    r = cli(f, "config", "get", "DB_PATH", state=str(tmp_path / "lib"))
+    assert "leads through a symbolic link" in one_error(r) and r.stdout == ""
+
+
+def test_validate_config_accepts_a_db_path_directly_in_the_state_directory(tmp_path: Path) -> None:
     state = tmp_path / "lib"
-    (state / "alt").mkdir(parents=True)
-    r = cli(env_file(tmp_path, f"DB_PATH={state}/alt/ledger.db\n"), "validate-config", state=str(state))
+    state.mkdir()
+    r = cli(env_file(tmp_path, f"DB_PATH={state}/alt-ledger.db\n"), "validate-config", state=str(state))
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
     # Set in the service's environment instead (a drop-in): the helpers would not see it, and are told so.
-    r = cli(env_file(tmp_path, ""), "validate-config", state=str(state), DB_PATH=f"{state}/alt/ledger.db")
+    r = cli(env_file(tmp_path, ""), "validate-config", state=str(state), DB_PATH=f"{state}/alt-ledger.db")
     assert r.returncode == 0 and "warning: DB_PATH: set in the environment" in r.stderr

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import KEY, LEADERS, ROOT, Harness
 
 
@@ -84,7 +85,8 @@ def test_service_copies_once_across_restart(h: Harness, tmp_path: Path) -> None:
     assert json.loads(json.dumps(h.ex.s.orders[0]["order"]))["maker"].lower() != LEADERS[1]
 
 
-def test_validate_config_leaves_the_ledger_and_run_migrates_it(h: Harness, tmp_path: Path) -> None:
+def test_validate_config_leaves_the_ledger_and_run_migrates_it(h: Harness, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The unit's ExecStartPre (validate-config) changes nothing; ExecStart (run) migrates."""
     import sqlite3
 
@@ -92,6 +94,7 @@ def test_validate_config_leaves_the_ledger_and_run_migrates_it(h: Harness, tmp_p
 
     lib = tmp_path / "lib"
     lib.mkdir()
+    monkeypatch.setenv("POLYMARKET_STATE_DIRECTORY", str(lib))  # the ledger directly in it
     db = lib / "ledger.db"
     old_schema_ledger(db)
     before = snapshot(lib)

@@ -2,8 +2,9 @@
 
 polymarket-backup and polymarket-ha ask ``polymarket-bot config get DB_PATH`` (issue 8); before, each had
 /var/lib/polymarket/trade_history.db written in, and a changed DB_PATH left the ledger out of backups
-("config only") and out of replication. Each test moves the ledger to ALT, below /var/lib/polymarket in a
-directory of its own, and looks at the bytes: in the restic snapshot, at ALT after a restore, in the
+("config only") and out of replication. Each test moves the ledger to ALT, another file directly in
+/var/lib/polymarket (never a subdirectory: the bot's user could swap it for a link under root's writes), and
+looks at the bytes: in the restic snapshot, at ALT after a restore, in the
 standby's replica, at the standby's ALT after a failover. Nothing is ever created at the old path.
 
 The HA test boots test_ha's three-node LAN (namespaces and containers of fixed names): run it under
@@ -24,7 +25,7 @@ from tests.system.test_ha import ADDR, health, holds_vip, lan, preseed, wait
 
 pytestmark = pytest.mark.system
 
-ALT = "/var/lib/polymarket/alt/ledger.db"
+ALT = "/var/lib/polymarket/alt-ledger.db"
 OLD = "/var/lib/polymarket/trade_history.db"
 REPO_DIR = "/var/backups/polymarket/restic"
 RESTIC = f"restic -r {REPO_DIR} --password-file /etc/polymarket-backup/repository-password"
@@ -67,7 +68,7 @@ def test_backup_and_restore_follow_db_path(container: harness.Container, dist: P
     set_db_path(c, ALT)
     assert c.sh("polymarket-bot config get DB_PATH").stdout == f"{ALT}\n"
     assert "configuration OK" in c.sh("polymarket-bot validate-config").stdout
-    c.sh("systemctl restart polymarket-bot")  # run makes alt/ and the ledger, as the service user
+    c.sh("systemctl restart polymarket-bot")  # run makes the ledger, as the service user
     wait(functools.partial(has_ledger, c), 60, "the bot's ledger at DB_PATH")
     forget_old(c)
     mark(c, "alt-before")
@@ -106,11 +107,22 @@ def test_backup_and_restore_follow_db_path(container: harness.Container, dist: P
     # by the bot's own checks, and the backup says so in one line rather than backing up "config only".
     set_db_path(c, "/var/tmp/ledger.db")
     bad = c.sh("polymarket-bot validate-config", check=False)
-    assert bad.returncode == 1 and "DB_PATH: /var/tmp/ledger.db is not below /var/lib/polymarket" in one_error(bad)
+    assert bad.returncode == 1
+    assert "DB_PATH: /var/tmp/ledger.db is not a file directly in /var/lib/polymarket" in one_error(bad)
     refused = c.sh("polymarket-backup backup", check=False)
     assert refused.returncode == 3, refused.stderr
     assert one_error(refused).startswith("error: cannot tell where the ledger is: polymarket-bot config get DB_PATH")
-    assert "not below /var/lib/polymarket" in refused.stderr
+    assert "not a file directly in /var/lib/polymarket" in refused.stderr
+    # Nor a subdirectory of it: the bot's user owns /var/lib/polymarket and could swap alt/ for a link between
+    # root's check and root's writes. Refused by the bot, so backup and restore stop; nothing made in alt/.
+    c.sh("install -d -o polymarket-bot -g polymarket-bot /var/lib/polymarket/alt")
+    set_db_path(c, "/var/lib/polymarket/alt/ledger.db")
+    sub = c.sh("polymarket-bot validate-config", check=False)
+    assert sub.returncode == 1 and "is not a file directly in /var/lib/polymarket" in one_error(sub)
+    for argv in ("polymarket-backup backup", "polymarket-backup restore"):
+        refused = c.sh(argv, check=False)
+        assert refused.returncode == 3 and "cannot tell where the ledger is" in one_error(refused), argv
+    assert c.sh("ls -A /var/lib/polymarket/alt").stdout == ""
     # Nor is a secret ever printed.
     secret = c.sh("polymarket-bot config get API_SECRET_KEY", check=False)
     assert secret.returncode == 1 and secret.stdout == "" and "is a secret" in one_error(secret)

@@ -376,7 +376,7 @@ def parser() -> argparse.ArgumentParser:
     cf.set_defaults(func=cmd_config)
     get_parser = cf.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
         "get", help="print KEY's value (the environment, else the env file, else the default), checked as "
-                    "validate-config does; never a secret; DB_PATH only below /var/lib/polymarket")
+                    "validate-config does; never a secret; DB_PATH only directly in /var/lib/polymarket")
     get_parser.add_argument("key", metavar="KEY")
     pr = sub.add_parser("prune", help="delete ledger rows older than --days (retention)")
     pr.add_argument("--days", default="90", metavar="N", help="keep this many days, at least 1 (default 90)")

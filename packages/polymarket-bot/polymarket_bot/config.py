@@ -30,8 +30,9 @@ from .secrets import (
 )
 
 DEFAULT_ENV_FILE = "/etc/polymarket/.env"
-# DB_PATH must lie below it: the service may write only there (the units' ReadWritePaths), and polymarket-ha and
-# polymarket-backup, which ask "polymarket-bot config get DB_PATH", act on the ledger only there.
+# DB_PATH must be a file directly in it (no subdirectory): the service may write only there (the units'
+# ReadWritePaths), and polymarket-ha and polymarket-backup, which ask "polymarket-bot config get DB_PATH", act on
+# the ledger only there.
 # $POLYMARKET_STATE_DIRECTORY moves it (tests): the process environment only, never the env file.
 STATE_DIRECTORY = "/var/lib/polymarket"
 # The shipped placeholders, and the unit's SetCredential= fallback: none of them is a secret.
@@ -468,14 +469,19 @@ def _read_env(path: Path) -> tuple[dict[str, tuple[str, int]], list[str], bool]:
 
 
 def db_path_problem(path: Path, environ: Mapping[str, str]) -> str | None:
-    """Why DB_PATH cannot be the ledger: not written plainly below the state directory, or reached through a link."""
+    """Why DB_PATH cannot be the ledger: not a file directly in the state directory, or a link.
+
+    Directly in it, never in a subdirectory: the bot's user owns the state directory, and could swap a subdirectory
+    for a link between root's check and root's writes (polymarket-ha's promotion, polymarket-backup's restore).
+    The state directory itself sits in root's /var/lib: the bot cannot swap it."""
     state = Path(environ.get("POLYMARKET_STATE_DIRECTORY") or STATE_DIRECTORY)
-    if ".." in path.parts or path == state or not path.is_relative_to(state):
-        return (f"{path} is not below {state}: the service may write only there (its units' ReadWritePaths), "
-                "and polymarket-ha and polymarket-backup look for the ledger only there")
-    real = Path(os.path.realpath(path.parent))
-    if real != Path(os.path.realpath(state)) / path.parent.relative_to(state):
-        return f"{path.parent} leads through a symbolic link (to {real}): root's helpers follow none there"
+    if ".." in path.parts or path.parent != state:
+        return (f"{path} is not a file directly in {state} (no subdirectory): the service may write only there "
+                "(its units' ReadWritePaths), and polymarket-ha and polymarket-backup, root, act on the ledger only "
+                "there, where the bot's user cannot swap a directory for a link")
+    real = Path(os.path.realpath(state))
+    if real != state:
+        return f"{state} leads through a symbolic link (to {real}): root's helpers follow none there"
     for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
         try:
             link = stat.S_ISLNK(os.lstat(name).st_mode)

@@ -14,7 +14,7 @@ import pytest
 
 from tests import payload
 
-ALT = "/var/lib/polymarket/alt/ledger.db"
+ALT = "/var/lib/polymarket/alt-ledger.db"
 
 
 def with_bot(monkeypatch: pytest.MonkeyPatch, answer: Callable[..., Any]) -> ModuleType:
@@ -38,8 +38,8 @@ def test_the_ledger_is_the_bots_db_path(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize(("answer", "needle"), [
-    (says("", "error: environment: DB_PATH: /var/tmp/l.db is not below /var/lib/polymarket: ...\nhint: x\n", 1),
-     "DB_PATH: /var/tmp/l.db is not below /var/lib/polymarket"),
+    (says("", "error: environment: DB_PATH: /var/tmp/l.db is not a file directly in /var/lib/polymarket\n", 1),
+     "DB_PATH: /var/tmp/l.db is not a file directly in /var/lib/polymarket"),
     (says("", "", 1), "exit status 1"),
     (says("relative.db\n"), "exit status 0"),
 ])
@@ -81,3 +81,29 @@ def test_an_old_ledger_line_is_a_note_when_it_agrees_and_refused_when_not(
     # The shipped backup.conf has none.
     shipped = (payload.PACKAGES / "polymarket-backup" / "backup.conf").read_text().splitlines()
     assert not [line for line in shipped if line.startswith("LEDGER")]
+
+
+@pytest.mark.parametrize("answer", ["/var/lib/polymarket/alt/ledger.db", "/etc/shadow", "/var/lib/polymarket"])
+def test_an_answer_not_directly_in_the_state_directory_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                  answer: str) -> None:  # fmt: skip
+    """The bot's answer is not trusted: a subdirectory of its (bot-owned) state directory could be swapped for a
+    link between this check and root's writes (restore's install_ledger and replace)."""
+    mod = with_bot(monkeypatch, says(f"{answer}\n"))
+    with pytest.raises(mod.BackupError) as exc:
+        mod.ledger_path(mod.Config())
+    assert exc.value.code == mod.EXIT_CONFIG and "\n" not in str(exc.value)
+    assert f"answered '{answer}', not a file directly in /var/lib/polymarket" in str(exc.value)
+
+
+def test_a_state_directory_reached_through_a_link_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    mod = with_bot(monkeypatch, says(f"{tmp_path}/lib/ledger.db\n"))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "lib").symlink_to(tmp_path / "real")
+    monkeypatch.setattr(mod, "LEDGER_DIR", tmp_path / "lib")
+    with pytest.raises(mod.BackupError, match="reached through no link") as exc:
+        mod.ledger_path(mod.Config())
+    assert "\n" not in str(exc.value)
+    monkeypatch.setattr(mod, "LEDGER_DIR", tmp_path / "real")  # the same answer, no link: taken
+    monkeypatch.setattr(mod, "subprocess", SimpleNamespace(
+        run=says(f"{tmp_path}/real/ledger.db\n"), DEVNULL=subprocess.DEVNULL, TimeoutExpired=subprocess.TimeoutExpired))
+    assert mod.ledger_path(mod.Config()) == tmp_path / "real" / "ledger.db"
