@@ -50,13 +50,15 @@ RESERVED_HOSTS = frozenset({"pxe", "local", "localhost", "ignore", "infinite", "
 LEASE_TIME = re.compile(r"[0-9]+[smhdw]?")
 LOCALE = re.compile(r"[a-z]{2,3}_[A-Z]{2}\.UTF-8")
 KEYBOARD = re.compile(r"[a-z]{2,3}")
-# What polymarket-monitoring check-value takes for its receivers (the same patterns as its own).
-EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
-SMARTHOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}")
-SMTP_USERNAME = re.compile(r"[^\s\"'\\]{1,256}")
-CHAT_ID = re.compile(r"-?[0-9]{1,20}")
-PHONE = re.compile(r"\+?[0-9][0-9 ()./-]{2,31}")
-CONTACT_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,80}")
+# What polymarket-monitoring check-value takes for its receivers (the same patterns as its own), by kind.
+RECEIVER: dict[str, re.Pattern[str]] = {
+    "email": re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}"),
+    "smarthost": re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}"),
+    "smtp_username": re.compile(r"[^\s\"'\\]{1,256}"),
+    "chat_id": re.compile(r"-?[0-9]{1,20}"),
+    "phone": re.compile(r"\+?[0-9][0-9 ()./-]{2,31}"),
+    "contact_text": re.compile(r"[^\x00-\x1f\x7f]{1,80}"),
+}
 # The severities of polymarket-monitoring's alert rules; routes name the contacts e-mailed for each.
 SEVERITIES = ("critical", "warning")
 # Keys that would put a secret into the media: each names the command that sets it on the monitoring host.
@@ -671,10 +673,10 @@ def _contacts(top: _Reader) -> tuple[Contact, ...]:
         out.append(
             Contact(
                 name=name,
-                role=row.string("role", CONTACT_TEXT),
-                person=row.string("name", CONTACT_TEXT),
-                phone=row.string("phone", PHONE),
-                email=row.string("email", EMAIL),
+                role=row.string("role", RECEIVER["contact_text"]),
+                person=row.string("name", RECEIVER["contact_text"]),
+                phone=row.string("phone", RECEIVER["phone"]),
+                email=row.string("email", RECEIVER["email"]),
             )
         )
     return tuple(out)
@@ -702,16 +704,16 @@ def _alerts(top: _Reader, contacts: Mapping[str, Contact]) -> Alerts:
         e = a.sub("email")
         _refuse_secrets(e)
         e.only("smarthost", "from", "username")
-        smarthost = e.string("smarthost", SMARTHOST)
+        smarthost = e.string("smarthost", RECEIVER["smarthost"])
         if not 1 <= int(smarthost.rsplit(":", 1)[1]) <= 65535:
             e.fail_field("smarthost", f"port {smarthost.rsplit(':', 1)[1]} is not 1-65535")
-        sender = e.string("from", EMAIL)
-        username = e.string("username", SMTP_USERNAME) if "username" in e.data else ""
+        sender = e.string("from", RECEIVER["email"])
+        username = e.string("username", RECEIVER["smtp_username"]) if "username" in e.data else ""
     webhook = a.parse("webhook_url", http_url, "an http:// or https:// URL") if "webhook_url" in a.data else ""
     chat = a.get("telegram_chat_id", "")
     if isinstance(chat, int) and not isinstance(chat, bool):
         chat = str(chat)
-    if chat != "" and (not isinstance(chat, str) or not CHAT_ID.fullmatch(chat)):
+    if chat != "" and (not isinstance(chat, str) or not RECEIVER["chat_id"].fullmatch(chat)):
         a.fail_field("telegram_chat_id", f'{shown(chat)} is not a numeric Telegram chat id such as "-1001234567890"')
     routes: dict[str, tuple[str, ...]] = {}
     if "routes" in a.data:

@@ -42,26 +42,11 @@ _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _KEYLIKE = re.compile(r"[0-9a-fA-F]{64}")
 
 
-class TradingMode(enum.StrEnum):
-    DRY_RUN = "dry-run"
-    LIVE = "live"
-
-
-class SizingMode(enum.StrEnum):
-    FIXED = "fixed"
-    RATIO = "ratio"
-    BALANCE = "balance"
-
-
-class OrderType(enum.StrEnum):
-    FAK = "FAK"
-    FOK = "FOK"
-
-
-class LeaderFeed(enum.StrEnum):
-    AUTO = "auto"
-    PER_LEADER = "per-leader"
-    GLOBAL = "global"
+# The settings' choices: member name -> the value written in the env file.
+TradingMode = enum.StrEnum("TradingMode", {"DRY_RUN": "dry-run", "LIVE": "live"})
+SizingMode = enum.StrEnum("SizingMode", {"FIXED": "fixed", "RATIO": "ratio", "BALANCE": "balance"})
+OrderType = enum.StrEnum("OrderType", {"FAK": "FAK", "FOK": "FOK"})
+LeaderFeed = enum.StrEnum("LeaderFeed", {"AUTO": "auto", "PER_LEADER": "per-leader", "GLOBAL": "global"})
 
 
 class Invalid(ValueError):
@@ -319,12 +304,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RECONCILE_INTERVAL_SECONDS", "reconcile_interval", "300", _number(10, 86400),
             "seconds between reconciling the ledger's positions with the exchange's (also at start "
             "and when the node turns active)"),
-    Setting("MAX_DAILY_LOSS_USD", "max_daily_loss", "0", _number(0, 1e12),
-            "realised + unrealised loss since 00:00 UTC that stops new buys (sells still run); 0: no limit"),
-    Setting("MAX_TOTAL_EXPOSURE_USD", "max_total_exposure", "0", _number(0, 1e12),
-            "cap on the summed cost of all open positions; 0: no limit"),
-    Setting("MAX_LEADER_EXPOSURE_USD", "max_leader_exposure", "0", _number(0, 1e12),
-            "cap on the cost of positions bought after one leader; 0: no limit"),
+    # The account-level limits: US dollars, 0 (the default) for none.
+    *(Setting(key, attr, "0", _number(0, 1e12), f"{what}; 0: no limit") for key, attr, what in (
+        ("MAX_DAILY_LOSS_USD", "max_daily_loss",
+         "realised + unrealised loss since 00:00 UTC that stops new buys (sells still run)"),
+        ("MAX_TOTAL_EXPOSURE_USD", "max_total_exposure", "cap on the summed cost of all open positions"),
+        ("MAX_LEADER_EXPOSURE_USD", "max_leader_exposure", "cap on the cost of positions bought after one leader"),
+    )),
     Setting("KILL_SWITCH_FILE", "kill_switch_file", "/etc/polymarket/kill-switch", _path,
             "while this file exists no order at all is sent (shown on /health)"),
     Setting("MAX_CONSECUTIVE_ORDER_ERRORS", "max_consecutive_order_errors", "5", _integer(1, 1000),
