@@ -89,7 +89,7 @@ def test_keepalived_killed_on_the_holder(cluster: Lan) -> None:
     # keepalived is back on the holder (Debian's unit does not restart it: it stayed dead, the VIP it had
     # added left on the node whatever became of the lease), MASTER again with the VIP.
     c = cluster.nodes[str(r["holder_after"])]
-    wait(lambda: c.sh("systemctl is-active keepalived", check=False).stdout.strip() == "active", 30,
+    wait(lambda: c.sh("systemctl is-active keepalived", check=False).stdout.strip() == "active", 60,
          "keepalived running again on the holder")  # fmt: skip
     wait(lambda: c.sh("cat /run/polymarket-ha/vrrp-state", check=False).stdout.strip() == "MASTER", 30,
          "the holder's keepalived MASTER again")  # fmt: skip
