@@ -39,22 +39,13 @@ RENDERED = ("prometheus.yml", "rules.yml", "alertmanager.yml")
 # Alertmanager's Telegram receiver reads its token from a file (bot_token_file) from 0.26 on.
 TELEGRAM_FILE_SINCE = (0, 26)
 
-# The questions (debconf polymarket-monitoring/NAME), their settings key and default.
-QUESTIONS: dict[str, tuple[str, str]] = {
-    "bot_targets": ("BOT_TARGETS", ""),
-    "metrics_port": ("METRICS_PORT", "9090"),
-    "node_targets": ("NODE_TARGETS", ""),
-    "node_exporter_port": ("NODE_EXPORTER_PORT", "9100"),
-    "haproxy_target": ("HAPROXY_TARGET", ""),
-    "webhook_url": ("WEBHOOK_URL", ""),
-    "smtp_smarthost": ("SMTP_SMARTHOST", ""),
-    "smtp_from": ("SMTP_FROM", ""),
-    "email_to": ("EMAIL_TO", ""),
-    "email_critical_to": ("EMAIL_CRITICAL_TO", ""),
-    "smtp_username": ("SMTP_USERNAME", ""),
-    "telegram_chat_id": ("TELEGRAM_CHAT_ID", ""),
-    "journal_address": ("JOURNAL_ADDRESS", ""),  # polymarket-journal-remote's
-}
+# The questions (debconf polymarket-monitoring/NAME) and their default, "" but where named here; each one's
+# settings key is NAME in capitals (BOT_TARGETS). journal_address is polymarket-journal-remote's.
+_DEFAULTS = {"metrics_port": "9090", "node_exporter_port": "9100"}
+QUESTIONS: dict[str, tuple[str, str]] = {name: (name.upper(), _DEFAULTS.get(name, "")) for name in (
+    "bot_targets", "metrics_port", "node_targets", "node_exporter_port", "haproxy_target", "webhook_url",
+    "smtp_smarthost", "smtp_from", "email_to", "email_critical_to", "smtp_username", "telegram_chat_id",
+    "journal_address")}
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
