@@ -85,7 +85,7 @@ def test_keepalived_killed_on_the_holder(cluster: Lan) -> None:
     def kill(holder: str) -> None:
         cluster.nodes[holder].sh("systemctl kill -s KILL keepalived")
 
-    r = fault_run(cluster, "keepalived killed (kill -9) on the holder", kill, settle=15)
+    r = fault_run(cluster, "keepalived killed (kill -9) on the holder", kill, settle=25)
     # keepalived is back on the holder (Debian's unit does not restart it: it stayed dead, the VIP it had
     # added left on the node whatever became of the lease), MASTER again with the VIP.
     c = cluster.nodes[str(r["holder_after"])]
