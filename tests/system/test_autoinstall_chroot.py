@@ -142,6 +142,8 @@ def _render(tmp: Path, key: Path, packages: list[str], url: str) -> Path:
     data["apt"]["url"] = url
     data["apt"]["key_file"] = str(key)
     data["roles"] = {role: [p for p in pkgs if p in packages] or packages for role, pkgs in data["roles"].items()}
+    if "polymarket-monitoring" not in packages:
+        data.pop("alerts", None)  # alerts: need the host that installs polymarket-monitoring
     inv = tmp / "inventory.yaml"
     inv.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp / "media"
