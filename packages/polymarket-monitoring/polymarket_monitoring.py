@@ -33,7 +33,7 @@ import yaml
 ETC = Path("/etc/polymarket-monitoring")
 SETTINGS = ETC / "monitoring.conf"
 SECRETS = ETC / "secrets"
-SECRET_NAMES = ("smtp_password", "telegram_bot_token")
+SECRET_NAMES = ("smtp_password", "telegram_bot_token", "bot_metrics_token")
 RUNBOOK = "README.md, 'On a node, when something is wrong'"
 RENDERED = ("prometheus.yml", "rules.yml", "alertmanager.yml")
 # Alertmanager's Telegram receiver reads its token from a file (bot_token_file) from 0.26 on.
@@ -232,11 +232,16 @@ def _static(targets: list[tuple[str, str]], port: int) -> list[dict[str, Any]]:
 
 
 def prometheus(s: dict[str, str], etc: Path = ETC) -> dict[str, Any]:
+    bot: dict[str, Any] = {
+        "job_name": "polymarket-bot",
+        "static_configs": _static(parse_targets(s["bot_targets"], "bot_targets"), int(s["metrics_port"] or 9090))}
+    token = etc / "secrets" / "bot_metrics_token"  # the bots' METRICS_TOKEN_FILE: their money series need it
+    if token.is_file():
+        bot["authorization"] = {"type": "Bearer", "credentials_file": str(token)}
     jobs: list[dict[str, Any]] = [
         {"job_name": "prometheus",
          "static_configs": [{"targets": ["localhost:9090"], "labels": {"node": "monitoring"}}]},
-        {"job_name": "polymarket-bot",
-         "static_configs": _static(parse_targets(s["bot_targets"], "bot_targets"), int(s["metrics_port"] or 9090))},
+        bot,
         {"job_name": "node",
          "static_configs": _static(parse_targets(s["node_targets"], "node_targets"),
                                    int(s["node_exporter_port"] or 9100))},
@@ -380,7 +385,10 @@ def cmd_secret(args: argparse.Namespace) -> int:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    print(f"{directory / args.name} written (0600); reload: systemctl reload prometheus-alertmanager")
+    then = ("dpkg-reconfigure polymarket-monitoring (renders the bot job's authorization), then "
+            "systemctl reload prometheus") if args.name == "bot_metrics_token" else \
+        "systemctl reload prometheus-alertmanager"
+    print(f"{directory / args.name} written (0600); reload: {then}")
     return 0
 
 

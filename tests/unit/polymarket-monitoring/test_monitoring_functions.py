@@ -190,3 +190,23 @@ def test_get_takes_a_bad_hand_edit_back_as_it_is(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, "99999\n")
     with pytest.raises(mod.Invalid, match="metrics_port: '99999' is not a port"):
         mod.read_settings(settings)
+
+
+def test_bot_job_sends_the_metrics_token_once_it_is_set(tmp_path: Path) -> None:
+    """The bots' METRICS_TOKEN_FILE hides the money series from anyone without it: Prometheus must send it
+    (credentials_file, never the token itself in the rendered YAML), and only once the secret exists."""
+    mod = monitoring()
+    jobs = {j["job_name"]: j for j in mod.prometheus(FULL, tmp_path)["scrape_configs"]}
+    assert "authorization" not in jobs["polymarket-bot"]
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "bot_metrics_token").write_text("t" * 40)
+    etc = rendered_files(tmp_path, dict(FULL) if amtool_version() >= (0, 26) else {**FULL, "telegram_chat_id": ""})
+    text = (etc / "prometheus.yml").read_text()
+    assert "t" * 40 not in text
+    jobs = {j["job_name"]: j for j in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs["polymarket-bot"]["authorization"] == {
+        "type": "Bearer", "credentials_file": str(tmp_path / "secrets" / "bot_metrics_token")}
+    assert "authorization" not in jobs["node"]
+    proc = subprocess.run([tool("promtool"), "check", "config", str(etc / "prometheus.yml")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
