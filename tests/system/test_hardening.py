@@ -109,6 +109,7 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
     assert "443/tcp ALLOW IN Anywhere # polymarket-hardening" in rules
     assert "8080/tcp ALLOW IN 10.20.0.0/24 # polymarket-hardening" in rules
     assert "9090/tcp ALLOW IN 10.20.0.0/24 # polymarket-hardening" in rules
+    assert "9100/tcp ALLOW IN 10.20.0.0/24 # polymarket-hardening" in rules  # the node exporter, scraped
     assert not any(r.startswith(("8080/tcp ALLOW IN Anywhere", "9090/tcp ALLOW IN Anywhere")) for r in rules)
 
     for key, want in NET_SYSCTLS.items():
@@ -134,8 +135,8 @@ def test_hardening_in_a_booted_container(container: harness.Container, dist: Pat
     c.sh(f"DEBIAN_FRONTEND=noninteractive dpkg-reconfigure {PKG}")
     added = c.sh("ufw show added").stdout
     assert "10.20.0.0/24" not in added
-    assert added.count("allow from 10.30.0.0/16 to any port") == 2
-    assert added.count("comment 'polymarket-hardening'") == 5
+    assert added.count("allow from 10.30.0.0/16 to any port") == 3  # 8080, 9090, 9100
+    assert added.count("comment 'polymarket-hardening'") == 6
 
     # The timer's service writes the reports.
     c.sh("systemctl start polymarket-compliance.service")
@@ -237,7 +238,7 @@ def test_a_hand_edit_without_quotes_is_read_the_same_by_apply_config_and_audit(c
     assert sorted(sshd_effective(c)["allowusers"]) == ["admin", "admin@10.0.0.0/8", "polymarket-ha"]
     assert c.sh("polymarket-compliance get ALLOW_USERS").stdout == "admin admin@10.0.0.0/8\n"
     assert "polymarket-hardening/allow_users: admin admin@10.0.0.0/8" in c.sh(f"debconf-show {PKG}").stdout
-    assert c.sh("ufw show added").stdout.count("allow from 10.30.0.0/16 to any port") == 2
+    assert c.sh("ufw show added").stdout.count("allow from 10.30.0.0/16 to any port") == 3  # 8080, 9090, 9100
     before = c.sh(f"cat {DROPIN}").stdout
     c.sh(f"echo 'ALLOW_USERS=admin' >>{conf} && echo 'not a pair' >>{conf}")
     bad = c.sh("/usr/lib/polymarket-hardening/apply", check=False)

@@ -225,9 +225,6 @@ def install(net: Cluster, dist: Path) -> None:
         names = ["polymarket-hardening", "polymarket-ha"] + (
             ["polymarket-monitoring"] if role == "lb" else ["polymarket-bot", "polymarket-backup"])
         c.install_debs([deb(dist, n) for n in names])
-        # polymarket-hardening's ufw opens 8080 and 9090 to the admin network but not the node exporter's 9100:
-        # the monitoring host could not scrape any other host. Opened here as an operator must until it does.
-        c.sh(f"ufw allow from {NET}.0/24 to any port 9100 proto tcp")
     for node, c in (("primary", p), ("standby", s)):  # the README's one-time etcd enrolment
         csr = c.sh("polymarket-ha etcd-csr").stdout
         c.sh("polymarket-ha etcd-join", input=lb.sh(f"polymarket-ha etcd-sign {node}", input=csr).stdout)

@@ -54,6 +54,7 @@ To                         Action      From
 443/tcp                    ALLOW IN    Anywhere                   # polymarket-hardening
 8080/tcp                   ALLOW IN    Anywhere
 9090/tcp                   ALLOW IN    10.1.0.0/16                # polymarket-hardening
+9100/tcp                   ALLOW IN    10.1.0.0/16                # polymarket-hardening
 22/tcp (v6)                LIMIT IN    Anywhere (v6)              # polymarket-hardening
 """
 
@@ -68,5 +69,6 @@ def test_ufw_controls_name_a_world_open_dashboard(monkeypatch: pytest.MonkeyPatc
         "ufw.ssh-limit": "pass", "ufw.allow-80": "pass", "ufw.allow-443": "pass",
         "ufw.8080-not-public": "fail", "ufw.8080-admin": "fail",
         "ufw.9090-not-public": "pass", "ufw.9090-admin": "pass",
+        "ufw.9100-not-public": "pass", "ufw.9100-admin": "pass",
     }  # fmt: skip
     assert "ufw.8080-not-public" in mod.CRITICAL
