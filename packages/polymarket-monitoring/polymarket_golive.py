@@ -290,9 +290,14 @@ def run(api: Api, t: Targets, receipt_url: str = "", timeout: float = 60, alert:
     return items
 
 
+def shown(text: str) -> str:
+    """Label values and scrape errors come from the hosts: never a raw control character to the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def table(items: list[Item]) -> str:
-    rows = [("ITEM", "HOST", "RESULT", "DETAIL")] + [(i.item, i.host, "pass" if i.ok else "FAIL", i.detail)
-                                                      for i in items]
+    rows = [("ITEM", "HOST", "RESULT", "DETAIL")] + [
+        (shown(i.item), shown(i.host), "pass" if i.ok else "FAIL", shown(i.detail)) for i in items]
     widths = [max(len(r[n]) for r in rows) for n in range(3)]
     lines = ["  ".join(r[n].ljust(widths[n]) for n in range(3)) + "  " + r[3] for r in rows]
     failed = [i for i in items if not i.ok]

@@ -238,3 +238,11 @@ def test_each_test_alert_is_a_group_of_its_own(settings: Path) -> None:
         assert check(cluster, settings)[0] == 0
         nodes.append(cluster.alerts[0]["labels"]["node"])
     assert nodes[0] != nodes[1] and all(n.startswith("golive-") for n in nodes)
+
+
+def test_table_never_prints_a_control_character_from_a_host() -> None:
+    """A scrape error or a label is the host's text: an ESC there must not reach the operator's terminal."""
+    mod = golive()
+    out = mod.table([mod.Item("target", "primary\x1b[2J", False, "HTTP 500 \x1b[32mall targets up\x07")])
+    assert "\x1b" not in out and "\x07" not in out
+    assert "primary\\x1b[2J" in out and "\\x1b[32mall targets up\\x07" in out
