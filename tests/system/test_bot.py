@@ -257,15 +257,22 @@ def test_one_client_cannot_stop_health(bot: Container) -> None:
 def test_validate_config_as_root_creates_nothing(bot: Container) -> None:
     """Root running validate-config after pointing DB_PATH elsewhere leaves no root-owned file behind."""
     c = bot
-    c.sh("sed -i '/^DB_PATH=/d' /etc/polymarket/.env && echo DB_PATH=/var/lib/polymarket/new/trade_history.db "
+    c.sh("sed -i '/^DB_PATH=/d' /etc/polymarket/.env && echo DB_PATH=/var/lib/polymarket/other.db "
          ">> /etc/polymarket/.env")
     r = c.sh("polymarket-bot validate-config", check=False)
     assert r.returncode == 0, r.stderr
-    assert c.sh("test -e /var/lib/polymarket/new", check=False).returncode != 0
+    assert c.sh("test -e /var/lib/polymarket/other.db", check=False).returncode != 0
     # the service (as polymarket-bot) creates and owns it
     c.sh("systemctl restart polymarket-bot")
-    wait(lambda: c.sh("test -e /var/lib/polymarket/new/trade_history.db", check=False).returncode == 0,
+    wait(lambda: c.sh("test -e /var/lib/polymarket/other.db", check=False).returncode == 0,
          what="the new ledger")
-    owner = c.sh("stat -c %U /var/lib/polymarket/new /var/lib/polymarket/new/trade_history.db").stdout.split()
-    assert owner == ["polymarket-bot", "polymarket-bot"]
+    assert c.sh("stat -c %U /var/lib/polymarket/other.db").stdout.split() == ["polymarket-bot"]
+    # a subdirectory is refused with one line: root's helpers act on the ledger only directly in /var/lib/polymarket
+    c.sh("sed -i '/^DB_PATH=/d' /etc/polymarket/.env && echo DB_PATH=/var/lib/polymarket/new/trade_history.db "
+         ">> /etc/polymarket/.env")
+    bad = c.sh("polymarket-bot validate-config", check=False)
+    assert bad.returncode != 0 and "DB_PATH" in bad.stderr
+    assert c.sh("test -e /var/lib/polymarket/new", check=False).returncode != 0
+    c.sh("sed -i '/^DB_PATH=/d' /etc/polymarket/.env && echo DB_PATH=/var/lib/polymarket/other.db "
+         ">> /etc/polymarket/.env")
     assert c.sh("systemctl is-active polymarket-bot", check=False).stdout.strip() == "active"

@@ -296,7 +296,9 @@ def test_every_bot_node_exporter_and_haproxy_is_scraped(cluster: Cluster) -> Non
             raise AssertionError(f"{exc}: {query(cluster, metric)}\n{json.dumps(files, indent=1)}") from None
     # HAProxy's own exporter: its frontends, the bots' backend with the active server up.
     assert query(cluster, 'haproxy_frontend_status{proxy="polymarket_http"}') == {"lb": 1}
-    assert "lb" in query(cluster, 'haproxy_backend_active_servers{proxy="polymarket_bots"} >= 1')
+    # The trading node passes HAProxy's health check once the lease settles (scraped every 15 s).
+    wait(lambda: "lb" in query(cluster, 'haproxy_backend_active_servers{proxy="polymarket_bots"} >= 1'), 120,
+         "HAProxy's exporter shows an active bot server")
 
 
 def test_golive_passes_on_the_healthy_cluster(cluster: Cluster) -> None:
