@@ -1391,11 +1391,23 @@ class Etcd:
         self.timeout = timeout
         self.ctx = ssl.create_default_context(cafile=str(cafile))
         self.ctx.load_cert_chain(str(cert), str(key))
+        self.preferred = endpoints[0] if endpoints else ""
+
+    def order(self) -> list[str]:
+        """The members to try, the last one that answered first: a member cut off from etcd's leader (this
+        node's own, in a primary/standby cut) would cost its full timeout on every call, each order's fence
+        included, where one call finds the member that answers and the next ones go straight to it."""
+        return [e for e in self.endpoints if e == self.preferred] + [e for e in self.endpoints if e != self.preferred]
+
+    def answered(self, endpoint: str) -> None:
+        if endpoint != self.preferred:
+            log.info("etcd: %s answers, %s did not: asked first from now on", endpoint, self.preferred)
+            self.preferred = endpoint
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode()
         errors = []
-        for endpoint in self.endpoints:
+        for endpoint in self.order():
             req = urllib.request.Request(f"{endpoint}{path}", data=data, method="POST",
                                          headers={"Content-Type": "application/json"})
             try:
@@ -1410,6 +1422,7 @@ class Etcd:
             if isinstance(answer, dict) and "error" in answer:
                 errors.append(f"{endpoint}: {answer.get('error') or answer.get('message')}")
                 continue
+            self.answered(endpoint)
             return answer.get("result", answer) if isinstance(answer, dict) else {}
         raise HAError("etcd: " + "; ".join(errors), "journalctl -u etcd; polymarket-ha status")
 
@@ -1572,7 +1585,7 @@ class KeptEtcd(Etcd):
         data = json.dumps(body).encode()
         errors = []
         with self.lock:
-            for endpoint in self.endpoints:
+            for endpoint in self.order():
                 try:
                     status, raw = self._post(endpoint, path, data)
                     answer = json.loads(raw or b"{}")
@@ -1584,6 +1597,7 @@ class KeptEtcd(Etcd):
                            else repr(raw[:200]))
                     errors.append(f"{endpoint}: HTTP {status} {why}")
                     continue
+                self.answered(endpoint)
                 return answer.get("result", answer) if isinstance(answer, dict) else {}
         raise HAError("etcd: " + "; ".join(errors), "journalctl -u etcd; polymarket-ha status")
 
