@@ -212,3 +212,56 @@ def test_textfile_without_a_node_exporter_and_a_linked_directory(mod: ModuleType
     with pytest.raises(mod.UsageError):
         mod.write_textfile("x 1\n", tmp_path / "linked")
     assert os.listdir(elsewhere) == []
+
+
+# -- package versions (polymarket_package_info, read by polymarket-golive) -----------------------------------
+
+DPKG_STATUS = "".join(
+    f"Package: {name}\nStatus: {status}\nVersion: {version}\nArchitecture: all\nMaintainer: x <x@example.org>\n"
+    "Description: x\n\n"
+    for name, status, version in (
+        ("polymarket-ha", "install ok installed", "1.0.3"),
+        ("polymarket-backup", "deinstall ok config-files", "1.0.2"),  # removed, not purged: rc
+        ("polymarket-bot", "install ok half-installed", "1.0.1"),
+        ("polymarket-hardening", "hold ok installed", "1:1.0.3~rc1+b2"),
+        ("prometheus-node-exporter", "install ok installed", "1.9.1-1"),
+    ))  # fmt: skip
+
+
+def test_package_info_lists_only_installed_polymarket_packages(mod: ModuleType, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real dpkg-query, on a status database of our own: its format and the parser agree, and only the
+    installed polymarket-* packages are named (not rc, not half-installed, not other packages)."""
+    admin = tmp_path / "dpkg"
+    (admin / "updates").mkdir(parents=True)
+    (admin / "status").write_text(DPKG_STATUS)
+    real_run = mod.run
+    seen: list[list[str]] = []
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        seen.append(argv)
+        return real_run([argv[0], f"--admindir={admin}", *argv[1:]])
+
+    monkeypatch.setattr(mod, "run", run)
+    assert mod.installed_packages() == [("polymarket-ha", "1.0.3"), ("polymarket-hardening", "1:1.0.3~rc1+b2")]
+    assert seen[0][0] == "dpkg-query" and seen[0][-1] == "polymarket-*"
+    (admin / "status").write_text("")  # none installed: dpkg-query's complaint on stderr is no package
+    assert mod.installed_packages() == []
+
+
+def test_package_info_is_written_escaped_with_the_compliance_metrics(mod: ModuleType, tmp_path: Path) -> None:
+    packages = [("polymarket-ha", "1.0.3"), ("polymarket-bot", 'a"b\\c\nd')]
+    text = mod.render_textfile(controls(mod), mod.Config(threshold=95, keep=3), 1700000000, packages)
+    lines = text.splitlines()
+    assert 'polymarket_package_info{package="polymarket-ha",version="1.0.3"} 1' in lines
+    assert 'polymarket_package_info{package="polymarket-bot",version="a\\"b\\\\c\\nd"} 1' in lines
+    assert "# TYPE polymarket_package_info gauge" in lines
+    directory = tmp_path / "node-exporter"
+    directory.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (directory / mod.TEXTFILE).symlink_to(victim)
+    assert mod.write_textfile(text, directory)
+    assert victim.read_text() == "untouched\n"
+    assert (directory / mod.TEXTFILE).read_text() == text  # one file, the compliance and package metrics
+    assert sorted(p.name for p in directory.iterdir()) == [mod.TEXTFILE]
