@@ -1476,6 +1476,14 @@ class LeaseKeeper:
                 # nothing of it can still be running, so no TTL wait (a planned switchover hands over at once).
                 log.warning("lease: %s was released by its holder: valid at once", self.other_lease)
                 self.other_seen = boottime() - LEASE_TTL
+            elif self.other_lease and self.expired_in_etcd(self.other_lease):
+                # etcd's leader expired it: TTL after the last keepalive it *received*, which its holder sent
+                # earlier and counted its own deadline from (sent + TTL x (1 - LEASE_RATE) - LEASE_MARGIN): that
+                # deadline has passed. Only a key gone while its lease still lives (deleted by hand) or an
+                # unanswered question keeps the wait of TTL since the key was last seen.
+                log.warning("lease: %s expired in etcd: its holder's own deadline has passed, valid at once",
+                            self.other_lease)
+                self.other_seen = boottime() - LEASE_TTL
             self.other_lease = ""
             self.renewed(sent, ttl)
             return
@@ -1490,6 +1498,15 @@ class LeaseKeeper:
         self.other_seen = seen
         self.other_lease = other_lease
         self.write(holder, 0.0)
+
+    def expired_in_etcd(self, lease_id: str) -> bool:
+        """Whether etcd no longer knows the lease ``lease_id`` (TTL -1): expired or revoked, never still running.
+        An error: False (the caller waits)."""
+        try:
+            answer = self.etcd.call("/v3/lease/timetolive", {"ID": lease_id})
+            return int(answer.get("TTL", 0)) == -1
+        except (HAError, TypeError, ValueError):
+            return False
 
     def renewed(self, sent: float, ttl: int) -> None:
         deadline = sent + ttl * (1 - LEASE_RATE) - LEASE_MARGIN

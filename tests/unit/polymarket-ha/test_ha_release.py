@@ -61,6 +61,8 @@ class MiniEtcd:
         if path == "/v3/lease/revoke":
             self.expire(str(body["ID"]))
             return {}
+        if path == "/v3/lease/timetolive":  # etcd: TTL -1 for a lease it does not know (expired, revoked)
+            return {"ID": body["ID"], "TTL": "5" if body["ID"] in self.leases else "-1"}
         if path == "/v3/lease/keepalive":
             return {"ID": body["ID"], "TTL": "6" if body["ID"] in self.leases else "0"}
         if path == "/v3/kv/range":
@@ -113,21 +115,49 @@ def test_a_released_lease_is_taken_over_at_once(ha: ModuleType, tmp_path: Path) 
     assert taken["holder"] == "standby" and taken["deadline"] > ha.boottime(), taken  # no TTL wait
 
 
-def test_an_expired_lease_still_makes_the_new_holder_wait(ha: ModuleType, tmp_path: Path) -> None:
-    """The holder died (no release): its key expires in etcd; the new holder waits TTL since it saw it."""
+def test_a_lease_etcd_expired_is_taken_over_without_a_second_wait(ha: ModuleType, tmp_path: Path) -> None:
+    """The holder died (no release): etcd expires its lease TTL after the last keepalive it received, after the
+    holder's own deadline (counted from when it sent that keepalive). The new holder trades at once."""
     etcd, primary, standby = pair(ha, tmp_path)
     etcd.expire(primary.lease_id)
     standby.step()
     taken = record(tmp_path / "standby.lease")
     assert holder_of(etcd, ha) == "standby"
+    assert taken["deadline"] > ha.boottime(), taken
+
+
+def test_a_key_deleted_while_its_lease_lives_makes_the_new_holder_wait(ha: ModuleType, tmp_path: Path) -> None:
+    """The key gone while its lease still runs (deleted by hand): the old holder's deadline may be ahead."""
+    etcd, primary, standby = pair(ha, tmp_path)
+    del etcd.kv[base64.b64encode(ha.LEADER_KEY.encode()).decode()]
+    standby.step()
+    taken = record(tmp_path / "standby.lease")
+    assert holder_of(etcd, ha) == "standby"
     assert taken["deadline"] == 0 and taken["waiting_until"] > ha.boottime(), taken
+    assert primary.lease_id in etcd.leases
+
+
+def test_etcd_unable_to_say_makes_the_new_holder_wait(ha: ModuleType, tmp_path: Path) -> None:
+    etcd, primary, standby = pair(ha, tmp_path)
+    etcd.expire(primary.lease_id)
+    real = etcd.call
+
+    def failing(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == "/v3/lease/timetolive":
+            raise ha.HAError("etcd: timed out")
+        return real(path, body)
+
+    etcd.call = failing  # type: ignore[method-assign]
+    standby.step()
+    taken = record(tmp_path / "standby.lease")
+    assert holder_of(etcd, ha) == "standby" and taken["deadline"] == 0, taken
 
 
 def test_a_release_of_another_lease_does_not_count(ha: ModuleType, tmp_path: Path) -> None:
-    """An old release (an earlier switchover's lease) in etcd, then the holder dies: the new holder waits."""
-    etcd, primary, standby = pair(ha, tmp_path)
+    """An old release (an earlier switchover's lease) in etcd, then the key goes under a live lease: a wait."""
+    etcd, _primary, standby = pair(ha, tmp_path)
     etcd.kv[base64.b64encode(ha.RELEASED_KEY.encode()).decode()] = (base64.b64encode(b"42").decode(), "0")
-    etcd.expire(primary.lease_id)
+    del etcd.kv[base64.b64encode(ha.LEADER_KEY.encode()).decode()]
     standby.step()
     assert record(tmp_path / "standby.lease")["deadline"] == 0
 
