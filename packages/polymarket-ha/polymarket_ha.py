@@ -387,30 +387,36 @@ HAPROXY_METRICS_PORT = 8405
 
 
 def render_haproxy(s: Settings) -> str:
-    """The HAProxy part of the lb: /health checked, only the active node gets traffic."""
+    """The HAProxy part of the lb: the active node gets the traffic; while none is (a switchover, a failover, a
+    Data API outage that makes /health 503), any live bot answers it, its pages saying which role it has."""
     if s.role != "lb":
         raise HAError(f"the {s.role} runs no HAProxy for polymarket")
     servers = list(s.backends) or [s.vip_address]
-    lines = []
-    for i, addr in enumerate(servers):
-        name = ("primary", "standby")[i] if len(servers) == 2 else f"node{i + 1}"
-        backup = " backup" if i > 0 and len(servers) == 2 else ""
-        lines.append(f"    server {name} {addr}:{s.bot_port} check inter 2s fall 2 rise 2{backup}")
+
+    def server_lines() -> str:
+        lines = []
+        for i, addr in enumerate(servers):
+            name = ("primary", "standby")[i] if len(servers) == 2 else f"node{i + 1}"
+            backup = " backup" if i > 0 and len(servers) == 2 else ""
+            # every second; down after 2 failed checks, up after 1 good one (the new active node at once)
+            lines.append(f"    server {name} {addr}:{s.bot_port} check inter 1s fall 2 rise 1{backup}")
+        return "\n".join(lines) + "\n"
+
+    route = ("    use_backend polymarket_bots if { nbsrv(polymarket_bots) gt 0 }\n"
+             "    default_backend polymarket_live\n")
     tls = ""
     if Path("/etc/ssl/private/polymarket.pem").exists():
         tls = f"""
 frontend polymarket_https
     bind {s.own_address}:443 ssl crt /etc/ssl/private/polymarket.pem
     mode http
-    default_backend polymarket_bots
-"""
+{route}"""
     return HEADER.format(src=SETTINGS) + f"""
 frontend polymarket_http
     bind {s.own_address}:{s.bot_port}
     mode http
     timeout client 30s
-    default_backend polymarket_bots
-{tls}
+{route}{tls}
 # HAProxy's own Prometheus exporter, scraped by polymarket-monitoring (haproxy_target 127.0.0.1:8405):
 # loopback only, nothing but /metrics.
 frontend polymarket_metrics
@@ -424,11 +430,20 @@ backend polymarket_bots
     mode http
     timeout connect 3s
     timeout server 30s
-    # Healthy (200) and active: a passive bot answers 200 too but must get no traffic.
+    # Healthy (200) and active: a passive bot answers 200 too but must get no traffic while one is active.
     option httpchk GET /health
     http-check expect status 200
     http-check expect rstring '"role": *"active"'
-""" + "\n".join(lines) + "\n"
+""" + server_lines() + """
+# While no bot is active and healthy: any bot whose process is live (/live) answers, so the pages stay up
+# through a handover or an exchange outage and say "passive" (or 503 on /health) themselves.
+backend polymarket_live
+    mode http
+    timeout connect 3s
+    timeout server 30s
+    option httpchk GET /live
+    http-check expect status 200
+""" + server_lines()
 
 
 def render_bot_env(s: Settings) -> str:

@@ -149,8 +149,15 @@ def test_rolling_upgrade_the_readme_way(cluster: Lan) -> None:
                     assert c.sh("systemctl is-active polymarket-bot keepalived polymarket-ha-lease",
                                 check=False).returncode == 0, c.sh("systemctl --failed", check=False).stdout
                     url = f"http://{ADDR[node]}:8080/health"
-                    wait(lambda: '"role"' in c.sh(f"curl -s --max-time 2 {url}", check=False).stdout,  # noqa: B023
-                         60, f"the upgraded {node}'s bot answering")  # fmt: skip
+                    try:
+                        wait(lambda: '"role"' in c.sh(f"curl -s --max-time 2 {url}", check=False).stdout,  # noqa: B023
+                             60, f"the upgraded {node}'s bot answering")  # fmt: skip
+                    except AssertionError as exc:  # what the node shows, for the open cause (issue 11)
+                        seen = c.sh(f"curl -sS -m 2 -o /dev/null -w '%{{http_code}}' {url}; echo; "
+                                    "systemctl status --no-pager -n 0 polymarket-bot; ss -ltnp; "
+                                    "journalctl -u polymarket-bot -n 60 --no-pager -o short-monotonic",
+                                    check=False)  # fmt: skip
+                        raise AssertionError(f"{exc}\n{seen.stdout}\n{seen.stderr}") from None
                 else:
                     out = c.sh("polymarket-ha switchover 2>&1").stdout
                     to = other(node)

@@ -5,6 +5,8 @@ etcd CA. The .deb's content: tests/package/test_ha_deb.py."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -56,7 +58,15 @@ def test_haproxy_config_checks_health_and_role() -> None:
     assert "bind 192.168.1.102:8080" in cfg
     assert "option httpchk GET /health" in cfg and "http-check expect status 200" in cfg
     assert "server primary 192.168.1.100:8080 check" in cfg
-    assert "server standby 192.168.1.101:8080 check inter 2s fall 2 rise 2 backup" in cfg
+    assert "server standby 192.168.1.101:8080 check inter 1s fall 2 rise 1 backup" in cfg
+    # no active node (a handover, an exchange outage): a live bot answers rather than HAProxy's 503
+    assert "use_backend polymarket_bots if { nbsrv(polymarket_bots) gt 0 }" in cfg
+    assert "default_backend polymarket_live" in cfg and "option httpchk GET /live" in cfg
+    if shutil.which("haproxy"):
+        path = Path(tempfile.mkdtemp()) / "haproxy.cfg"
+        path.write_text("defaults\n    timeout connect 3s\n    timeout client 30s\n    timeout server 30s\n" + cfg)
+        check = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 @pytest.mark.parametrize("bad", ['ROLE="boss"', 'OWN_ADDRESS="1.2.3"', 'VIRTUAL_IP="x"', 'ROUTER_ID="300"',
