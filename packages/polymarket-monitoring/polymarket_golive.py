@@ -3,17 +3,20 @@
 
 For every host of polymarket-monitoring's targets (monitoring.conf: bot_targets, node_targets,
 haproxy_target) it asks Prometheus's HTTP API (no ssh) whether the services answer, whether each
-role's packages report their metrics, the compliance score, the age of the last replication, of the
-last backup and verify, that exactly one node holds the trading lease; then it sends a test alert
-through Alertmanager's API and waits until Alertmanager delivered it (and, with --receipt-url, until
-it shows at the operator's webhook). Prints a pass/fail table (or --json); exit 0 only when every
-item passes.
+role's packages report their metrics, each host's polymarket-* versions (equal to this host's
+polymarket-monitoring), the compliance score, the age of the last replication, of the last backup and
+verify, that exactly one node holds the trading lease (from a fresh polymarket-ha.prom only); then it
+sends a test alert through Alertmanager's API and waits until Alertmanager delivered it (and, with
+--receipt-url, until it shows at the operator's webhook). Prints a pass/fail table (or --json); exit 0
+only when every item passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import subprocess
 import sys
 import time
 import urllib.error
@@ -32,6 +35,13 @@ ALERTMANAGER = "http://localhost:9093"
 REPLICATION_MAX_AGE = 900  # RPO, 15 min
 BACKUP_MAX_AGE = 1800  # 30 min
 VERIFY_MAX_AGE = 26 * 3600  # daily verify, with slack
+FUTURE_SLACK = 60  # a timestamp further ahead than this is a wrong clock, not a fresh result
+# polymarket-ha.prom is rewritten by every heartbeat (polymarket-ha-heartbeat.timer, each minute), VRRP change
+# and replication: older than 5 min (4 heartbeats missed), its lease and VRRP gauges are no longer the truth.
+HA_TEXTFILE = "polymarket-ha.prom"
+HA_TEXTFILE_MAX_AGE = 300
+# The node exporter's file label is the full path (1.5 to 1.9: filepath.Join(dir, name)); a bare name also matches.
+HA_MTIME = r'node_textfile_mtime_seconds{job="node",file=~"(.*/)?polymarket-ha\\.prom"}'
 TEST_ALERT = "PolymarketGoLiveTest"
 # What a role's packages export (their metrics are how the check sees them installed and running).
 BOT_PACKAGES = {"polymarket-ha": "polymarket_ha_last_replication_timestamp_seconds",
@@ -94,18 +104,21 @@ class Api:
         except (OSError, urllib.error.URLError) as exc:
             raise Failed(f"{url}: {getattr(exc, 'reason', exc)}") from None
 
-    def query(self, expr: str) -> dict[str, float]:
-        """An instant query: {node label: value} (several series of one node: the highest value)."""
+    def series(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query: each series's labels and value."""
         url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
         try:
             data = json.loads(self.get(url))
-            result = data["data"]["result"]
-        except (ValueError, KeyError, TypeError):
+            return [(dict(r["metric"]), float(r["value"][1])) for r in data["data"]["result"]]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             raise Failed(f"{url}: not a Prometheus answer") from None
+
+    def query(self, expr: str) -> dict[str, float]:
+        """An instant query: {node label: value} (several series of one node: the highest value)."""
         found: dict[str, float] = {}
-        for r in result:
-            node = r["metric"].get("node", "")
-            found[node] = max(found.get(node, float("-inf")), float(r["value"][1]))
+        for labels, value in self.series(expr):
+            node = labels.get("node", "")
+            found[node] = max(found.get(node, float("-inf")), value)
         return found
 
     def targets(self) -> list[dict[str, Any]]:
@@ -116,16 +129,27 @@ class Api:
             raise Failed(f"{url}: not a Prometheus answer") from None
         return active
 
-    def notifications(self) -> tuple[float, float]:
-        """Alertmanager's own counters: notifications sent and failed, over every integration."""
-        sent = failed = 0.0
+    def notifications(self) -> tuple[float, float] | None:
+        """Alertmanager's per-request counters over every integration: requests made and requests failed
+        (None: it exports neither). Not alertmanager_notifications_total: that counts a notification when its
+        first attempt starts, and its _failed_total only when the retries give up, minutes later."""
+        requests = failed = 0.0
+        seen = False
         for line in self.get(f"{self.alertmanager}/metrics").decode(errors="replace").splitlines():
             name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name == "alertmanager_notifications_total":
-                sent += float(line.rsplit(" ", 1)[1])
-            elif name == "alertmanager_notifications_failed_total":
-                failed += float(line.rsplit(" ", 1)[1])
-        return sent, failed
+            if name not in ("alertmanager_notification_requests_total",
+                            "alertmanager_notification_requests_failed_total"):
+                continue
+            try:
+                value = float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                raise Failed(f"{self.alertmanager}/metrics: not a Prometheus text line: {line[:80]!r}") from None
+            seen = True
+            if name == "alertmanager_notification_requests_total":
+                requests += value
+            else:
+                failed += value
+        return (requests, failed) if seen else None
 
     def post_alert(self, labels: dict[str, str], ends: datetime) -> None:
         body = json.dumps([{"labels": labels, "endsAt": ends.isoformat(),
@@ -162,6 +186,91 @@ def check_services(api: Api, t: Targets) -> list[Item]:
         up = target.get("health") == "up"
         detail = target.get("scrapeUrl", "") + ("" if up else f": {target.get('lastError') or target.get('health')}")
         items.append(Item(f"service {what}", host, up, detail))
+    return items
+
+
+def _order(c: str) -> int:
+    return -1 if c == "~" else ord(c) if c.isalpha() else ord(c) + 256
+
+
+def _run(text: str, digits: bool) -> str:
+    """The leading run of digits (or of non-digits) of ``text``."""
+    n = 0
+    while n < len(text) and (text[n] in "0123456789") == digits:
+        n += 1
+    return text[:n]
+
+
+def _compare_part(a: str, b: str) -> int:
+    """dpkg's verrevcmp: non-digit runs by character (~ first, then the end, letters, the rest), digits by value."""
+    while a or b:
+        na, nb = _run(a, False), _run(b, False)
+        for i in range(max(len(na), len(nb))):
+            ca = _order(na[i]) if i < len(na) else 0
+            cb = _order(nb[i]) if i < len(nb) else 0
+            if ca != cb:
+                return -1 if ca < cb else 1
+        a, b = a[len(na):], b[len(nb):]
+        da, db = _run(a, True), _run(b, True)
+        if int(da or 0) != int(db or 0):
+            return -1 if int(da or 0) < int(db or 0) else 1
+        a, b = a[len(da):], b[len(db):]
+    return 0
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Debian version order (epoch, upstream, revision): -1, 0 or 1."""
+    def split(v: str) -> tuple[int, str, str]:
+        epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+        return int(epoch) if epoch.isdigit() else 0, upstream, revision
+    ea, ua, ra = split(a)
+    eb, ub, rb = split(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    return _compare_part(ua, ub) or _compare_part(ra, rb)
+
+
+def installed_version(package: str) -> str | None:
+    """This host's version of ``package`` when dpkg has it installed, else None."""
+    try:
+        answer = subprocess.run(["dpkg-query", "-W", "-f", "${Version} ${db:Status-Abbrev}", package],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                                env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version, _, status = answer.stdout.strip().partition(" ")
+    return version if answer.returncode == 0 and version and status[1:2] == "i" else None
+
+
+def check_versions(api: Api, t: Targets, expected: str | None) -> list[Item]:
+    """Each host's installed polymarket-* packages (polymarket_package_info, written by every polymarket-compliance
+    audit) at ``expected`` (this host's polymarket-monitoring), or without it all at the newest version found."""
+    found: dict[str, dict[str, str]] = {}
+    for labels, value in api.series('polymarket_package_info{job="node"} == 1'):
+        if value == 1 and labels.get("package", "").startswith("polymarket-"):
+            found.setdefault(labels.get("node", ""), {})[labels["package"]] = labels.get("version", "")
+    audited = api.query('time() - polymarket_compliance_last_run_timestamp_seconds{job="node"}')
+    source = "polymarket-monitoring here"
+    if expected is None:
+        every = {v for host in t.hosts for v in found.get(host, {}).values()}
+        expected = max(every, key=functools.cmp_to_key(compare_versions)) if every else None
+        source = "the newest of the hosts"
+    items = []
+    for host in t.hosts:
+        packages = found.get(host)
+        if not packages:
+            items.append(Item("package versions", host, False, "no polymarket_package_info: polymarket-hardening "
+                              "too old, or no audit since it was installed (polymarket-compliance audit)"))
+            continue
+        shown_versions = ", ".join(f"{p} {v}" for p, v in sorted(packages.items()))
+        when = f" (audit {age(audited[host])} ago)" if host in audited else ""
+        wrong = [f"{p} {v}, expected {expected}" for p, v in sorted(packages.items()) if v != expected]
+        if wrong:
+            items.append(Item("package versions", host, False,
+                              "; ".join(wrong) + f" ({source}){when}: upgrade, then polymarket-compliance audit"))
+        else:
+            items.append(Item("package versions", host, True, shown_versions + when))
     return items
 
 
@@ -216,6 +325,10 @@ def check_ages(api: Api, t: Targets) -> list[Item]:
             if host not in ages or stamps.get(host, 0) <= 0:
                 items.append(Item(item, host, False, f"never ({metric} absent or 0)"))
                 continue
+            if ages[host] < -FUTURE_SLACK:
+                items.append(Item(item, host, False, f"{age(-ages[host])} in the future (clock of {host} or of "
+                                  "Prometheus wrong? timedatectl)"))
+                continue
             ok = ages[host] <= limit
             detail = f"{age(ages[host])} ago (at most {age(limit)})"
             if item == "backup verify":
@@ -225,10 +338,38 @@ def check_ages(api: Api, t: Targets) -> list[Item]:
     return items
 
 
-def check_lease(api: Api, t: Targets) -> list[Item]:
-    """Exactly one node holds the trading lease, and it is the one VRRP made master."""
+def check_ha_fresh(api: Api, t: Targets) -> tuple[list[Item], set[str]]:
+    """polymarket-ha.prom of each bot node was rewritten within HA_TEXTFILE_MAX_AGE (the node exporter's mtime of
+    it): a stopped writer leaves its last lease and VRRP gauges behind. The items, and the nodes whose file is
+    fresh."""
+    ages = api.query(f"time() - {HA_MTIME}")
+    items, fresh = [], set()
+    for host in t.bots:
+        if host not in ages:
+            items.append(Item("ha metrics", host, False, f"no {HA_TEXTFILE} in the node exporter's textfile "
+                              "directory: polymarket-ha not installed or never ran"))
+        elif ages[host] < -FUTURE_SLACK:
+            items.append(Item("ha metrics", host, False, f"{HA_TEXTFILE} written {age(-ages[host])} in the future "
+                              f"(clock of {host} wrong? timedatectl)"))
+        elif ages[host] > HA_TEXTFILE_MAX_AGE:
+            items.append(Item("ha metrics", host, False, f"{HA_TEXTFILE} last written {age(ages[host])} ago (at most "
+                              f"{age(HA_TEXTFILE_MAX_AGE)}): systemctl status polymarket-ha-heartbeat.timer"))
+        else:
+            fresh.add(host)
+            items.append(Item("ha metrics", host, True, f"{HA_TEXTFILE} written {age(max(ages[host], 0))} ago"))
+    return items, fresh
+
+
+def check_lease(api: Api, t: Targets, fresh: set[str] | None = None) -> list[Item]:
+    """Exactly one node holds the trading lease, and it is the one VRRP made master (as told by a fresh
+    polymarket-ha.prom only, when ``fresh`` names those nodes)."""
     holders = api.query('polymarket_ha_lease_holder{job="node"}')
     masters = api.query('polymarket_ha_vrrp_master{job="node"}')
+    if fresh is not None:
+        stale = sorted(h for h in t.bots if h in holders and h not in fresh)
+        if stale:
+            return [Item("lease holder", "all", False, f"the lease metric of {', '.join(stale)} is stale "
+                         f"({HA_TEXTFILE} older than {age(HA_TEXTFILE_MAX_AGE)}): not counted")]
     held = sorted(h for h, v in holders.items() if v == 1)
     missing = [h for h in t.bots if h not in holders]
     if missing:
@@ -242,13 +383,18 @@ def check_lease(api: Api, t: Targets) -> list[Item]:
 
 
 def check_alert_delivery(api: Api, receipt_url: str, timeout: float) -> list[Item]:
-    """A test alert through Alertmanager: delivered (its notification counter rises, no failure), and with
-    ``receipt_url`` seen there (its id in the answer of a GET)."""
+    """A test alert through Alertmanager: delivered (Alertmanager's successful notification requests rise and
+    none fails meanwhile: its word, which the dead-man's switch's own notifications can also raise), and with
+    ``receipt_url`` seen there (its id in the answer of a GET: the proof of receipt)."""
     mark = uuid.uuid4().hex
     # A group of its own (the route groups by alertname and node): sent after group_wait (10 s), not at the
     # group_interval (1 min) of an earlier run's group.
     labels = {"alertname": TEST_ALERT, "severity": "critical", "node": f"golive-{mark[:12]}", "golive": mark}
-    sent0, failed0 = api.notifications()
+    before = api.notifications()
+    if before is None:
+        return [Item("alert delivery", "monitoring", False, "Alertmanager exports no "
+                     "alertmanager_notification_requests_total (older than 0.21?): delivery not checked")]
+    requests0, failed0 = before
     start = time.monotonic()
     api.post_alert(labels, datetime.now(UTC) + timedelta(minutes=5))
     detail = ""
@@ -256,16 +402,17 @@ def check_alert_delivery(api: Api, receipt_url: str, timeout: float) -> list[Ite
     try:
         while time.monotonic() - start < timeout:
             time.sleep(1)
-            sent, failed = api.notifications()
+            requests, failed = api.notifications() or (requests0, failed0)
             if failed > failed0:
-                detail = f"Alertmanager failed {failed - failed0:g} notification(s): journalctl -u " \
-                         "prometheus-alertmanager -e"
+                detail = f"{failed - failed0:g} notification request(s) failed (Alertmanager retries them): " \
+                         "journalctl -u prometheus-alertmanager -e"
                 break
-            if sent <= sent0:
-                detail = f"no notification sent within {timeout:g} s"
+            if requests - failed <= requests0 - failed0:
+                detail = f"no notification delivered within {timeout:g} s"
                 continue
             if not receipt_url:
-                ok, detail = True, f"sent by Alertmanager in {time.monotonic() - start:.0f} s"
+                ok, detail = True, f"delivered by Alertmanager in {time.monotonic() - start:.0f} s (its word; " \
+                                   "--receipt-url shows it received)"
                 break
             try:
                 seen = mark in api.get(receipt_url).decode(errors="replace")
@@ -281,10 +428,13 @@ def check_alert_delivery(api: Api, receipt_url: str, timeout: float) -> list[Ite
     return [Item("alert delivery", "monitoring", ok, detail)]
 
 
-def run(api: Api, t: Targets, receipt_url: str = "", timeout: float = 60, alert: bool = True) -> list[Item]:
-    items = check_services(api, t) + check_packages(api, t) + check_compliance(api, t) + check_ages(api, t)
+def run(api: Api, t: Targets, receipt_url: str = "", timeout: float = 60, alert: bool = True,
+        expected_version: str | None = None) -> list[Item]:
+    items = check_services(api, t) + check_packages(api, t) + check_versions(api, t, expected_version) + \
+        check_compliance(api, t) + check_ages(api, t)
     if t.bots:
-        items += check_lease(api, t)
+        fresh_items, fresh = check_ha_fresh(api, t)
+        items += fresh_items + check_lease(api, t, fresh)
     if alert:
         items += check_alert_delivery(api, receipt_url, timeout)
     return items
@@ -334,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         targets = read_targets(Path(args.settings))
         items = run(Api(args.prometheus, args.alertmanager), targets, args.receipt_url, args.timeout,
-                    not args.no_alert)
+                    not args.no_alert, installed_version("polymarket-monitoring"))
     except Failed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -23,6 +24,10 @@ from tests import payload
 
 BOTS = ("primary", "standby")
 HOSTS = ("primary", "standby", "lb")
+VERSION = "1.0.3"
+TEXTFILES = "/var/lib/prometheus/node-exporter"
+INTEGRATIONS = ("email", "webhook", "telegram")
+MATCHER = re.compile(r'(\w+)(=~|!=|=)"((?:[^"\\]|\\.)*)"')
 
 
 def golive() -> ModuleType:
@@ -30,7 +35,11 @@ def golive() -> ModuleType:
 
 
 class Cluster:
-    """What Prometheus and Alertmanager answer: metric name -> {node: value}, the targets, the alert counters."""
+    """What Prometheus and Alertmanager answer: metric name -> {node: value}, the textfiles' mtimes, the package
+    versions, the targets, and Alertmanager's notification counters per integration, as Alertmanager counts
+    them (notify.go's RetryStage): notifications_total when a notification's first attempt starts,
+    notification_requests_total and _failed_total for each attempt, notifications_failed_total only when the
+    retries give up (a dead webhook: minutes later, after the test's wait)."""
 
     def __init__(self) -> None:
         now = time.time()
@@ -44,35 +53,85 @@ class Cluster:
             "polymarket_compliance_compliant": {h: 1 for h in HOSTS},
             "polymarket_ha_lease_holder": {"primary": 1, "standby": 0},
             "polymarket_ha_vrrp_master": {"primary": 1, "standby": 0},
+            "polymarket_compliance_last_run_timestamp_seconds": {h: now - 7200 for h in HOSTS},
         }
+        self.mtimes: dict[tuple[str, str], float] = {
+            **{(h, f"{TEXTFILES}/polymarket-ha.prom"): now - 20 for h in BOTS},
+            **{(h, f"{TEXTFILES}/polymarket-hardening.prom"): now - 7200 for h in HOSTS}}  # fmt: skip
+        packages = {"primary": ("bot", "ha", "backup", "hardening"), "standby": ("bot", "ha", "backup", "hardening"),
+                    "lb": ("ha", "hardening", "monitoring")}  # fmt: skip
+        self.versions = {h: {f"polymarket-{p}": VERSION for p in ps} for h, ps in packages.items()}
         self.failing: dict[str, str] = {}
         self.down: set[tuple[str, str]] = set()
         self.targets = [("polymarket-bot", h) for h in BOTS] + [("node", h) for h in HOSTS] + [("haproxy", "lb")]
-        self.sent = 3.0
-        self.failed = 0.0
-        self.deliver = "ok"  # ok | fail | none
+        # integration -> [notifications_total, notifications_failed_total, requests_total, requests_failed_total]
+        self.counters = {i: [0.0, 0.0, 0.0, 0.0] for i in INTEGRATIONS}
+        self.counters["webhook"] = [3.0, 0.0, 3.0, 0.0]  # the dead-man's switch, delivered before
+        self.deliver = "ok"  # ok | dead (retried, never answers) | refused (4xx: not retried) | none | sent-elsewhere
+        self.retrying = False
         self.alerts: list[dict[str, Any]] = []
         self.received: list[str] = []
 
+    def series(self, name: str) -> list[tuple[dict[str, str], float]]:
+        if name == "node_textfile_mtime_seconds":
+            return [({"node": n, "file": f}, v) for (n, f), v in self.mtimes.items()]
+        if name == "polymarket_package_info":
+            return [({"node": n, "package": p, "version": v}, 1) for n, ps in self.versions.items()
+                    for p, v in ps.items()]
+        if name == "polymarket_compliance_control_failing":
+            return [({"node": n, "control": c}, 1) for n, c in self.failing.items()]
+        return [({"node": n}, v) for n, v in self.metrics.get(name, {}).items()]
+
     def query(self, expr: str) -> list[dict[str, Any]]:
+        """``[time() - ]NAME{MATCHERS}[ == 1]``, label matchers applied as Prometheus does (=~ anchored)."""
         now = time.time()
-        if expr.startswith("polymarket_compliance_control_failing"):
-            return [{"metric": {"node": n, "control": c}, "value": [now, "1"]} for n, c in self.failing.items()]
         age = expr.startswith("time() - ")
-        name = expr.removeprefix("time() - ").split("{", 1)[0]
-        values = self.metrics.get(name, {})
-        return [{"metric": {"__name__": name, "node": n, "job": "node"}, "value": [now, str(now - v if age else v)]}
-                for n, v in values.items()]
+        expr = expr.removeprefix("time() - ")
+        equal_one = expr.endswith(" == 1")
+        name, _, selector = expr.removesuffix(" == 1").partition("{")
+        matchers = [(k, op, re.sub(r"\\(.)", r"\1", v)) for k, op, v in MATCHER.findall(selector)]
+        found = []
+        for labels, value in self.series(name):
+            labels = {"__name__": name, "job": "node", **labels}
+            if all((re.fullmatch(v, labels.get(k, "")) is not None) if op == "=~" else
+                   (labels.get(k, "") == v) == (op == "=") for k, op, v in matchers) and \
+                    (not equal_one or value == 1):
+                found.append({"metric": labels, "value": [now, str(now - value if age else value)]})
+        return found
 
     def alert_posted(self, alerts: list[dict[str, Any]]) -> None:
         self.alerts += alerts
-        if alerts[0]["labels"].get("alertname") == "PolymarketGoLiveTest" and len(self.alerts) == 1:
-            if self.deliver in ("ok", "sent-elsewhere"):
-                self.sent += 1
-            if self.deliver == "ok":
-                self.received.append(json.dumps(alerts))
-            elif self.deliver == "fail":
-                self.failed += 1
+        if alerts[0]["labels"].get("alertname") != "PolymarketGoLiveTest" or len(self.alerts) != 1:
+            return
+        webhook = self.counters["webhook"]
+        if self.deliver == "none":
+            return
+        webhook[0] += 1  # a notification begins: counted before any attempt
+        if self.deliver in ("ok", "sent-elsewhere"):
+            webhook[2] += 1
+        if self.deliver == "ok":
+            self.received.append(json.dumps(alerts))
+        elif self.deliver == "dead":  # connection refused, retried with back-off for as long as the group lives
+            webhook[2] += 1
+            webhook[3] += 1
+            self.retrying = True
+        elif self.deliver == "refused":  # an unrecoverable answer: not retried, the notification fails at once
+            webhook[2] += 1
+            webhook[3] += 1
+            webhook[1] += 1
+
+    def metrics_text(self) -> str:
+        if self.retrying:  # the next attempt of the back-off, failed again
+            self.counters["webhook"][2] += 1
+            self.counters["webhook"][3] += 1
+        lines = []
+        for n, name in enumerate(("notifications_total", "notifications_failed_total", "notification_requests_total",
+                                  "notification_requests_failed_total")):
+            lines += [f"# HELP alertmanager_{name} ...", f"# TYPE alertmanager_{name} counter"]
+            for integration, values in self.counters.items():
+                reason = ',reason="other"' if name == "notifications_failed_total" else ""
+                lines.append(f'alertmanager_{name}{{integration="{integration}"{reason}}} {values[n]:g}')
+        return "\n".join(lines) + "\n"
 
 
 @contextlib.contextmanager
@@ -100,11 +159,7 @@ def serve(cluster: Cluster) -> Iterator[str]:
                           for j, n in cluster.targets]
                 self.answer(json.dumps({"data": {"activeTargets": active}}).encode())
             elif url.path == "/metrics":
-                text = (f'alertmanager_notifications_total{{integration="webhook"}} {cluster.sent}\n'
-                        f'alertmanager_notifications_total{{integration="email"}} 0\n'
-                        f'alertmanager_notifications_failed_total{{integration="webhook",reason="other"}} '
-                        f"{cluster.failed}\n")
-                self.answer(text.encode(), "text/plain")
+                self.answer(cluster.metrics_text().encode(), "text/plain")
             elif url.path == "/received":
                 self.answer("\n".join(cluster.received).encode(), "text/plain")
             else:
@@ -137,8 +192,10 @@ def settings(tmp_path: Path) -> Path:
     return path
 
 
-def check(cluster: Cluster, settings: Path, *extra: str) -> tuple[int, str, str]:
+def check(cluster: Cluster, settings: Path, *extra: str, version: str | None = VERSION) -> tuple[int, str, str]:
+    """``polymarket-golive check``, with ``version`` as this host's polymarket-monitoring (None: not installed)."""
     g = golive()
+    g.__dict__["installed_version"] = lambda package: version if package == "polymarket-monitoring" else None
     out, err = io.StringIO(), io.StringIO()
     with serve(cluster) as url, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         argv = ["check", "--settings", str(settings), "--prometheus", url, "--alertmanager", url,
@@ -180,8 +237,21 @@ def test_healthy_cluster_passes(settings: Path) -> None:
     (lambda c: c.targets.remove(("node", "lb")), [("service node exporter", "lb")]),
     (lambda c: c.metrics["polymarket_compliance_score_percent"].pop("standby"),
      [("package polymarket-hardening", "standby"), ("compliance", "standby")]),
-    (lambda c: setattr(c, "deliver", "fail"), [("alert delivery", "monitoring")]),
+    (lambda c: setattr(c, "deliver", "dead"), [("alert delivery", "monitoring")]),
+    (lambda c: setattr(c, "deliver", "refused"), [("alert delivery", "monitoring")]),
     (lambda c: setattr(c, "deliver", "none"), [("alert delivery", "monitoring")]),
+    # A timestamp ahead of Prometheus's clock is no fresh result.
+    (lambda c: c.metrics["polymarket_ha_last_replication_timestamp_seconds"].update(primary=time.time() + 3600),
+     [("replication", "primary")]),
+    (lambda c: c.metrics["polymarket_backup_last_success_timestamp_seconds"].update(standby=time.time() + 120),
+     [("backup", "standby")]),
+    # polymarket-ha.prom no longer rewritten: its lease and VRRP gauges do not count.
+    (lambda c: c.mtimes.update({("standby", f"{TEXTFILES}/polymarket-ha.prom"): time.time() - 600}),
+     [("ha metrics", "standby"), ("lease holder", "all")]),
+    (lambda c: c.mtimes.pop(("primary", f"{TEXTFILES}/polymarket-ha.prom")),
+     [("ha metrics", "primary"), ("lease holder", "all")]),
+    (lambda c: c.versions["standby"].update({"polymarket-ha": "1.0.2"}), [("package versions", "standby")]),
+    (lambda c: c.versions.pop("lb"), [("package versions", "lb")]),
 ])  # fmt: skip
 def test_one_broken_item_is_named(settings: Path, breakage: Any, named: list[tuple[str, str]]) -> None:
     cluster = Cluster()
@@ -246,3 +316,82 @@ def test_table_never_prints_a_control_character_from_a_host() -> None:
     out = mod.table([mod.Item("target", "primary\x1b[2J", False, "HTTP 500 \x1b[32mall targets up\x07")])
     assert "\x1b" not in out and "\x07" not in out
     assert "primary\\x1b[2J" in out and "\\x1b[32mall targets up\\x07" in out
+
+
+def test_a_dead_webhook_fails_though_alertmanager_counts_a_notification(settings: Path) -> None:
+    """Alertmanager counts alertmanager_notifications_total when it starts a notification, and its _failed_total
+    only when the retries give up, minutes later: those two passed a dead webhook. Each failed request counts at
+    once in alertmanager_notification_requests_failed_total: the row fails, naming the count and the journal."""
+    cluster = Cluster()
+    cluster.deliver = "dead"
+    notified0, gave_up0 = cluster.counters["webhook"][:2]
+    code, out, _ = check(cluster, settings)
+    assert code == 1
+    [row] = [line for line in out.splitlines() if " FAIL " in line]
+    assert row.split()[:3] == ["alert", "delivery", "monitoring"]
+    failed = cluster.counters["webhook"][3]  # each attempt so far failed (none before the test)
+    assert f" {failed:g} notification request(s) failed" in row and "journalctl -u prometheus-alertmanager" in row
+    # What the old check read: a notification counted, none failed (yet).
+    assert cluster.counters["webhook"][0] == notified0 + 1 and cluster.counters["webhook"][1] == gave_up0
+    assert cluster.counters["webhook"][3] >= 1 and not cluster.received
+
+
+def test_lease_of_a_stale_ha_textfile_is_not_counted(settings: Path) -> None:
+    """The old lease holder's polymarket-ha.prom still says 1 after its writer stopped; the standby took the lease.
+    Counted, that is two holders; the stale file is named instead, and its gauge left out."""
+    cluster = Cluster()
+    cluster.mtimes[("primary", f"{TEXTFILES}/polymarket-ha.prom")] = time.time() - 400
+    code, out, _ = check(cluster, settings, "--no-alert")
+    assert code == 1
+    rows = {tuple(line.split()[:3]): line for line in out.splitlines()}
+    assert ("ha", "metrics", "primary") in {r[:3] for r in rows}
+    [stale] = [line for line in out.splitlines() if line.startswith("ha metrics") and "primary" in line]
+    assert " FAIL " in stale and "polymarket-ha.prom last written" in stale and "at most 300 s" in stale
+    [lease] = [line for line in out.splitlines() if line.startswith("lease holder")]
+    assert " FAIL " in lease and "primary is stale" in lease
+    # A fresh file passes, whether the node exporter labels it with its full path or its bare name.
+    cluster.mtimes[("primary", f"{TEXTFILES}/polymarket-ha.prom")] = time.time() - 250
+    cluster.mtimes[("standby", "polymarket-ha.prom")] = cluster.mtimes.pop(("standby",
+                                                                            f"{TEXTFILES}/polymarket-ha.prom"))
+    assert check(cluster, settings, "--no-alert")[0] == 0
+
+
+def test_a_host_one_version_behind_is_named_with_found_and_expected(settings: Path) -> None:
+    cluster = Cluster()
+    code, out, _ = check(cluster, settings, "--no-alert")
+    assert code == 0, out
+    [lb] = [line for line in out.splitlines() if line.startswith("package versions") and " lb " in line]
+    assert "polymarket-monitoring 1.0.3" in lb and "polymarket-hardening 1.0.3" in lb and "audit 2.0 h ago" in lb
+    cluster.versions["standby"]["polymarket-ha"] = "1.0.2"
+    code, out, _ = check(cluster, settings, "--json", "--no-alert")
+    assert code == 1 and failing(out) == [("package versions", "standby")]
+    [item] = [i for i in json.loads(out)["items"] if not i["ok"]]
+    assert item["detail"].startswith("polymarket-ha 1.0.2, expected 1.0.3 (polymarket-monitoring here)")
+    # The monitoring host's own polymarket-monitoring is the reference, even when every host agrees.
+    cluster.versions["standby"]["polymarket-ha"] = VERSION
+    code, out, _ = check(cluster, settings, "--json", "--no-alert", version="1.0.4")
+    assert code == 1 and failing(out) == [("package versions", h) for h in HOSTS]
+
+
+def test_without_polymarket_monitoring_installed_hosts_must_agree(settings: Path) -> None:
+    """Run from a source tree (no polymarket-monitoring here): every host at the newest version found."""
+    cluster = Cluster()
+    assert check(cluster, settings, "--no-alert", version=None)[0] == 0
+    cluster.versions["primary"]["polymarket-bot"] = "1.0.3~rc1"
+    cluster.versions["lb"]["polymarket-monitoring"] = "1:0.9"  # an epoch outranks any upstream version
+    code, out, _ = check(cluster, settings, "--json", "--no-alert", version=None)
+    assert code == 1 and failing(out) == [("package versions", h) for h in HOSTS]
+    details = {i["host"]: i["detail"] for i in json.loads(out)["items"] if not i["ok"]}
+    assert details["primary"].startswith("polymarket-backup 1.0.3, expected 1:0.9; ")
+    assert "(the newest of the hosts)" in details["primary"]
+    assert "polymarket-bot 1.0.3~rc1, expected 1:0.9" in details["primary"]
+    assert "polymarket-monitoring" not in details["lb"]
+
+
+def test_debian_version_order() -> None:
+    compare = golive().compare_versions
+    ordered = ["1.0~rc1", "1.0", "1.0-1", "1.0-1+b1", "1.0a", "1.0.1", "1.10", "2:0.1"]  # a letter before a dot
+    for n, low in enumerate(ordered):
+        for high in ordered[n + 1:]:
+            assert (compare(low, high), compare(high, low)) == (-1, 1), (low, high)
+    assert compare("0:1.0-1", "1.0-1") == 0
