@@ -393,7 +393,7 @@ def check_alert_delivery(api: Api, receipt_url: str, timeout: float) -> list[Ite
     before = api.notifications()
     if before is None:
         return [Item("alert delivery", "monitoring", False, "Alertmanager exports no "
-                     "alertmanager_notification_requests_total (older than 0.21?): delivery not checked")]
+                     "alertmanager_notification_requests_total (older than 0.22?): delivery not checked")]
     requests0, failed0 = before
     start = time.monotonic()
     api.post_alert(labels, datetime.now(UTC) + timedelta(minutes=5))

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import re
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -395,3 +396,13 @@ def test_debian_version_order() -> None:
         for high in ordered[n + 1:]:
             assert (compare(low, high), compare(high, low)) == (-1, 1), (low, high)
     assert compare("0:1.0-1", "1.0-1") == 0
+
+
+def test_installed_version_asks_dpkg() -> None:
+    """The real dpkg-query of this machine: dpkg is installed (its version, as dpkg itself prints it), an unknown
+    package is None (golive then compares the hosts with each other)."""
+    g = golive()
+    version = g.installed_version("dpkg")
+    assert version and version.split("-")[0].split(":")[-1] in subprocess.run(
+        ["dpkg", "--version"], capture_output=True, text=True, check=True).stdout
+    assert g.installed_version("polymarket-no-such-package") is None
