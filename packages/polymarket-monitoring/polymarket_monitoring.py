@@ -5,9 +5,10 @@ Renders /etc/polymarket-monitoring/prometheus.yml, rules.yml and
 alertmanager.yml from /etc/polymarket-monitoring/monitoring.conf (written by
 the postinst from debconf). Every file is serialised from Python data
 (``yaml.safe_dump``), never typed as template text. Secrets (the SMTP
-password, the Telegram bot token) are never in a rendered file: they are set
-on the host with ``polymarket-monitoring secret set NAME`` into 0600 files
-that Alertmanager reads through its ``*_file`` options.
+password, the Telegram bot token, the webhook URL) are never in a rendered
+file: they are 0600 files that Alertmanager reads through its ``*_file``
+options, set on the host with ``polymarket-monitoring secret set NAME`` (the
+webhook URL: written by ``render --secrets`` from the debconf answer).
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ SECRETS = ETC / "secrets"
 SECRET_NAMES = ("smtp_password", "telegram_bot_token", "bot_metrics_token")
 RUNBOOK = "README.md, 'On a node, when something is wrong'"
 RENDERED = ("prometheus.yml", "rules.yml", "alertmanager.yml")
-# Alertmanager's Telegram receiver reads its token from a file (bot_token_file) from 0.26 on.
+# Alertmanager's Telegram receiver reads its token from a file (bot_token_file) from 0.26 on, and its webhook
+# receiver its URL (url_file, which usually carries a token) from the same release (0.26.0's changelog: #3226,
+# #3223). Debian 12 has 0.25, Ubuntu 24.04 0.26, Debian 13 0.28.
 TELEGRAM_FILE_SINCE = (0, 26)
+URL_FILE_SINCE = (0, 26)
+# The webhook URL: the debconf answer, kept out of the rendered YAML in this file of the secrets directory.
+WEBHOOK_SECRET = "webhook_url"
 
 # The questions (debconf polymarket-monitoring/NAME) and their default, "" but where named here; each one's
 # settings key is NAME in capitals (BOT_TARGETS). journal_address is polymarket-journal-remote's.
@@ -57,11 +63,27 @@ class Invalid(ValueError):
     """A bad value: its message is the one line shown to the operator."""
 
 
+def _show(value: str) -> str:
+    """``value`` for a one-line message: a control or other unprintable character as \\xNN / \\uNNNN, never
+    raw to the operator's terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   for c in value)
+
+
+def _normalize(value: str) -> str:
+    """Runs of ASCII white space as one space, none at the ends: what the maintainer scripts' ``tr -s
+    '[:space:]' ' '`` does. (str.split() would also take \\x1c-\\x1f and \\x85 for spaces.)"""
+    return re.sub(r"[ \t\n\r\f\v]+", " ", value).strip(" ")
+
+
 def _address(value: str, what: str) -> str:
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        raise Invalid(f"{what}: '{value}' is not an IP address") from None
+        raise Invalid(f"{what}: '{_show(value)}' is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # fe80::1%eth0: the zone is free text (ipaddress takes any), and neither ufw nor a scrape target takes it.
+        raise Invalid(f"{what}: '{_show(value)}' is not an IP address (no %zone)")
     if address.is_unspecified or address.is_multicast:
         raise Invalid(f"{what}: '{value}' is not a host's address")
     return str(address)
@@ -86,23 +108,41 @@ def _hostport(value: str, what: str) -> str:
 
 
 def parse_targets(value: str, what: str) -> list[tuple[str, str]]:
-    """'NAME=ADDRESS ...' -> [(name, address)]: the node label and the address of each host."""
+    """'NAME=ADDRESS ...' (separated by spaces) -> [(name, address)]: the node label (a DNS label) and the IP
+    address of each host (an address, not a host name: polymarket-journal-remote opens ufw to it)."""
     found: list[tuple[str, str]] = []
-    for word in value.split():
+    _no_control(value, what)
+    for word in value.split(" "):
+        if not word:
+            continue
         name, sep, address = word.partition("=")
-        if not sep or not NAME.fullmatch(name):
-            raise Invalid(f"{what}: '{word}' is not NAME=ADDRESS (NAME: lower-case letters, digits, '-')")
+        if not sep or not NAME.fullmatch(name) or name.endswith("-") or not address or "=" in address:
+            raise Invalid(f"{what}: '{_show(word)}' is not NAME=ADDRESS (NAME: lower-case letters, digits, '-'; "
+                          "ADDRESS: an IPv4 or IPv6 address)")
         if name in {n for n, _ in found}:
             raise Invalid(f"{what}: the name '{name}' is given twice")
-        found.append((name, _address(address, what)))
+        address = _address(address, what)
+        if address in {a for _, a in found}:
+            raise Invalid(f"{what}: the address '{address}' is given twice")
+        found.append((name, address))
     return found
 
 
+def _no_control(value: str, what: str, *, secret: bool = False) -> None:
+    bad = [c for c in value if not c.isprintable() and c != " "]
+    if bad:
+        raise Invalid(f"{what}: a control character ({_show(bad[0])})"
+                      + ("" if secret else f" in '{_show(value)}'"))
+
+
 def check_value(question: str, value: str) -> str:
-    """The value normalised, or Invalid with its one line. Empty is always accepted (not configured)."""
+    """The value with its outer spaces and runs of spaces made one, or Invalid with its one line. A control
+    character (newline and tab included: the maintainer scripts make those spaces before they ask) is refused.
+    Empty is always accepted (not configured)."""
     if question not in QUESTIONS:
-        raise Invalid(f"no such question: {question}")
-    value = " ".join(value.split())
+        raise Invalid(f"no such question: {_show(question)}")
+    _no_control(value, question, secret=question == "webhook_url")
+    value = _normalize(value)
     if not value:
         return value
     if question in ("bot_targets", "node_targets"):
@@ -114,7 +154,8 @@ def check_value(question: str, value: str) -> str:
     elif question == "webhook_url":
         url = urllib.parse.urlsplit(value)
         if url.scheme not in ("http", "https") or not url.hostname or " " in value:
-            raise Invalid(f"webhook_url: '{value}' is not an http(s) URL")
+            # The URL is a secret (it usually carries a token): not shown.
+            raise Invalid("webhook_url: not an http(s) URL (http://HOST/... or https://HOST/...)")
     elif question in ("smtp_from", "email_to", "email_critical_to"):
         for address in value.split():
             if not EMAIL.fullmatch(address):
@@ -136,7 +177,8 @@ def read_settings(path: Path, *, check: bool = True) -> dict[str, str]:
     (the config script takes a hand edit back into debconf as it is, and asks again when it is bad)."""
     keys = {key: q for q, (key, _) in QUESTIONS.items()}
     values = {q: default for q, (_, default) in QUESTIONS.items()}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # split("\n"), not splitlines(): that one also splits at \x1c-\x1e and \x85, which check_value refuses.
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -144,7 +186,7 @@ def read_settings(path: Path, *, check: bool = True) -> dict[str, str]:
         if not m or m.group(1) not in keys:
             raise Invalid(f'{path}:{number}: not KEY="value" with a known KEY')
         question = keys[m.group(1)]
-        values[question] = check_value(question, m.group(2)) if check else " ".join(m.group(2).split())
+        values[question] = check_value(question, m.group(2)) if check else _normalize(m.group(2))
     return values
 
 
@@ -240,7 +282,7 @@ def prometheus(s: dict[str, str], etc: Path = ETC) -> dict[str, Any]:
         bot["authorization"] = {"type": "Bearer", "credentials_file": str(token)}
     jobs: list[dict[str, Any]] = [
         {"job_name": "prometheus",
-         "static_configs": [{"targets": ["localhost:9090"], "labels": {"node": "monitoring"}}]},
+         "static_configs": [{"targets": ["127.0.0.1:9090"], "labels": {"node": "monitoring"}}]},
         bot,
         {"job_name": "node",
          "static_configs": _static(parse_targets(s["node_targets"], "node_targets"),
@@ -253,7 +295,8 @@ def prometheus(s: dict[str, str], etc: Path = ETC) -> dict[str, Any]:
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s",
                    "external_labels": {"deployment": "polymarket"}},
         "rule_files": [str(etc / "rules.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["localhost:9093"]}]}]},
+        # Both listen on the loopback only (the drop-ins' --web.listen-address).
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]},
         "scrape_configs": jobs,
     }
 
@@ -270,6 +313,10 @@ def alertmanager(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SIN
     if s["telegram_chat_id"] and version < TELEGRAM_FILE_SINCE:
         raise Invalid(f"telegram_chat_id: Alertmanager {version[0]}.{version[1]} reads no bot_token_file"
                       " (0.26 or later needed)")
+    if s["webhook_url"] and version < URL_FILE_SINCE:
+        # No fallback to the URL in the YAML: that one is 0644 and carried by the media.
+        raise Invalid(f"webhook_url: Alertmanager {version[0]}.{version[1]} reads no url_file"
+                      " (0.26 or later needed)")
     cfg: dict[str, Any] = {}
     if email:
         smtp: dict[str, Any] = {"smtp_smarthost": s["smtp_smarthost"], "smtp_from": s["smtp_from"],
@@ -282,7 +329,7 @@ def alertmanager(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SIN
     def receiver(name: str, channels: tuple[str, ...]) -> dict[str, Any]:
         r: dict[str, Any] = {"name": name}
         if "webhook" in channels and s["webhook_url"]:
-            r["webhook_configs"] = [{"url": s["webhook_url"], "send_resolved": True}]
+            r["webhook_configs"] = [{"url_file": str(secrets / WEBHOOK_SECRET), "send_resolved": True}]
         to = s["email_to"].split() + (critical_to.split() if name == "critical" else [])
         if "email" in channels and to:
             r["email_configs"] = [{"to": ", ".join(to), "send_resolved": True}]
@@ -331,6 +378,34 @@ def render(s: dict[str, str], version: tuple[int, int] = TELEGRAM_FILE_SINCE,
             "alertmanager.yml": _dump(alertmanager(s, version, secrets))}
 
 
+def rendered_secrets(s: dict[str, str]) -> dict[str, str | None]:
+    """The secrets that come from the answers: NAME -> its content, None to remove the file."""
+    return {WEBHOOK_SECRET: s["webhook_url"] or None}
+
+
+def write_secret(directory: Path, name: str, value: str) -> Path:
+    """``directory/name`` replaced atomically by a 0600 file holding ``value``, owned by the user prometheus
+    (Alertmanager's and Prometheus's) when run as root on a host that has it."""
+    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        if os.geteuid() == 0 and shutil.which("prometheus-alertmanager"):
+            import pwd
+            try:
+                user = pwd.getpwnam("prometheus")
+                os.fchown(fd, user.pw_uid, user.pw_gid)
+            except KeyError:
+                pass
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value)
+        os.replace(tmp, directory / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return directory / name
+
+
 def alertmanager_version() -> tuple[int, int]:
     try:
         out = subprocess.run(["prometheus-alertmanager", "--version"], capture_output=True, text=True,
@@ -354,10 +429,18 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    files = render(read_settings(Path(args.settings)), alertmanager_version())
+    settings = read_settings(Path(args.settings))
+    files = render(settings, alertmanager_version(), Path(args.secrets).parent if args.secrets else ETC)
     out = Path(args.out)
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
+    if args.secrets:
+        # Only once everything is rendered (a bad value writes nothing): the files the YAML's *_file names.
+        for name, value in rendered_secrets(settings).items():
+            if value is None:
+                (Path(args.secrets) / name).unlink(missing_ok=True)
+            else:
+                write_secret(Path(args.secrets), name, value)
     return 0
 
 
@@ -368,23 +451,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
     if not value or "\n" in value:
         raise Invalid("secret: give the secret as one non-empty line on standard input")
     directory = Path(args.dir)
-    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{args.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        if os.geteuid() == 0 and shutil.which("prometheus-alertmanager"):
-            import pwd
-            try:
-                user = pwd.getpwnam("prometheus")
-                os.fchown(fd, user.pw_uid, user.pw_gid)
-            except KeyError:
-                pass
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(value)
-        os.replace(tmp, directory / args.name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_secret(directory, args.name, value)
     then = ("dpkg-reconfigure polymarket-monitoring (renders the bot job's authorization), then "
             "systemctl reload prometheus") if args.name == "bot_metrics_token" else \
         "systemctl reload prometheus-alertmanager"
@@ -400,7 +467,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{unit}: {state or 'unknown'}")
         bad |= state != "active"
     try:
-        with urllib.request.urlopen("http://localhost:9090/api/v1/targets", timeout=5) as answer:
+        with urllib.request.urlopen("http://127.0.0.1:9090/api/v1/targets", timeout=5) as answer:
             data = json.load(answer)
         for t in data["data"]["activeTargets"]:
             print(f"target {t['labels'].get('job')} {t['labels'].get('node', '')} {t['scrapeUrl']}: {t['health']}"
@@ -409,7 +476,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
         print(f"prometheus API: {exc}")
         bad = 1
-    for name in SECRET_NAMES:
+    for name in (*SECRET_NAMES, WEBHOOK_SECRET):
         print(f"secret {name}: {'set' if (SECRETS / name).exists() else 'not set'}")
     return 1 if bad else 0
 
@@ -424,8 +491,9 @@ def command_line() -> argparse.ArgumentParser:
         (cmd_check_value, "check one debconf answer", (("question", {}), ("value", {}))),
         (cmd_get, "one answer from the settings file (the config script's reader)",
          (*settings, ("question", {"choices": sorted(QUESTIONS)}))),
-        (cmd_render, "render prometheus.yml, rules.yml, alertmanager.yml into --out",
-         (*settings, ("--out", {"required": True}))),
+        (cmd_render, "render prometheus.yml, rules.yml, alertmanager.yml into --out; with --secrets, also the "
+         "webhook URL's file there (0600)",
+         (*settings, ("--out", {"required": True}), ("--secrets", {}))),
         (cmd_secret, "set a secret from standard input: secret set NAME",
          (("action", {"choices": ["set"]}), ("name", {}), ("--dir", {"default": str(SECRETS)}))),
         (cmd_status, "the services, the scrape targets and the secrets", ()),

@@ -53,6 +53,20 @@ def test_drop_ins_point_at_our_files(deb: Path, tmp_path: Path) -> None:
            "--config.file=/etc/polymarket-monitoring/alertmanager.yml" in am
 
 
+def test_daemons_listen_on_the_loopback_only(deb: Path, tmp_path: Path) -> None:
+    """Prometheus (every scraped series, the bots' money among them) and Alertmanager (anyone could silence) have
+    no authentication: --web.listen-address=127.0.0.1 in the one ExecStart= each runs (their defaults: every
+    address). tests/system/test_monitoring.py sees the sockets."""
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True, env=PLAIN_ENV)
+    unit = tmp_path / "usr/lib/systemd/system"
+    for drop_in, port in (("prometheus.service.d", 9090), ("prometheus-alertmanager.service.d", 9093)):
+        starts = [line for line in (unit / drop_in / "polymarket-monitoring.conf").read_text().splitlines()
+                  if line.startswith("ExecStart=/")]
+        assert len(starts) == 1, starts
+        assert [w for w in starts[0].split() if w.startswith("--web.listen-address")] == [
+            f"--web.listen-address=127.0.0.1:{port}"], starts
+
+
 def test_templates_ask_no_secret(control: Path) -> None:
     templates = (control / "templates").read_text()
     assert "Template: polymarket-monitoring/bot_targets" in templates

@@ -1,11 +1,13 @@
 """polymarket-monitoring installed from its .deb in a booted trixie container (the archive's prometheus and
-prometheus-alertmanager from the root filesystem): the daemons run on the rendered files, the dead-man's switch
-reaches Alertmanager, the archive's own configuration files stay as shipped, a secret is a 0600 file, and a bad
-debconf answer is refused with one line while the rendered files stay."""
+prometheus-alertmanager from the root filesystem): the daemons run on the rendered files and listen on the loopback
+only, the dead-man's switch reaches Alertmanager and, through the webhook URL's 0600 file (url_file), the webhook,
+the archive's own configuration files stay as shipped, a secret is a 0600 file, and a bad debconf answer is refused
+with one line while the rendered files stay."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -19,8 +21,11 @@ pytestmark = pytest.mark.system
 PRESEED = """\
 polymarket-monitoring polymarket-monitoring/bot_targets string primary=127.0.0.1
 polymarket-monitoring polymarket-monitoring/node_targets string lb=127.0.0.1
-polymarket-monitoring polymarket-monitoring/webhook_url string http://127.0.0.1:9/hook
+polymarket-monitoring polymarket-monitoring/webhook_url string http://127.0.0.1:8099/hook?token=s3cr3t-hook
 """
+# Not on the loopback: what a host of the network would connect to (added to lo: the container's private network
+# has no other interface). TEST-NET-1, never routed.
+OUTSIDE = "192.0.2.10"
 
 
 def wait_for(c: harness.Container, command: str, want: str, seconds: float = 120) -> str:
@@ -40,6 +45,9 @@ def test_install_alerts_secret_and_bad_value(container: harness.Container, dist:
     # host they come enabled by their own packages, pulled in by polymarket-monitoring's Depends.
     c.sh("systemctl enable " + " ".join(harness.QUIET_DAEMONS))
     c.sh("debconf-set-selections", input=PRESEED)
+    # The webhook's receiver: a server that logs each request (it answers a POST with 501; Alertmanager retries).
+    c.sh("mkdir -p /root/hook && systemd-run --unit hook python3 -m http.server 8099 --bind 127.0.0.1 "
+         "--directory /root/hook")
     c.install_debs([deb(dist, "polymarket-monitoring")])
 
     # Prometheus runs on our files: our rules are loaded, our targets scraped with their node label.
@@ -59,6 +67,28 @@ def test_install_alerts_secret_and_bad_value(container: harness.Container, dist:
         raise AssertionError(f"{exc}\n{journal}") from None
     status = json.loads(c.sh("curl -s http://localhost:9093/api/v2/status").stdout)
     assert "PolymarketTwoNodesTrading" in status["config"]["original"]
+
+    # Nothing listening wider than it must: no authentication on either, so the loopback only.
+    listening = c.sh("ss -ltnH").stdout.split("\n")
+    local = sorted(line.split()[3] for line in listening if line.split()[3:4]
+                   and line.split()[3].rsplit(":", 1)[1] in ("9090", "9093"))
+    assert local == ["127.0.0.1:9090", "127.0.0.1:9093"], listening
+    c.sh(f"ip address add {OUTSIDE}/32 dev lo")
+    for port in (9090, 9093):
+        proc = c.sh(f"python3 -c 'import socket; socket.create_connection((\"{OUTSIDE}\", {port}), 10)'",
+                    check=False)
+        assert proc.returncode == 1 and "ConnectionRefusedError" in proc.stderr, (port, proc.stderr)
+    assert c.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/-/ready").stdout == "200"
+
+    # The webhook URL (a token in it) is a 0600 file of the user Alertmanager runs as, named by url_file; no
+    # rendered file carries it, amtool accepts the file, and the dead-man's switch reaches the webhook through it.
+    secret = "/etc/polymarket-monitoring/secrets/webhook_url"
+    assert c.sh(f"stat -c '%a %U' {secret}").stdout.split() == ["600", "prometheus"]
+    assert c.sh(f"cat {secret}").stdout == "http://127.0.0.1:8099/hook?token=s3cr3t-hook"
+    assert c.sh("grep -l s3cr3t-hook /etc/polymarket-monitoring/*.yml", check=False).stdout == ""
+    assert f"url_file: {secret}" in c.sh("cat /etc/polymarket-monitoring/alertmanager.yml").stdout
+    c.sh("amtool check-config /etc/polymarket-monitoring/alertmanager.yml")
+    wait_for(c, "journalctl -u hook -o cat", "POST /hook?token=s3cr3t-hook")
     # The archive's own configuration files are as shipped (never edited).
     assert c.sh("dpkg --verify prometheus prometheus-alertmanager", check=False).stdout == ""
 
@@ -80,3 +110,20 @@ def test_install_alerts_secret_and_bad_value(container: harness.Container, dist:
     after = c.sh("sha256sum /etc/polymarket-monitoring/*.yml").stdout
     assert after == before
     assert c.sh("systemctl is-active prometheus prometheus-alertmanager").stdout.split() == ["active", "active"]
+
+    # A bad NODE_TARGETS the same way: each NAME=ADDRESS checked, a control character shown as \xNN, never raw.
+    c.sh("sed -i 's/^METRICS_PORT=.*/METRICS_PORT=\"9090\"/' /etc/polymarket-monitoring/monitoring.conf")
+    for value, line in (("lb=127.0.0.1 x=b=c", "error: node_targets: 'x=b=c' is not NAME=ADDRESS"),
+                        ("lb=127.0.0.1\x1b[31m", "error: node_targets: a control character (\\x1b) in "
+                                                  "'lb=127.0.0.1\\x1b[31m'")):
+        edit = f'NODE_TARGETS="{value}"'
+        c.sh(f"grep -v '^NODE_TARGETS=' /etc/polymarket-monitoring/monitoring.conf > /root/conf && "
+             f"printf '%s\\n' {shlex.quote(edit)} >> /root/conf && "
+             "cat /root/conf > /etc/polymarket-monitoring/monitoring.conf")
+        proc = c.sh("dpkg-reconfigure -f noninteractive polymarket-monitoring", check=False)
+        assert proc.returncode != 0
+        errors = [e for e in proc.stderr.splitlines() if e.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(line), proc.stderr
+        assert "\x1b" not in proc.stderr
+        assert c.sh("sha256sum /etc/polymarket-monitoring/*.yml").stdout == before
+        assert c.sh(f"cat {secret}").stdout == "http://127.0.0.1:8099/hook?token=s3cr3t-hook"
