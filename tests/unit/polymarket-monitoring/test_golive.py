@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -406,3 +407,27 @@ def test_installed_version_asks_dpkg() -> None:
     assert version and version.split("-")[0].split(":")[-1] in subprocess.run(
         ["dpkg", "--version"], capture_output=True, text=True, check=True).stdout
     assert g.installed_version("polymarket-no-such-package") is None
+
+
+def test_the_ha_textfile_selector_under_promql(tmp_path: Path) -> None:
+    """Prometheus's own engine (promtool test rules) on golive's selector of polymarket-ha.prom's mtime: the node
+    exporter's file label is the full path (1.5 to 1.9 join the directory and the name); a bare name matches too;
+    polymarket-hardening.prom and a look-alike (the dot is escaped) do not."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: make test-deps (the Makefile's TEST_DEPS has prometheus)")
+    series = {("primary", f"{TEXTFILES}/polymarket-ha.prom"): 100, ("standby", "polymarket-ha.prom"): 200,
+              ("primary", f"{TEXTFILES}/polymarket-hardening.prom"): 300,
+              ("lb", f"{TEXTFILES}/polymarket-haXprom"): 400}
+
+    def name(node: str, file: str) -> str:
+        return f'node_textfile_mtime_seconds{{file="{file}",job="node",node="{node}"}}'
+
+    test = {"rule_files": [], "tests": [{"interval": "1m", "input_series": [
+        {"series": name(*k), "values": str(v)} for k, v in series.items()],
+        "promql_expr_test": [{"expr": golive().HA_MTIME, "eval_time": "0m", "exp_samples": [
+            {"labels": name(*k), "value": v} for k, v in list(series.items())[:2]]}]}]}  # fmt: skip
+    (tmp_path / "test.yml").write_text(json.dumps(test))
+    proc = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
