@@ -3,8 +3,11 @@
 
 The hosts send their journals over HTTPS to JOURNAL_ADDRESS:19532 (monitoring.conf; the segment
 address, never every address), where ``polymarket-journal-remote gate`` (polymarket-journal-gate.service)
-accepts only clients with a certificate signed by the CA made here, and passes their requests to
-systemd-journal-remote (the archive's) on 127.0.0.1:19533, which writes /var/log/journal/remote/.
+accepts only clients with a certificate signed by the CA made here, not revoked, whose CN is a NAME,
+and passes their requests to the systemd-journal-remote (the archive's program) of that CN alone:
+polymarket-journal-remote@NAME.socket, the unix socket /run/polymarket-journal/NAME.sock (0660, group
+polymarket-journal, which only the gate's service has), writing /var/log/journal/remote/remote-NAME.journal.
+The file a journal lands in is the certificate's name, never what the client says about itself.
 The gate is ours because Debian's systemd-journal-remote is built without GnuTLS: its --trust= is
 "not available" and it takes uploads from any client at all. The CA's key never leaves this host;
 each host is enrolled once, from the admin host, with one pipe (its side is polymarket-hardening's
@@ -38,9 +41,19 @@ SETTINGS = ETC / "monitoring.conf"
 DIR = ETC / "journal"
 CA_KEY, CA_CERT = "ca.key", "ca.crt"
 SERVER_KEY, SERVER_CERT = "server.key", "server.crt"
+ISSUED, REVOKED = "issued", "revoked"  # "SERIAL NAME" lines: every certificate signed, and those revoked
 PORT = 19532
-BACKEND = ("127.0.0.1", 19533)  # systemd-journal-remote.socket (our drop-in): plain HTTP, loopback only
-HANDSHAKE_TIMEOUT = 10
+# polymarket-journal-remote@NAME.socket: plain HTTP, a unix socket only the gate's group may open.
+BACKEND_DIR = Path("/run/polymarket-journal")
+BACKEND_UNIT = "polymarket-journal-remote@{}.socket"
+WANTS = Path("/etc/systemd/system/sockets.target.wants")
+# 825 days: the longest a publicly trusted TLS certificate may live (CA/Browser Forum, 2018-2020), a
+# re-enrolment every two years; a node's stolen key is refused sooner with `revoke`.
+NODE_DAYS = 825
+HANDSHAKE_TIMEOUT = 10.0  # seconds from the TCP connection to a finished TLS handshake
+IDLE_TIMEOUT = 120.0  # seconds without a byte from the client: closed (journal-upload reconnects)
+MAX_CONNECTIONS = 256  # at once, handshakes included (2 descriptors each; LimitNOFILE=4096)
+MAX_PER_PEER = 16  # at once from one address (journal-upload holds one)
 UFW_TAG = "polymarket-journal"
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
@@ -142,12 +155,12 @@ def ensure_ca(dir_fd: int, address: str) -> None:
                 return
         openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{tmp}/s.key")
         csr = openssl("req", "-new", "-key", f"{tmp}/s.key", "-subj", f"/CN={address}")
-        write(dir_fd, SERVER_CERT, sign(dir_fd, csr, address, address, "serverAuth").encode(), 0o644)
+        write(dir_fd, SERVER_CERT, sign(dir_fd, csr, address, address, "serverAuth", 3650).encode(), 0o644)
         # 0600 root: the service reads it as a credential (LoadCredential= of our drop-in).
         write(dir_fd, SERVER_KEY, Path(f"{tmp}/s.key").read_bytes(), 0o600)
 
 
-def sign(dir_fd: int, csr: str, name: str, address: str, usage: str = "clientAuth") -> str:
+def sign(dir_fd: int, csr: str, name: str, address: str, usage: str = "clientAuth", days: int = NODE_DAYS) -> str:
     if "-----BEGIN CERTIFICATE REQUEST-----" not in csr or any(ord(c) < 0x20 and c not in "\n\r" for c in csr):
         raise Error("the input is not a PEM certificate request", "on the node: polymarket-journal-upload csr")
     ca_key, ca_cert = read(dir_fd, CA_KEY), read(dir_fd, CA_CERT)
@@ -162,9 +175,23 @@ def sign(dir_fd: int, csr: str, name: str, address: str, usage: str = "clientAut
         Path(f"{tmp}/ext").write_text(
             f"subjectAltName=IP:{address}\nbasicConstraints=critical,CA:FALSE\n"
             f"keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n", encoding="ascii")
-        return openssl("x509", "-req", "-in", f"{tmp}/req.csr", "-CA", f"{tmp}/ca.crt", "-CAkey", f"{tmp}/ca.key",
-                       "-set_serial", "0x" + os.urandom(16).hex(), "-days", "3650", "-subj", f"/CN={name}",
+        serial = int.from_bytes(os.urandom(16), "big") >> 1  # positive, at most 127 bits
+        cert = openssl("x509", "-req", "-in", f"{tmp}/req.csr", "-CA", f"{tmp}/ca.crt", "-CAkey",
+                       f"{tmp}/ca.key", "-set_serial", f"0x{serial:x}", "-days", str(days), "-subj", f"/CN={name}",
                        "-extfile", f"{tmp}/ext")
+    write(dir_fd, ISSUED, ((read(dir_fd, ISSUED) or "") + f"{serial:x} {name}\n").encode(), 0o644)
+    return cert
+
+
+def serials(text: str | None, name: str | None = None) -> set[int]:
+    """The serial numbers of an ``issued`` or ``revoked`` text ("SERIAL NAME" lines), of ``name`` only if given."""
+    found = set()
+    for line in (text or "").splitlines():
+        words = line.split()
+        if len(words) == 2 and (name is None or words[1] == name):
+            with contextlib.suppress(ValueError):
+                found.add(int(words[0], 16))
+    return found
 
 
 def ufw_rules(address: str, members: dict[str, str]) -> list[str]:
@@ -198,11 +225,40 @@ def cmd_init(_args: argparse.Namespace) -> int:
     finally:
         os.close(fd)
     apply_ufw(address, members)
+    apply_units(members)
     return 0
+
+
+def systemctl(*argv: str) -> None:
+    subprocess.run(["systemctl", "--quiet", *argv], capture_output=True, env=ENV, check=False)
+
+
+def enabled_units() -> set[str]:
+    """Our backend sockets enabled now (their symlinks in sockets.target.wants)."""
+    try:
+        return {p.name for p in WANTS.iterdir() if re.fullmatch(BACKEND_UNIT.format(".+"), p.name)}
+    except OSError:
+        return set()
+
+
+def apply_units(members: dict[str, str]) -> None:
+    """One systemd-journal-remote per host of node_targets (its socket enabled, and started when booted)."""
+    if shutil.which("systemctl", path=ENV["PATH"]) is None:
+        return
+    booted = Path("/run/systemd/system").is_dir()
+    wanted = {BACKEND_UNIT.format(name) for name in members if NAME.fullmatch(name)}
+    for unit in sorted(enabled_units() - wanted):
+        systemctl("disable", *(["--now"] if booted else []), unit)
+        if booted:
+            systemctl("stop", unit.replace(".socket", ".service"))
+    for unit in sorted(wanted):
+        systemctl("enable", *(["--now"] if booted else []), unit)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
     address, members = settings()
+    if not NAME.fullmatch(args.name):
+        raise Error(f"{args.name!r} is not a host name ([a-z0-9][a-z0-9-]*): the gate would refuse it")
     if args.name not in members:
         raise Error(f"{args.name!r} is not a host of node_targets ({', '.join(members) or 'none'})",
                     "dpkg-reconfigure polymarket-monitoring (node_targets)")
@@ -219,8 +275,25 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Every certificate signed for NAME so far is refused by the gate from its next connection on."""
+    fd = open_dir(DIR, 0o755)
+    try:
+        issued = serials(read(fd, ISSUED), args.name)
+        if not issued:
+            raise Error(f"no certificate was signed for {args.name!r}", f"see {DIR / ISSUED}")
+        text = read(fd, REVOKED) or ""
+        new = issued - serials(text)
+        write(fd, REVOKED, (text + "".join(f"{s:x} {args.name}\n" for s in sorted(new))).encode(), 0o644)
+    finally:
+        os.close(fd)
+    print(f"revoked {len(new)} certificate(s) of {args.name}; enrol it again with a new key to let it send")
+    return 0
+
+
 def cmd_remove(_args: argparse.Namespace) -> int:
-    """The prerm (remove): our firewall rules go; the CA and the journals stay."""
+    """The prerm (remove): our firewall rules and backend sockets go; the CA and the journals stay."""
+    apply_units({})
     if shutil.which("ufw", path=ENV["PATH"]) is not None:
         added = subprocess.run(["ufw", "show", "added"], capture_output=True, text=True, env=ENV, check=False).stdout
         for rule in re.findall(rf"^ufw (.*) comment '{UFW_TAG}'$", added, re.M):
@@ -228,29 +301,104 @@ def cmd_remove(_args: argparse.Namespace) -> int:
     return 0
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, half_close: bool) -> None:
-    try:
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-        if half_close and dst.can_write_eof():
-            dst.write_eof()
+def common_name(cert: dict | None) -> str:  # type: ignore[type-arg]
+    """The CN of a peer certificate as ssl gives it (getpeercert()), or ""."""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
+
+
+class Gate:
+    """The TLS gate: client certificate checked, CN a NAME not revoked, relayed to that NAME's backend only.
+
+    Each connection counts from its accept (the handshake included) against ``max_total`` and
+    ``max_per_peer``: over either, it is closed at once; a handshake gets ``handshake_timeout``
+    seconds, a client that sends nothing for ``idle_timeout`` seconds is closed."""
+
+    def __init__(self, ctx: ssl.SSLContext, backend_dir: Path = BACKEND_DIR, revoked: Path = DIR / REVOKED, *,
+                 max_total: int = MAX_CONNECTIONS, max_per_peer: int = MAX_PER_PEER,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.ctx, self.backend_dir, self.revoked = ctx, backend_dir, revoked
+        self.max_total, self.max_per_peer = max_total, max_per_peer
+        self.handshake_timeout, self.idle_timeout = handshake_timeout, idle_timeout
+        self.total = 0
+        self.peers: dict[str, int] = {}
+
+    def refused(self, cert: dict | None) -> str:  # type: ignore[type-arg]
+        """Why this (CA-checked) certificate may not send, or "" when it may."""
+        name = common_name(cert)
+        if not NAME.fullmatch(name):
+            return f"the certificate's CN {name!r} is not a host name"
+        try:
+            text = self.revoked.read_text(encoding="ascii")
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{self.revoked}: unreadable ({exc}): nobody is let in"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            if int(str((cert or {})["serialNumber"]), 16) in serials(text):
+                return f"the certificate of {name} is revoked"
+        return ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = str((writer.get_extra_info("peername") or ("?",))[0])
+        if self.total >= self.max_total or self.peers.get(peer, 0) >= self.max_per_peer:
+            writer.transport.abort()
             return
-    except (ConnectionError, ssl.SSLError, OSError):
-        pass
-    dst.close()
+        self.total += 1
+        self.peers[peer] = self.peers.get(peer, 0) + 1
+        try:
+            await self._client(reader, writer, peer)
+        finally:
+            self.total -= 1
+            self.peers[peer] -= 1
+            if not self.peers[peer]:
+                del self.peers[peer]
+            writer.transport.abort()
 
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        try:
+            await writer.start_tls(self.ctx, ssl_handshake_timeout=self.handshake_timeout)
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError):
+            return  # no certificate, one our CA did not sign, or too slow
+        cert = writer.get_extra_info("peercert")
+        why = self.refused(cert)
+        if why:
+            print(f"refused {peer}: {why}", file=sys.stderr, flush=True)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(
+                str(self.backend_dir / f"{common_name(cert)}.sock"))
+        except OSError as exc:
+            print(f"refused {peer}: no journal for {common_name(cert)} here ({exc.strerror})", file=sys.stderr,
+                  flush=True)
+            return
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, True, self.idle_timeout),
+                                 self._pipe(up_reader, writer, False, None))
+        finally:
+            up_writer.transport.abort()
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One client that passed the handshake (its certificate chains to our CA): piped to journal-remote."""
-    try:
-        up_reader, up_writer = await asyncio.open_connection(*BACKEND)
-    except OSError:
-        writer.close()
-        return
-    await asyncio.gather(_pipe(reader, up_writer, True), _pipe(up_reader, writer, False))
-    up_writer.close()
-    writer.close()
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, half_close: bool,
+                    idle: float | None) -> None:
+        try:
+            while data := await asyncio.wait_for(src.read(65536), idle):
+                dst.write(data)
+                await dst.drain()
+            if half_close and dst.can_write_eof():
+                dst.write_eof()
+                return
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass
+        dst.transport.abort()
+
+    async def serve(self, address: str, port: int = PORT) -> None:
+        server = await asyncio.start_server(self.handle, address, port, reuse_address=True, backlog=512)
+        async with server:
+            await server.serve_forever()
 
 
 def gate_context(key: Path) -> ssl.SSLContext:
@@ -260,13 +408,6 @@ def gate_context(key: Path) -> ssl.SSLContext:
     ctx.load_verify_locations(DIR / CA_CERT)
     ctx.verify_mode = ssl.CERT_REQUIRED  # no certificate, or one our CA did not sign: no connection
     return ctx
-
-
-async def _serve(ctx: ssl.SSLContext, address: str) -> None:
-    server = await asyncio.start_server(_handle, address, PORT, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-                                        reuse_address=True)
-    async with server:
-        await server.serve_forever()
 
 
 def cmd_gate(_args: argparse.Namespace) -> int:
@@ -280,7 +421,7 @@ def cmd_gate(_args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         raise Error(f"{DIR}: the server certificate or the CA cannot be loaded ({exc})",
                     "dpkg-reconfigure polymarket-monitoring") from None
-    asyncio.run(_serve(ctx, address))
+    asyncio.run(Gate(ctx).serve(address))
     return 0
 
 
@@ -292,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sign", help="sign a host's request (stdin) for its journal upload: sign NAME")
     p.add_argument("name")
     p.set_defaults(fn=cmd_sign)
+    p = sub.add_parser("revoke", help="refuse every certificate signed so far for host NAME: revoke NAME")
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_revoke)
     sub.add_parser("remove", help="the prerm: drop the firewall rules").set_defaults(fn=cmd_remove)
     sub.add_parser("gate", help="the TLS gate of polymarket-journal-gate.service").set_defaults(fn=cmd_gate)
     args = parser.parse_args(argv)

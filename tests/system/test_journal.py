@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -113,7 +114,14 @@ def lan(journal_rootfs: Path, dist: Path) -> Iterator[Segment]:
 
 
 def remote_lines(mon: Container, tag: str) -> str:
-    return mon.sh(f"journalctl -D {REMOTE} -t {tag} -o cat --no-pager 2>/dev/null", check=False).stdout
+    """The messages of every received journal (of identifier ``tag`` when given)."""
+    only = f"-t {tag}" if tag else ""
+    return mon.sh(f"journalctl -D {REMOTE} {only} -o cat --no-pager 2>/dev/null", check=False).stdout
+
+
+def remote_file(mon: Container, name: str) -> str:
+    """The messages of the journal files of certificate name ``name`` only (the README's way)."""
+    return mon.sh(f"journalctl --file '{REMOTE}/remote-{name}*' -o cat --no-pager 2>/dev/null", check=False).stdout
 
 
 def test_ca_keys_socket_and_firewall_on_the_monitoring_host(lan: Segment) -> None:
@@ -124,9 +132,28 @@ def test_ca_keys_socket_and_firewall_on_the_monitoring_host(lan: Segment) -> Non
     listening = mon.sh(f"ss -Hltn 'sport = :{PORT}'").stdout.split()
     assert f"{ADDR['mon']}:{PORT}" in listening and f"*:{PORT}" not in listening, listening
     assert f"0.0.0.0:{PORT}" not in listening
-    # systemd-journal-remote itself (plain HTTP) on the loopback only, behind the gate.
-    backend = mon.sh(f"ss -Hltn 'sport = :{PORT + 1}'").stdout.split()
-    assert "127.0.0.1:19533" in backend and not [a for a in backend if a.endswith(":19533") and "127.0.0.1" not in a]
+    # systemd-journal-remote itself (plain HTTP): no TCP port at all (127.0.0.1:19533 was open to every local
+    # user), one unix socket per host that only the gate's group may open.
+    assert mon.sh(f"ss -Hltn 'sport = :{PORT + 1}'").stdout.split() == []
+    socks = mon.sh("stat -c '%n %F %a %U %G' /run/polymarket-journal/*").stdout.splitlines()
+    assert socks == [f"/run/polymarket-journal/{n}.sock socket 660 root polymarket-journal" for n in ("mon", "primary")]
+    assert "polymarket-journal" in mon.sh("cat /proc/$(systemctl show -p MainPID --value polymarket-journal-gate)"
+                                          "/status | grep ^Groups; getent group polymarket-journal").stdout  # fmt: skip
+    # A local user who is not root: cannot write through the backend, nor put a socket of its own in its place.
+    entry = "MESSAGE=pmjr-local-forgery\\n_HOSTNAME=pmjr-primary\\n\\n"
+    for n in ("primary", "mon"):
+        out = mon.sh(f"printf '{entry}' | runuser -u nobody -- curl -sS --unix-socket /run/polymarket-journal/{n}.sock"
+                     " -H 'Content-Type: application/vnd.fdo.journal' --data-binary @- http://x/upload",
+                     check=False)  # fmt: skip
+        assert out.returncode == 7, (n, out)  # curl: could not connect
+        out = mon.sh("runuser -u nobody -- python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect("
+                     f"'/run/polymarket-journal/{n}.sock')\"", check=False)  # fmt: skip
+        assert out.returncode != 0 and "PermissionError" in out.stderr, (n, out)
+    squat = mon.sh("runuser -u nobody -- python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind("
+                   "'/run/polymarket-journal/x.sock')\"", check=False)  # fmt: skip
+    assert squat.returncode != 0 and "Permission denied" in squat.stderr
+    time.sleep(1)
+    assert "pmjr-local-forgery" not in remote_lines(mon, "")
     rules = mon.sh("ufw status").stdout
     assert f"{ADDR['mon']} {PORT}/tcp" in rules and ADDR["primary"] in rules, rules
     assert OUTSIDER not in rules
@@ -169,10 +196,33 @@ def test_the_primarys_log_line_is_readable_on_the_monitoring_host(lan: Segment) 
         time.sleep(0.5)
     took = time.monotonic() - start
     print(f"\nthe primary's log line was readable on the monitoring host after {took:.1f} s")
-    # One file set per host, and the README's way of reading one host's logs.
-    files = mon.sh(f"ls {REMOTE}").stdout
-    assert "remote-" in files, files
-    assert marker in mon.sh(f"journalctl -D {REMOTE} _HOSTNAME=pmjr-primary -o cat --no-pager").stdout
+    # One file per certificate name, and the README's way of reading one host's logs.
+    files = mon.sh(f"ls {REMOTE}").stdout.split()
+    assert "remote-primary.journal" in files, files
+    assert marker in mon.sh(f"journalctl --file '{REMOTE}/remote-primary*' -o cat --no-pager").stdout
+
+
+def test_the_primarys_certificate_cannot_write_the_journal_of_another_host(lan: Segment) -> None:
+    """Review finding 2: the primary uploads entries that say they come from mon (_HOSTNAME, Host:): they are
+    stored in the primary's file, the one its certificate names; mon's file gets none of them."""
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    p.sh(
+        "logger -t pmjr-src2 src && sleep 1 && journalctl -o export -t pmjr-src2 -n 1 | sed "
+        "'s/pmjr-src2/pmjr-impostor/; s/^MESSAGE=src$/MESSAGE=pmjr-impostor/; s/^_HOSTNAME=.*/_HOSTNAME=pmjr-mon/'"
+        " > /tmp/impostor"
+    )
+    tls = "/etc/polymarket-hardening/journal-upload/client"
+    p.sh(f"curl -sS -k --fail-with-body --cert {tls}.crt --key {tls}.key -H 'Host: pmjr-mon' "
+         f"-H 'Content-Type: application/vnd.fdo.journal' --data-binary @/tmp/impostor "
+         f"https://{ADDR['mon']}:{PORT}/upload")  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "pmjr-impostor" not in mon.sh(f"journalctl --file '{REMOTE}/remote-primary*' -t pmjr-impostor -o cat "
+                                        "--no-pager", check=False).stdout:  # fmt: skip
+        assert time.monotonic() < deadline, mon.sh(f"ls -l {REMOTE}").stdout
+        time.sleep(0.5)
+    assert not [f for f in mon.sh(f"ls {REMOTE}").stdout.split() if f.startswith("remote-mon")]
+    assert "pmjr-impostor" not in mon.sh(f"journalctl --file '{REMOTE}/remote-mon*' -o cat --no-pager 2>&1",
+                                         check=False).stdout  # fmt: skip
 
 
 def test_a_client_without_a_ca_signed_certificate_is_refused(lan: Segment) -> None:
@@ -226,6 +276,84 @@ def test_a_host_that_is_no_member_cannot_reach_the_port(lan: Segment) -> None:
     assert member.returncode == 0, member.stderr
 
 
+def signed_upload(node: Container, cert: str, key: str, tag: str) -> subprocess.CompletedProcess[str]:
+    """One entry (tag ``tag``) uploaded with ``cert``/``key`` by curl: its HTTP code, as curl prints it."""
+    node.sh(f"logger -t pmjr-src3 src && sleep 0.5 && journalctl -o export -t pmjr-src3 -n 1 "
+            f"| sed 's/pmjr-src3/{tag}/; s/^MESSAGE=src$/MESSAGE={tag}/' > /tmp/{tag}")  # fmt: skip
+    return node.sh(f"curl -sS -k -o /dev/null -w '%{{http_code}}' --cert {cert} --key {key} "
+                   f"-H 'Content-Type: application/vnd.fdo.journal' --data-binary @/tmp/{tag} "
+                   f"https://{ADDR['mon']}:{PORT}/upload", check=False)  # fmt: skip
+
+
+def enrol_mon(mon: Container) -> tuple[str, str]:
+    """mon enrolled as a host of its own (it is one of node_targets): its key and certificate in /root."""
+    csr = mon.sh("cd /root && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+                 "-keyout mon.key -subj /CN=x 2>/dev/null").stdout  # fmt: skip
+    bundle = mon.sh("polymarket-journal-remote sign mon", input=csr).stdout
+    mon.sh("openssl x509 -out /root/mon.crt", input=bundle)
+    return "/root/mon.crt", "/root/mon.key"
+
+
+def test_idle_connections_do_not_exhaust_the_gate(lan: Segment) -> None:
+    """Review finding 3: 2,000 idle TCP connections held open to the gate (from mon's own address, no handshake):
+    the gate keeps at most 16 of them and few descriptors; the primary's upload is written meanwhile."""
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    holder = (
+        "import socket, time\n"
+        "socks = []\n"
+        "for _ in range(2000):\n"
+        "    s = socket.socket(); s.settimeout(5)\n"
+        f"    s.connect(('{ADDR['mon']}', {PORT})); socks.append(s)\n"
+        "open('/run/pmjr-idle.up', 'w').write(str(len(socks)))\n"
+        "time.sleep(40)\n"
+    )
+    mon.sh("cat > /root/idle.py", input=holder)
+    mon.sh("rm -f /run/pmjr-idle.up; systemd-run --unit pmjr-idle -p LimitNOFILE=8192 python3 /root/idle.py")
+    try:
+        deadline = time.monotonic() + 60
+        while mon.sh("cat /run/pmjr-idle.up 2>/dev/null", check=False).stdout.strip() != "2000":
+            assert time.monotonic() < deadline, mon.sh("systemctl status pmjr-idle --no-pager", check=False).stdout
+            time.sleep(0.5)
+        gate = mon.sh("systemctl show -p MainPID --value polymarket-journal-gate").stdout.strip()
+        fds = int(mon.sh(f"ls /proc/{gate}/fd | wc -l").stdout)
+        held = mon.sh(f"ss -Htn state established 'dport = :{PORT}' src {ADDR['mon']} | wc -l").stdout.strip()
+        tls = "/etc/polymarket-hardening/journal-upload/client"
+        start = time.monotonic()
+        code = signed_upload(p, f"{tls}.crt", f"{tls}.key", "pmjr-busy")
+        took = time.monotonic() - start
+        print(f"\n2000 idle connections opened: the gate has {fds} descriptors, {held} client sockets still "
+              f"established; the primary's upload answered {code.stdout} in {took:.2f} s")  # fmt: skip
+        assert code.stdout == "202", code.stdout + code.stderr
+        assert fds < 100, fds
+        deadline = time.monotonic() + 30
+        while "pmjr-busy" not in remote_file(mon, "primary"):
+            assert time.monotonic() < deadline, "the primary's upload was answered but not written"
+            time.sleep(0.5)
+    finally:
+        mon.sh("systemctl stop pmjr-idle", check=False)
+
+
+def test_a_revoked_node_is_refused_the_others_still_pass(lan: Segment) -> None:
+    """Review finding 4: `revoke primary` on the monitoring host: the primary's certificate gets no answer from its
+    next connection on (nothing written), mon's certificate still uploads; enrolled again, the primary sends."""
+    p, mon = lan.nodes["primary"], lan.nodes["mon"]
+    tls = "/etc/polymarket-hardening/journal-upload/client"
+    mon_cert, mon_key = enrol_mon(mon)
+    assert signed_upload(p, f"{tls}.crt", f"{tls}.key", "pmjr-before").stdout == "202"
+    out = mon.sh("polymarket-journal-remote revoke primary")
+    assert re.match(r"revoked [12] certificate\(s\) of primary", out.stdout), out.stdout  # 2: one for another key
+    refused = signed_upload(p, f"{tls}.crt", f"{tls}.key", "pmjr-revoked")
+    assert refused.stdout in ("", "000"), refused.stdout
+    assert signed_upload(mon, mon_cert, mon_key, "pmjr-other").stdout == "202"
+    time.sleep(2)
+    assert "pmjr-revoked" not in mon.sh(f"journalctl -D {REMOTE} -o cat --no-pager", check=False).stdout
+    assert "pmjr-other" in mon.sh(f"journalctl --file '{REMOTE}/remote-mon*' -o cat --no-pager").stdout
+    assert enrol(lan, "primary").returncode == 0
+    assert signed_upload(p, f"{tls}.crt", f"{tls}.key", "pmjr-again").stdout == "202"
+    dates = p.sh(f"openssl x509 -noout -startdate -enddate -dateopt iso_8601 -in {tls}.crt").stdout.split()
+    print(f"\nthe primary's new certificate: {dates}")
+
+
 def test_remove_closes_the_port_and_keeps_the_ca_purge_deletes_it(lan: Segment) -> None:
     """Last (it removes both packages): remove stops the upload and the gate and drops our ufw rules, the CA and
     the received journals stay; purge deletes the keys on both sides."""
@@ -238,7 +366,9 @@ def test_remove_closes_the_port_and_keeps_the_ca_purge_deletes_it(lan: Segment) 
     assert "polymarket-journal" not in mon.sh("ufw status").stdout
     assert mon.sh("systemctl is-active polymarket-journal-gate", check=False).stdout.strip() != "active"
     assert mon.sh("stat -c %a /etc/polymarket-monitoring/journal/ca.key").stdout.strip() == "600"
-    assert "remote-" in mon.sh(f"ls {REMOTE}").stdout
+    assert "remote-primary.journal" in mon.sh(f"ls {REMOTE}").stdout
+    assert mon.sh("ls /etc/systemd/system/sockets.target.wants/ | grep polymarket-journal", check=False).stdout == ""
+    assert mon.sh("test -e /run/polymarket-journal/primary.sock", check=False).returncode
     p.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-hardening")
     mon.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y polymarket-monitoring")
     assert p.sh("test -e /etc/polymarket-hardening/journal-upload", check=False).returncode

@@ -5,13 +5,19 @@ whole path: tests/system/test_journal.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import ssl
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -79,6 +85,7 @@ def test_keys_are_0600_and_the_certificate_names_the_host(ca: tuple[ModuleType, 
         "ca.crt": 0o644,
         "server.key": 0o600,
         "server.crt": 0o644,
+        "issued": 0o644,  # "SERIAL NAME" of every certificate signed (revoke's list)
     }
     crt, _ = client_cert(mod, d, tmp_path)
     text = mod.openssl("x509", "-noout", "-subject", "-ext", "subjectAltName", "-in", str(crt))
@@ -133,3 +140,186 @@ def test_sign_refuses_a_host_outside_node_targets(
     assert mod.main(["sign", "intruder"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: 'intruder' is not a host of node_targets (primary)"
+
+
+class Backends:
+    """One plain-HTTP unix socket per host name, as polymarket-journal-remote@NAME.socket: what each received."""
+
+    def __init__(self, d: Path, names: tuple[str, ...]) -> None:
+        self.got: dict[str, bytes] = {n: b"" for n in names}
+        self.listeners: list[socket.socket] = []
+        for n in names:
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(str(d / f"{n}.sock"))
+            s.listen(64)
+            self.listeners.append(s)
+            threading.Thread(target=self._serve, args=(s, n), daemon=True).start()
+
+    def _serve(self, s: socket.socket, name: str) -> None:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
+                    data += chunk
+                self.got[name] += data
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+GateFixture = tuple[ModuleType, Path, Backends, int, Any]  # the module, the CA dir, backends, port, the Gate
+
+
+@pytest.fixture
+def gate(ca: tuple[ModuleType, Path], tmp_path: Path) -> Iterator[GateFixture]:
+    """The gate on 127.0.0.1 (a free port) with small timeouts, its backends primary.sock and standby.sock."""
+    mod, d = ca
+    sockets = tmp_path / "run"
+    sockets.mkdir()
+    backends = Backends(sockets, ("primary", "standby"))
+    g = mod.Gate(mod.gate_context(d / "server.key"), sockets, d / "revoked", max_total=64, max_per_peer=8,
+                 handshake_timeout=1.0, idle_timeout=1.0)  # fmt: skip
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    port: list[int] = []
+
+    def run() -> None:
+        server = loop.run_until_complete(asyncio.start_server(g.handle, "127.0.0.1", 0, backlog=4096))
+        port.append(server.sockets[0].getsockname()[1])
+        started.set()
+        loop.run_forever()
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield mod, d, backends, port[0], g
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    for s in backends.listeners:
+        s.close()
+
+
+def upload(d: Path, port: int, cert: tuple[Path, Path], claimed_host: str = "standby", source: str = "") -> str:
+    """A journal upload with ``cert`` that claims to come from ``claimed_host``: the HTTP answer, or the error."""
+    ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(*cert)
+    body = f"_HOSTNAME={claimed_host}\nMESSAGE=hello\n\n".encode()
+    request = (f"POST /upload HTTP/1.1\r\nHost: {claimed_host}\r\nContent-Type: application/vnd.fdo.journal\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0) if source else None
+                                      ) as raw, ctx.wrap_socket(raw) as tls:  # fmt: skip
+            tls.sendall(request)
+            return tls.recv(100).decode(errors="replace").split("\r\n")[0] or "closed"
+    except (ssl.SSLError, OSError) as exc:
+        return f"error: {exc}"
+
+
+def test_the_upload_goes_to_the_journal_of_the_certificates_name_only(gate: GateFixture, tmp_path: Path) -> None:
+    """Review finding 2: the primary's certificate claiming to be standby lands in primary's journal, not standby's."""
+    mod, d, backends, port, _g = gate
+    crt = client_cert(mod, d, tmp_path, "primary")
+    assert upload(d, port, crt, claimed_host="standby") == "HTTP/1.1 202 Accepted"
+    assert b"POST /upload" in backends.got["primary"] and backends.got["standby"] == b""
+
+
+def test_a_certificate_whose_cn_is_no_host_name_is_refused(gate: GateFixture, tmp_path: Path) -> None:
+    mod, d, backends, port, _g = gate
+    for i, name in enumerate(("..", "Standby", "primary.sock", "standby x")):
+        (tmp_path / str(i)).mkdir()
+        crt = client_cert(mod, d, tmp_path / str(i), name)
+        assert not upload(d, port, crt).startswith("HTTP/"), name
+    assert backends.got == {"primary": b"", "standby": b""}
+
+
+def test_a_revoked_node_is_refused_the_others_pass_a_new_enrolment_passes(
+    gate: GateFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding 4: `revoke primary` refuses the primary's certificate from its next connection on."""
+    mod, d, backends, port, _g = gate
+    monkeypatch.setattr(mod, "DIR", d)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "s").mkdir()
+    primary = client_cert(mod, d, tmp_path / "p", "primary")
+    standby = client_cert(mod, d, tmp_path / "s", "standby")
+    assert upload(d, port, primary, "primary") == "HTTP/1.1 202 Accepted"
+    assert mod.main(["revoke", "primary"]) == 0
+    assert (d / "revoked").stat().st_mode & 0o777 == 0o644
+    before = backends.got["primary"]
+    assert not upload(d, port, primary, "primary").startswith("HTTP/")
+    assert backends.got["primary"] == before
+    assert upload(d, port, standby, "standby") == "HTTP/1.1 202 Accepted"
+    (tmp_path / "p2").mkdir()
+    again = client_cert(mod, d, tmp_path / "p2", "primary")  # enrolled anew: a new serial
+    assert upload(d, port, again, "primary") == "HTTP/1.1 202 Accepted"
+    capsys.readouterr()
+    assert mod.main(["revoke", "nobody"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == "error: no certificate was signed for 'nobody'"
+
+
+def test_node_certificates_live_825_days(ca: tuple[ModuleType, Path], tmp_path: Path) -> None:
+    mod, d = ca
+    crt, _ = client_cert(mod, d, tmp_path)
+    dates = mod.openssl("x509", "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601", "-in", str(crt))
+    start, end = (line.split("=", 1)[1].strip() for line in dates.splitlines())
+    days = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).days
+    assert days == 825, dates
+
+
+def test_idle_connections_are_capped_and_closed_and_an_upload_still_passes(gate: GateFixture, tmp_path: Path) -> None:
+    """Review finding 3: 2,000 idle TCP connections (no handshake) from one address: at most max_per_peer are
+    held, the rest closed at once; an upload from another address passes meanwhile; after the handshake timeout
+    the held ones are closed too. A TLS client that sends nothing after its handshake is closed (idle)."""
+    mod, d, _backends, port, g = gate
+    crt = client_cert(mod, d, tmp_path, "primary")
+    start = time.monotonic()
+    idle = []
+    for _ in range(2000):
+        s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+        idle.append(s)
+    time.sleep(0.3)
+    held = g.total
+    fds = len(os.listdir("/proc/self/fd"))
+    answer = upload(d, port, crt, "primary")
+    took = time.monotonic() - start
+    print(f"\n2000 idle connections: {held} held by the gate, upload {answer!r} after {took:.2f} s, "
+          f"{fds} descriptors in the test process (both ends)")
+    assert held <= 8 and answer == "HTTP/1.1 202 Accepted"
+    closed = 0
+    for s in idle:
+        s.settimeout(3)
+        try:
+            if s.recv(1) == b"":
+                closed += 1
+        except ConnectionResetError:
+            closed += 1
+        except TimeoutError:
+            pass
+        s.close()
+    assert closed == 2000, closed
+    ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(*crt)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        t0 = time.monotonic()
+        assert tls.recv(1) == b""
+        assert time.monotonic() - t0 < 4
+    deadline = time.monotonic() + 5
+    while g.total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert g.total == 0 and g.peers == {}
+
+
+def test_sign_refuses_a_name_the_gate_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = journal()
+    conf = tmp_path / "monitoring.conf"
+    conf.write_text('NODE_TARGETS="Primary=192.0.2.11"\nJOURNAL_ADDRESS="192.0.2.13"\n')
+    monkeypatch.setattr(mod, "SETTINGS", conf)
+    assert mod.main(["sign", "Primary"]) == 1
+    assert capsys.readouterr().err.splitlines()[0].startswith("error: 'Primary' is not a host name")
