@@ -37,7 +37,7 @@ BACKUP_MAX_AGE = 1800  # 30 min
 VERIFY_MAX_AGE = 26 * 3600  # daily verify, with slack
 FUTURE_SLACK = 60  # a timestamp further ahead than this is a wrong clock, not a fresh result
 # polymarket-ha.prom is rewritten by every heartbeat (polymarket-ha-heartbeat.timer, each minute), VRRP change
-# and replication: older than 5 min (4 heartbeats missed), its lease and VRRP gauges are no longer the truth.
+# and replication: older than 5 min (five heartbeats missed), its lease and VRRP gauges are no longer the truth.
 HA_TEXTFILE = "polymarket-ha.prom"
 HA_TEXTFILE_MAX_AGE = 300
 # The node exporter's file label is the full path (1.5 to 1.9: filepath.Join(dir, name)); a bare name also matches.
