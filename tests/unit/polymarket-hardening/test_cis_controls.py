@@ -240,7 +240,8 @@ def test_package_info_lists_only_installed_polymarket_packages(mod: ModuleType, 
 
     def run(argv: list[str]) -> tuple[int, str]:
         seen.append(argv)
-        return real_run([argv[0], f"--admindir={admin}", *argv[1:]])
+        answer: tuple[int, str] = real_run([argv[0], f"--admindir={admin}", *argv[1:]])
+        return answer
 
     monkeypatch.setattr(mod, "run", run)
     assert mod.installed_packages() == [("polymarket-ha", "1.0.3"), ("polymarket-hardening", "1:1.0.3~rc1+b2")]
