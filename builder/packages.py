@@ -97,6 +97,9 @@ def ha_answers(inv: Inventory, host: Host) -> dict[str, str]:
         # HAProxy checks the primary first, the standby as its backup.
         pair = [h for role in (Role.PRIMARY, Role.STANDBY) for h in inv.hosts if h.role is role]
         values["polymarket-ha/backends"] = " ".join(str(h.address) for h in pair)
+        # HAProxy's exporter: the loopback only, and the monitoring host's address when it is a host of its own.
+        monitor = monitoring_host(inv)
+        values["polymarket-ha/metrics_allow"] = str(monitor.address) if monitor and monitor != host else ""
     else:
         # The lb is the third voter of the trading lease (etcd); without one the pair runs on VRRP alone,
         # where a cut between the two nodes makes both trade.
@@ -105,19 +108,36 @@ def ha_answers(inv: Inventory, host: Host) -> dict[str, str]:
     return values
 
 
+HAPROXY_METRICS_PORT = 8405  # polymarket-ha's HAProxy exporter (polymarket_ha.HAPROXY_METRICS_PORT)
+
+
+def monitoring_host(inv: Inventory) -> Host | None:
+    """The host that installs polymarket-monitoring (the inventory allows one at most)."""
+    return next((h for h in inv.hosts if "polymarket-monitoring" in inv.packages(h)), None)
+
+
+def haproxy_target(inv: Inventory, host: Host) -> str:
+    """HAProxy's exporter as the monitoring host ``host`` reaches it: 127.0.0.1:8405 on the lb itself; from a
+    host of its own, LB_ADDRESS:8405 (polymarket-ha's metrics_allow lists that host); empty without an lb."""
+    lb = next((h for h in inv.hosts if h.role is Role.LB and "polymarket-ha" in inv.packages(h)), None)
+    if lb is None:
+        return ""
+    if lb == host:
+        return f"127.0.0.1:{HAPROXY_METRICS_PORT}"
+    return f"{lb.address}:{HAPROXY_METRICS_PORT}"  # an IPv4 address (the inventory's hosts)
+
+
 def monitoring_answers(inv: Inventory, host: Host) -> dict[str, str]:
     # Scrape targets from the hosts: the bots (hosts whose role installs polymarket-bot), the node exporter of
     # every host; NAME=ADDRESS, NAME the "node" label. The receivers come from the inventory's alerts section
-    # (inventory.alert_answers; never a secret). HAProxy's exporter listens on the lb's loopback (polymarket-ha,
-    # 127.0.0.1:8405): scraped when the monitoring host is that lb.
+    # (inventory.alert_answers; never a secret). HAProxy's exporter: see haproxy_target.
     from builder.inventory import alert_answers
 
     bots = [h for h in inv.hosts if "polymarket-bot" in inv.packages(h)]
-    haproxy = host.role is Role.LB and "polymarket-ha" in inv.packages(host)
     return {
         "polymarket-monitoring/bot_targets": " ".join(f"{h.name}={h.address}" for h in bots),
         "polymarket-monitoring/node_targets": " ".join(f"{h.name}={h.address}" for h in inv.hosts),
-        "polymarket-monitoring/haproxy_target": "127.0.0.1:8405" if haproxy else "",
+        "polymarket-monitoring/haproxy_target": haproxy_target(inv, host),
         # systemd-journal-remote listens on the monitoring host's own address only.
         "polymarket-monitoring/journal_address": str(host.address),
         **{f"polymarket-monitoring/{q}": v for q, v in alert_answers(inv).items()},

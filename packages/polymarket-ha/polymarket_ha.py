@@ -130,6 +130,7 @@ class Settings:
     backends: tuple[str, ...]
     bot_port: int = 8080
     witness_address: str = ""  # the lb, third etcd member (primary/standby); empty: no lease (legacy VRRP only)
+    metrics_allow: tuple[str, ...] = ()  # lb: who may scrape HAProxy's exporter on OWN_ADDRESS; empty: loopback only
 
     @property
     def members(self) -> dict[str, str]:
@@ -214,8 +215,14 @@ def parse_settings(text: str) -> Settings:
     if role in PRIORITY and witness and len({own, peer, witness}) != 3:
         raise HAError("OWN_ADDRESS, PEER_ADDRESS and WITNESS_ADDRESS must be three different hosts",
                       "dpkg-reconfigure polymarket-ha")
+    allow_text = raw.get("METRICS_ALLOW", "")
+    try:
+        no_control(allow_text, "METRICS_ALLOW")
+    except HAError as exc:
+        raise HAError(str(exc), f"fix it in {SETTINGS}") from None
+    allow = tuple(_address(a, "METRICS_ALLOW entry") for a in allow_text.split())
     return Settings(role, own, peer, f"{net.ip}/{net.network.prefixlen}" if net else "", interface, router_id,
-                    backends, witness_address=witness)
+                    backends, witness_address=witness, metrics_allow=allow)
 
 
 def load_settings(path: Path = SETTINGS) -> Settings:
@@ -236,6 +243,7 @@ GET_KEYS: dict[str, Any] = {
     "ROUTER_ID": lambda s: str(s.router_id),
     "BACKENDS": lambda s: " ".join(s.backends),
     "WITNESS_ADDRESS": lambda s: s.witness_address,
+    "METRICS_ALLOW": lambda s: " ".join(s.metrics_allow),
 }
 
 
@@ -417,15 +425,7 @@ frontend polymarket_http
     mode http
     timeout client 30s
 {route}{tls}
-# HAProxy's own Prometheus exporter, scraped by polymarket-monitoring (haproxy_target 127.0.0.1:8405):
-# loopback only, nothing but /metrics.
-frontend polymarket_metrics
-    bind 127.0.0.1:{HAPROXY_METRICS_PORT}
-    mode http
-    timeout client 30s
-    http-request use-service prometheus-exporter if {{ path /metrics }}
-    http-request deny
-
+{render_haproxy_metrics(s)}
 backend polymarket_bots
     mode http
     timeout connect 3s
@@ -444,6 +444,38 @@ backend polymarket_live
     option httpchk GET /live
     http-check expect status 200
 """ + server_lines()
+
+
+def render_haproxy_metrics(s: Settings) -> str:
+    """HAProxy's own Prometheus exporter, nothing but /metrics: on the loopback (polymarket-monitoring on the lb,
+    haproxy_target 127.0.0.1:8405) and, with METRICS_ALLOW, on OWN_ADDRESS too for those sources only (a
+    monitoring host of its own, haproxy_target LB:8405; the firewall opens the port to them alone)."""
+    if not s.metrics_allow:
+        return ("# HAProxy's own Prometheus exporter, scraped by polymarket-monitoring "
+                "(haproxy_target 127.0.0.1:8405):\n") + f"""\
+# loopback only, nothing but /metrics.
+frontend polymarket_metrics
+    bind 127.0.0.1:{HAPROXY_METRICS_PORT}
+    mode http
+    timeout client 30s
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    http-request deny
+"""
+    allowed = " ".join(s.metrics_allow)
+    return f"""\
+# HAProxy's own Prometheus exporter, scraped by polymarket-monitoring: on the loopback, and on this host's
+# address for METRICS_ALLOW only (haproxy_target {s.own_address}:{HAPROXY_METRICS_PORT}); any other source is
+# denied (403), and nothing but /metrics is served.
+frontend polymarket_metrics
+    bind 127.0.0.1:{HAPROXY_METRICS_PORT}
+    bind {s.own_address}:{HAPROXY_METRICS_PORT}
+    mode http
+    timeout client 30s
+    acl metrics_allowed src 127.0.0.1 {allowed}
+    http-request deny unless metrics_allowed
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    http-request deny
+"""
 
 
 def render_bot_env(s: Settings) -> str:
@@ -489,8 +521,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 # postinst check one answer: a value that fails is refused with one line, never
 # repaired (stripping characters turned 192.168.1.1OO into 192.168.1.1).
 QUESTIONS = ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends",
-             "witness_address")
+             "witness_address", "metrics_allow")
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
+# Questions whose answer is refused with any control character in it, a newline or a tab too, before the
+# whitespace is collapsed (the maintainer scripts already make those spaces; a caller of check-value may not).
+RAW_CHECKED = ("metrics_allow",)
 
 
 def check_address(value: str, what: str, hint: str = "dpkg-reconfigure polymarket-ha") -> str:
@@ -507,6 +542,17 @@ def check_address(value: str, what: str, hint: str = "dpkg-reconfigure polymarke
         raise HAError(f"{what} {value!r} is an IPv4-mapped IPv6 address: give the IPv4 address "
                       f"{address.ipv4_mapped}", hint)
     return str(address)
+
+
+def no_control(value: str, what: str) -> str:
+    """No control character (newline and tab included, shown as \\xNN): a value rendered into haproxy.cfg and a
+    ufw rule is one line of addresses separated by spaces."""
+    bad = sorted({c for c in value if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0})
+    if bad:
+        shown = " ".join(f"\\x{ord(c):02x}" for c in bad)
+        raise HAError(f"{what}: a control character ({shown}) in {value.encode('unicode_escape').decode()!r}",
+                      "dpkg-reconfigure polymarket-ha")
+    return value
 
 
 def check_interface(value: str) -> str:
@@ -549,12 +595,18 @@ def check_value(question: str, value: str) -> str:
     elif question == "backends":
         for backend in value.split():
             check_address(backend, "backends entry")
+    elif question == "metrics_allow":
+        no_control(value, question)
+        for entry in value.split():
+            check_address(entry, "metrics_allow entry")
     else:
         raise HAError(f"no question polymarket-ha/{question}", f"one of: {', '.join(QUESTIONS)}")
     return value
 
 
 def cmd_check_value(args: argparse.Namespace) -> int:
+    if args.question in RAW_CHECKED:
+        no_control(args.value.strip(" "), args.question)
     check_value(args.question, " ".join(args.value.split()))
     return 0
 
@@ -575,6 +627,8 @@ def check_value_argv(argv: list[str]) -> int | None:
               file=sys.stderr)
         return 2  # a usage error, as argparse's
     try:
+        if rest[0] in RAW_CHECKED:
+            no_control(rest[1].strip(" "), rest[0])
         check_value(rest[0], " ".join(rest[1].split()))
     except HAError as exc:
         print(f"error: {exc}" + (f" (hint: {exc.hint})" if exc.hint else ""), file=sys.stderr)

@@ -19,7 +19,7 @@ from tests.package.test_ha_values import SCRIPT, check
 FIREWALL = REPO / "packages" / "polymarket-ha" / "firewall"
 
 QUESTIONS = ["role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends",
-             "witness_address"]  # fmt: skip
+             "witness_address", "metrics_allow"]  # fmt: skip
 
 
 @pytest.mark.parametrize("value", ["-h", "--help", "--he"])
@@ -83,7 +83,8 @@ def firewall_reads(key: str, value: str, tmp_path: Path) -> str | None:
 @pytest.mark.parametrize("address", ADDRESSES)
 @pytest.mark.parametrize(("question", "key"), [("peer_address", "PEER_ADDRESS"),
                                                ("witness_address", "WITNESS_ADDRESS"),
-                                               ("backends", "BACKENDS")])  # fmt: skip
+                                               ("backends", "BACKENDS"),
+                                               ("metrics_allow", "METRICS_ALLOW")])  # fmt: skip
 def test_firewall_pattern_and_check_value_agree(question: str, key: str, address: str, tmp_path: Path) -> None:
     """Every address check-value accepts is one the ha firewall's pattern reads as written (before, a scoped
     fe80::1%enp1s0 was accepted but matched no pattern: no VRRP rule, both nodes master). The pattern is a

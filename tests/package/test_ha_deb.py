@@ -64,7 +64,7 @@ def test_depends(deb: Path) -> None:
 def test_debconf_templates(control: Path) -> None:
     templates = (control / "templates").read_text()
     for q in ("role", "own_address", "peer_address", "virtual_ip", "interface", "router_id", "backends",
-              "witness_address"):
+              "witness_address", "metrics_allow"):
         assert f"Template: polymarket-ha/{q}\n" in templates
     assert "Choices: primary, standby, lb" in templates
 

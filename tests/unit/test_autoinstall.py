@@ -206,9 +206,11 @@ def test_debconf_answers_and_packages(rendered: Path) -> None:
             " standby=192.168.1.101\n") in lb["debconf-selections"]
     assert ("polymarket-monitoring polymarket-monitoring/node_targets string primary=192.168.1.100"
             " standby=192.168.1.101 lb=192.168.1.102\n") in lb["debconf-selections"]
-    # HAProxy's own exporter on the lb's loopback (polymarket-ha), scraped by the lb's Prometheus
+    # HAProxy's own exporter on the lb's loopback (polymarket-ha), scraped by the lb's Prometheus: no other
+    # source allowed (a monitoring host of its own: test_inventory.py::test_a_monitoring_host_of_its_own)
     assert "polymarket-monitoring polymarket-monitoring/haproxy_target string 127.0.0.1:8405\n" in \
         lb["debconf-selections"]
+    assert "polymarket-ha polymarket-ha/metrics_allow string\n" in lb["debconf-selections"]
 
 
 def test_meta_data(rendered: Path) -> None:

@@ -256,6 +256,9 @@ def test_a_monitoring_host_of_its_own(tmp_path: Path) -> None:
     assert mon["polymarket-monitoring/node_targets"] == (
         "primary=192.168.1.100 standby=192.168.1.101 lb=192.168.1.102 mon=192.168.1.103"
     )
-    assert mon["polymarket-monitoring/haproxy_target"] == ""  # HAProxy's exporter is on the lb's loopback
+    # HAProxy's exporter: on the lb's own address for the monitoring host only (polymarket-ha/metrics_allow)
+    assert mon["polymarket-monitoring/haproxy_target"] == "192.168.1.102:8405"
+    assert lines["lb"]["polymarket-ha/metrics_allow"] == "192.168.1.103"
+    assert not any("polymarket-ha/metrics_allow" in lines[n] for n in ("primary", "standby"))
     assert mon["polymarket-monitoring/email_critical_to"] == "product@company.com security@company.com"
     assert mon["polymarket-hardening/allow_users"] == "admin"

@@ -1,0 +1,224 @@
+"""polymarket-ha/metrics_allow (issue 10): HAProxy's exporter for a monitoring host of its own.
+
+Empty (the default, polymarket-monitoring on the lb): the exporter listens on the lb's loopback only, as
+before. Set: it also listens on the lb's own address, HAProxy denies every other source, and the firewall
+opens 8405/tcp to those addresses only (tagged polymarket-ha, removed when the answer is emptied). The
+firewall runs here against a fake ufw that keeps its rules in a file (never this machine's ufw).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests import payload
+
+REPO = Path(__file__).resolve().parents[3]
+SCRIPT = REPO / "packages" / "polymarket-ha" / "polymarket_ha.py"
+FIREWALL = REPO / "packages" / "polymarket-ha" / "firewall"
+LB = 'ROLE="lb"\nOWN_ADDRESS="192.168.1.102"\nBACKENDS="192.168.1.100 192.168.1.101"\n'
+
+
+def ha() -> ModuleType:
+    return payload.ha()
+
+
+def metrics_frontend(cfg: str) -> list[str]:
+    """The lines of haproxy.cfg's frontend polymarket_metrics (up to the next blank line)."""
+    start = cfg.index("frontend polymarket_metrics\n")
+    return cfg[start:].split("\n\n", 1)[0].splitlines()
+
+
+def haproxy_check(cfg: str, tmp_path: Path) -> None:
+    """haproxy -c on the rendered file, when haproxy is installed on this machine (it is not by default: the
+    text is asserted in any case)."""
+    if shutil.which("haproxy") is None:
+        return
+    path = tmp_path / "haproxy.cfg"
+    path.write_text("defaults\n    timeout connect 3s\n    timeout client 30s\n    timeout server 30s\n" + cfg)
+    check = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_without_metrics_allow_the_exporter_is_on_the_loopback_only(tmp_path: Path) -> None:
+    mod = ha()
+    cfg = mod.render_haproxy(mod.parse_settings(LB + 'METRICS_ALLOW=""\n'))
+    assert metrics_frontend(cfg) == [
+        "frontend polymarket_metrics",
+        "    bind 127.0.0.1:8405",
+        "    mode http",
+        "    timeout client 30s",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    http-request deny",
+    ]
+    assert cfg == mod.render_haproxy(mod.parse_settings(LB))  # no METRICS_ALLOW line: the same file
+    haproxy_check(cfg, tmp_path)
+
+
+def test_metrics_allow_binds_the_own_address_for_those_sources_only(tmp_path: Path) -> None:
+    mod = ha()
+    cfg = mod.render_haproxy(mod.parse_settings(LB + 'METRICS_ALLOW="192.168.1.103  2001:DB8::5"\n'))
+    assert metrics_frontend(cfg) == [
+        "frontend polymarket_metrics",
+        "    bind 127.0.0.1:8405",
+        "    bind 192.168.1.102:8405",
+        "    mode http",
+        "    timeout client 30s",
+        "    acl metrics_allowed src 127.0.0.1 192.168.1.103 2001:db8::5",
+        # the deny comes first: a source not listed gets 403, /metrics included
+        "    http-request deny unless metrics_allowed",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    http-request deny",
+    ]
+    # the traffic frontends are the same as without it
+    plain = mod.render_haproxy(mod.parse_settings(LB))
+    assert cfg.split("# HAProxy's own")[0] == plain.split("# HAProxy's own")[0]
+    assert cfg.split("\nbackend polymarket_bots")[1] == plain.split("\nbackend polymarket_bots")[1]
+    haproxy_check(cfg, tmp_path)
+
+
+def check_value(question: str, value: str) -> subprocess.CompletedProcess[str]:
+    """check-value as the config script and the postinst run it."""
+    return subprocess.run([sys.executable, str(SCRIPT), "check-value", question, value],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["", "192.168.1.103", "192.168.1.103 10.0.0.7 2001:db8::5"])
+def test_good_metrics_allow_answers(value: str) -> None:
+    proc = check_value("metrics_allow", value)
+    assert proc.returncode == 0 and proc.stderr == "", proc
+
+
+@pytest.mark.parametrize("value", [
+    "192.168.1.103\n10.0.0.7",  # a newline (or any control character) is refused, not made a space
+    "192.168.1.103\t10.0.0.7",
+    "192.168.1.103\x1b[2J",
+    "a b;c",
+    "300.1.1.1",
+    "192.168.1.103 300.1.1.1",
+    "192.168.1.0/24",  # addresses, not networks
+    "192.168.1.103,10.0.0.7",
+    "fe80::1%eth0",
+    "-h",
+    "10.0.0.7 src 0.0.0.0/0",
+])  # fmt: skip
+def test_bad_metrics_allow_answers_are_one_line(value: str) -> None:
+    proc = check_value("metrics_allow", value)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "\x1b" not in proc.stderr and "\t" not in proc.stderr
+
+
+@pytest.mark.parametrize("line", ['METRICS_ALLOW="300.1.1.1"', 'METRICS_ALLOW="a b;c"',
+                                  'METRICS_ALLOW="10.0.0.7\x1b"'])  # fmt: skip
+def test_a_bad_hand_edited_metrics_allow_is_refused(line: str) -> None:
+    mod = ha()
+    with pytest.raises(mod.HAError) as err:
+        mod.parse_settings(LB + line + "\n")
+    assert "METRICS_ALLOW" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_postinst_writes_and_the_config_script_asks_metrics_allow() -> None:
+    """The answer reaches ha.conf (postinst) and a hand edit of ha.conf goes back into debconf (config)."""
+    postinst = (REPO / "debian" / "polymarket-ha.postinst").read_text()
+    config = (REPO / "debian" / "polymarket-ha.config").read_text()
+    templates = (REPO / "debian" / "polymarket-ha.templates").read_text()
+    assert "answer metrics_allow\n" in postinst and 'METRICS_ALLOW="$metrics_allow"\n' in postinst
+    assert "METRICS_ALLOW:metrics_allow" in config
+    assert 'lb) questions="own_address backends metrics_allow" ;;' in config
+    assert "Template: polymarket-ha/metrics_allow\nType: string\nDefault:\n" in templates
+
+
+# -- the firewall, against a fake ufw ------------------------------------------------------------------------
+
+FAKE_UFW = r"""#!/bin/sh
+# A fake ufw: its rules, one "RULE comment 'TAG'" a line, in $UFW_STATE; an existing rule is not added twice.
+case "$1" in
+    status) echo "Status: active" ;;
+    show) echo "Added user rules (see 'ufw status' for running firewall):"; sed 's/^/ufw /' "$UFW_STATE" ;;
+    --force)
+        shift 2
+        rule="$*"
+        grep -vxF "$rule comment 'polymarket-ha'" "$UFW_STATE" >"$UFW_STATE.new" || true
+        mv "$UFW_STATE.new" "$UFW_STATE"
+        ;;
+    *)
+        # RULE... comment TAG
+        rule=$(printf '%s\n' "$*" | sed 's/ comment \([^ ]*\)$//')
+        tag=$(printf '%s\n' "$*" | sed -n 's/.* comment \([^ ]*\)$/\1/p')
+        # as ufw: "Skipping adding existing rule"
+        grep -qxF "$rule comment '$tag'" "$UFW_STATE" || echo "$rule comment '$tag'" >>"$UFW_STATE"
+        ;;
+esac
+"""
+
+
+class Firewall:
+    """packages/polymarket-ha/firewall run with this test's ha.conf, a fake ufw and not in a chroot."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.conf = tmp_path / "ha.conf"
+        self.state = tmp_path / "ufw-rules"
+        self.state.write_text("allow 22/tcp comment 'admin'\n")  # someone else's rule: never touched
+        bin_ = tmp_path / "bin"
+        bin_.mkdir()
+        for name, text in {
+            "ufw": FAKE_UFW,
+            "ischroot": "#!/bin/sh\nexit 1\n",
+            "systemd-detect-virt": "#!/bin/sh\nexit 1\n",
+            "polymarket-ha": f'#!/bin/sh\nexec {sys.executable} {SCRIPT} "$1" --settings {self.conf} "$2"\n',
+        }.items():
+            (bin_ / name).write_text(text)
+            (bin_ / name).chmod(0o755)
+        script = FIREWALL.read_text().replace("/usr/sbin/polymarket-ha", str(bin_ / "polymarket-ha"))
+        assert script.count(str(bin_ / "polymarket-ha")) >= 5
+        script = script.replace("SETTINGS=/etc/polymarket-ha/ha.conf\n", f"SETTINGS={self.conf}\n", 1)
+        assert str(self.conf) in script
+        self.script = tmp_path / "firewall"
+        self.script.write_text(script)
+        self.env = {"PATH": f"{bin_}:{os.environ['PATH']}", "UFW_STATE": str(self.state), "LC_ALL": "C.UTF-8"}
+
+    def run(self, settings: str) -> subprocess.CompletedProcess[str]:
+        self.conf.write_text(settings)
+        return subprocess.run(["sh", str(self.script)], capture_output=True, text=True, env=self.env, check=False)
+
+    def rules(self) -> list[str]:
+        return self.state.read_text().splitlines()
+
+
+ETCD = ["allow from 192.168.1.100 to any port 2379:2380 proto tcp comment 'polymarket-ha'",
+        "allow from 192.168.1.101 to any port 2379:2380 proto tcp comment 'polymarket-ha'"]  # fmt: skip
+
+
+def test_the_firewall_opens_8405_to_metrics_allow_only_and_closes_it_when_emptied(tmp_path: Path) -> None:
+    fw = Firewall(tmp_path)
+    proc = fw.run(LB + 'METRICS_ALLOW="192.168.1.103 2001:db8::5"\n')
+    assert proc.returncode == 0, proc.stderr
+    assert fw.rules() == ["allow 22/tcp comment 'admin'", *ETCD,
+                          "allow from 192.168.1.103 to any port 8405 proto tcp comment 'polymarket-ha'",
+                          "allow from 2001:db8::5 to any port 8405 proto tcp comment 'polymarket-ha'"]  # fmt: skip
+    # run again (every boot): nothing added twice
+    assert fw.run(LB + 'METRICS_ALLOW="192.168.1.103 2001:db8::5"\n').returncode == 0
+    assert len(fw.rules()) == 5
+    # one address dropped: its rule goes, the other stays
+    assert fw.run(LB + 'METRICS_ALLOW="192.168.1.103"\n').returncode == 0
+    assert fw.rules() == ["allow 22/tcp comment 'admin'", *ETCD,
+                          "allow from 192.168.1.103 to any port 8405 proto tcp comment 'polymarket-ha'"]  # fmt: skip
+    # a bad hand edit: one error line, the rules in place untouched
+    bad = fw.run(LB + 'METRICS_ALLOW="300.1.1.1"\n')
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and len(fw.rules()) == 4, bad.stderr
+    # emptied: port 8405 closed again, the etcd rules and the admin's rule stay
+    assert fw.run(LB + 'METRICS_ALLOW=""\n').returncode == 0
+    assert fw.rules() == ["allow 22/tcp comment 'admin'", *ETCD]
+
+
+def test_the_firewall_of_an_lb_without_metrics_allow_opens_no_8405(tmp_path: Path) -> None:
+    fw = Firewall(tmp_path)
+    assert fw.run(LB).returncode == 0
+    assert fw.rules() == ["allow 22/tcp comment 'admin'", *ETCD]
