@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -133,6 +135,52 @@ def test_the_postinst_writes_and_the_config_script_asks_metrics_allow() -> None:
     assert "METRICS_ALLOW:metrics_allow" in config
     assert 'lb) questions="own_address backends metrics_allow" ;;' in config
     assert "Template: polymarket-ha/metrics_allow\nType: string\nDefault:\n" in templates
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_haproxy_answers_the_listed_source_only(tmp_path: Path) -> None:
+    """With haproxy on this machine (not by default: the rendered text is asserted above in any case), the
+    rendered frontend run for real on loopback addresses: 127.0.0.2 is the lb's own address, 127.0.0.4 the
+    listed monitoring host, 127.0.0.3 anyone else (403, /metrics included); /stats is 403 for everyone."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        return
+    mod = ha()
+    metrics, http = free_port(), free_port()
+    cfg = mod.render_haproxy(mod.parse_settings(
+        'ROLE="lb"\nOWN_ADDRESS="127.0.0.2"\nBACKENDS="127.0.0.5 127.0.0.6"\nMETRICS_ALLOW="127.0.0.4"\n'))
+    cfg = cfg.replace(":8405\n", f":{metrics}\n").replace(":8080", f":{http}")
+    path = tmp_path / "haproxy.cfg"
+    path.write_text("defaults\n    timeout connect 3s\n    timeout client 30s\n    timeout server 30s\n" + cfg)
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(path)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def status(source: str, dest: str, path: str = "/metrics") -> int:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((dest, metrics), timeout=5, source_address=(source, 0)) as s:
+                    s.sendall(f"GET {path} HTTP/1.0\r\nHost: lb\r\n\r\n".encode())
+                    return int(s.recv(64).split()[1])
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    try:
+        assert status("127.0.0.4", "127.0.0.2") == 200
+        assert status("127.0.0.1", "127.0.0.1") == 200  # the loopback, as without metrics_allow
+        assert status("127.0.0.3", "127.0.0.2") == 403
+        assert status("127.0.0.3", "127.0.0.1") == 403
+        assert status("127.0.0.4", "127.0.0.2", "/stats") == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 # -- the firewall, against a fake ufw ------------------------------------------------------------------------
