@@ -270,3 +270,80 @@ def test_the_firewall_of_an_lb_without_metrics_allow_opens_no_8405(tmp_path: Pat
     fw = Firewall(tmp_path)
     assert fw.run(LB).returncode == 0
     assert fw.rules() == ["allow 22/tcp comment 'admin'", *ETCD]
+
+
+# -- the config script, with a fake debconf (answers in a file, nobody to ask: noninteractive) ----------------
+
+FAKE_CONFMODULE = r"""# A fake /usr/share/debconf/confmodule: answers in $FAKE_DEBCONF (QUESTION=VALUE, the last one
+# wins), no frontend (db_input returns 30, as noninteractive does).
+db_get() { RET=$(sed -n "s|^$1=||p" "$FAKE_DEBCONF" | tail -n 1); }
+db_set() { printf '%s=%s\n' "$1" "$2" >>"$FAKE_DEBCONF"; }
+db_input() { return 30; }
+db_go() { :; }
+db_subst() { :; }
+db_fset() { :; }
+"""
+
+
+class ConfigScript:
+    """debian/polymarket-ha.config run with this test's ha.conf, debconf answers and polymarket-ha (``old``: one
+    from before metrics_allow, which knows neither the key nor the question: exit 2, as argparse's usage)."""
+
+    def __init__(self, tmp_path: Path, *, old: bool = False) -> None:
+        self.conf = tmp_path / "ha.conf"
+        self.db = tmp_path / "debconf"
+        bin_ = tmp_path / "bin"
+        bin_.mkdir()
+        refuse = ('case "$*" in *METRICS_ALLOW*|*metrics_allow*) echo "error: unknown key" >&2; exit 2;; esac\n'
+                  if old else "")  # fmt: skip
+        wrapper = bin_ / "polymarket-ha"
+        wrapper.write_text(f'#!/bin/sh\n{refuse}if [ "$1" = get ]; then shift; '
+                           f'exec {sys.executable} {SCRIPT} get --settings {self.conf} "$@"; fi\n'
+                           f'exec {sys.executable} {SCRIPT} "$@"\n')  # fmt: skip
+        wrapper.chmod(0o755)
+        (tmp_path / "confmodule").write_text(FAKE_CONFMODULE)
+        script = (REPO / "debian" / "polymarket-ha.config").read_text()
+        for old_text, new_text in (("/usr/share/debconf/confmodule", str(tmp_path / "confmodule")),
+                                   ("SETTINGS=/etc/polymarket-ha/ha.conf\n", f"SETTINGS={self.conf}\n"),
+                                   ("POLYMARKET_HA=/usr/sbin/polymarket-ha\n", f"POLYMARKET_HA={wrapper}\n")):
+            assert script.count(old_text) == 1, old_text
+            script = script.replace(old_text, new_text)
+        self.script = tmp_path / "config"
+        self.script.write_text(script)
+        self.env = {"PATH": f"{bin_}:{os.environ['PATH']}", "FAKE_DEBCONF": str(self.db), "LC_ALL": "C.UTF-8"}
+
+    def run(self, settings: str, answers: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        self.conf.write_text(settings)
+        self.db.write_text("".join(f"polymarket-ha/{q}={v}\n" for q, v in answers.items()))
+        return subprocess.run(["sh", str(self.script)], capture_output=True, text=True, env=self.env, check=False)
+
+    def answer(self, question: str) -> str:
+        found = [line.split("=", 1)[1] for line in self.db.read_text().splitlines()
+                 if line.startswith(f"polymarket-ha/{question}=")]  # fmt: skip
+        return found[-1] if found else ""
+
+
+LB_ANSWERS = {"role": "lb", "own_address": "192.168.1.102", "backends": "192.168.1.100 192.168.1.101"}
+
+
+def test_the_config_script_takes_a_hand_edited_metrics_allow_back(tmp_path: Path) -> None:
+    config = ConfigScript(tmp_path)
+    proc = config.run(LB + 'METRICS_ALLOW="192.168.1.103"\n', LB_ANSWERS)
+    assert proc.returncode == 0, proc.stderr
+    assert config.answer("metrics_allow") == "192.168.1.103"
+
+
+@pytest.mark.parametrize("bad", ["a b;c", "300.1.1.1", "192.168.1.103 192.168.1.0/24"])
+def test_the_config_script_refuses_a_bad_metrics_allow_with_one_line(tmp_path: Path, bad: str) -> None:
+    proc = ConfigScript(tmp_path).run(LB, {**LB_ANSWERS, "metrics_allow": bad})
+    assert proc.returncode == 1, proc
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: metrics_allow"), proc.stderr
+
+
+def test_an_upgrades_preconfigure_with_the_old_polymarket_ha_does_not_fail(tmp_path: Path) -> None:
+    """Before an upgrade's unpack the config script runs with the installed polymarket-ha, which knows no
+    METRICS_ALLOW (get exits 2): skipped, not a failed preconfigure; the other keys are still read back."""
+    config = ConfigScript(tmp_path, old=True)
+    proc = config.run(LB.replace("192.168.1.102", "192.168.1.112"), LB_ANSWERS)
+    assert proc.returncode == 0, proc.stderr
+    assert config.answer("own_address") == "192.168.1.112"
