@@ -59,6 +59,10 @@ SSH_DIR = STATE_DIR / ".ssh"
 KEY = SSH_DIR / "id_ed25519"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 LAST_ACTIVE = STATE_DIR / "last-active"
+# The lease generation (the leader key's etcd create revision) this node last held a valid lease under,
+# written by its lease keeper: what a promotion compares with the replica's (never file times).
+OWN_GENERATION = STATE_DIR / "lease-generation"  # kept across reboots (root's heartbeat and notify copy it)
+RUN_GENERATION = RUN_DIR / "lease-generation"  # the keeper's, at once (its sandbox writes only /run)
 LAST_REPLICATION = STATE_DIR / "last-replication.json"
 VRRP_STATE = RUN_DIR / "vrrp-state"
 PROMOTING = RUN_DIR / "promoting"
@@ -893,6 +897,7 @@ def cmd_heartbeat(_args: argparse.Namespace) -> int:
         return 0
     if st["vrrp_state"] == "MASTER" and st["vip_held"] and not st["passive"]:
         _touch(LAST_ACTIVE)
+        persist_generation()
         last = st["last_replication"]
         if not isinstance(last, dict) or last.get("result") != "ok":
             # Never sent (just installed or trusted) or the last run failed: once a minute, not every 5.
@@ -1074,7 +1079,9 @@ def adopt_replica(s: Settings, ledger: Path) -> str:
     try:
         replica_at = os.fstat(src).st_mtime
         active_at = _mtime(LAST_ACTIVE)
-        if active_at is not None and active_at >= replica_at:
+        lease = bool(s is not None and s.lease)
+        if not lease and active_at is not None and active_at >= replica_at:
+            # VRRP only (no lease, no generation): the times of the files are all there is
             return (f"replica of {_iso(replica_at)} is older than this node's own trading ({_iso(active_at)}): "
                     "kept local")
         prev = _root_dir_fd(PREVIOUS_DIR)
@@ -1089,6 +1096,10 @@ def adopt_replica(s: Settings, ledger: Path) -> str:
                 os.close(out)
             if not integrity_ok(checked):
                 return f"replica of {_iso(replica_at)} fails integrity_check: kept the local ledger"
+            if lease:
+                keep = newer_here(own_generation(), ledger_generation(checked))
+                if keep:
+                    return keep
             bot = pwd.getpwnam(BOT_USER)
             staged = ledger.with_name(f".{ledger.name}.promote")
             fd = _create_exclusive(staged, 0o600)
@@ -1116,6 +1127,62 @@ def adopt_replica(s: Settings, ledger: Path) -> str:
         os.close(prev)
     kept = f" ({len(pruned)} older file(s) pruned, the last {PREVIOUS_KEEP} kept)" if pruned else ""
     return f"adopted the replica of {_iso(replica_at)}; previous ledger in {PREVIOUS_DIR}{kept}"
+
+
+def read_generation(path: Path) -> int | None:
+    """The lease generation in ``path`` (root's state file), or None (absent, unreadable, not a number)."""
+    try:
+        fd = _open_regular(path)
+    except (HAError, OSError):
+        return None
+    try:
+        text = os.read(fd, 64).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
+
+
+def ledger_generation(db: Path) -> int | None:
+    """``meta.lease_generation`` of a ledger (root's checked copy): the lease under which its last holder began
+    to trade (the bot keeps the highest), or None."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            con.execute("PRAGMA trusted_schema=OFF")
+            row = con.execute("SELECT value FROM meta WHERE key='lease_generation'").fetchone()
+    except sqlite3.Error:
+        return None
+    value = str(row[0]).strip() if row else ""
+    return int(value) if value.isdigit() else None
+
+
+def own_generation() -> int | None:
+    """The newest lease generation this node held a valid lease under: the keeper's file in /run, or the copy
+    in /var/lib kept across a reboot."""
+    found = [g for g in (read_generation(RUN_GENERATION), read_generation(OWN_GENERATION)) if g is not None]
+    return max(found) if found else None
+
+
+def persist_generation() -> None:
+    """Copy the keeper's generation (/run) to /var/lib when it is newer: at each promotion and heartbeat of the
+    trading node. A failure is a warning (the /run copy still serves until a reboot)."""
+    run_gen, kept = read_generation(RUN_GENERATION), read_generation(OWN_GENERATION)
+    if run_gen is not None and (kept is None or run_gen > kept):
+        try:
+            _write_atomic(OWN_GENERATION, f"{run_gen}\n")
+        except (HAError, OSError) as exc:
+            log.warning("lease generation %d not kept in %s: %s", run_gen, OWN_GENERATION, exc)
+
+
+def newer_here(own: int | None, replica: int | None) -> str:
+    """With the lease: whether this node's own ledger is the newer one, by lease generation (etcd's revision of
+    the leader key, which only grows), never by file times. A reason to keep the local ledger, or "" to adopt."""
+    if own is None:
+        return ""  # this node never held a valid lease: the replica, whatever its age, is the newer history
+    if replica is None:
+        return f"replica holds no lease generation, this node traded under generation {own}: kept local"
+    if own >= replica:
+        return f"replica of lease generation {replica}, this node traded under generation {own}: kept local"
+    return ""
 
 
 def promoting_live(path: Path = PROMOTING, max_age: float = PROMOTING_MAX_AGE) -> bool:
@@ -1168,6 +1235,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 return 1
             if vrrp_state() == "MASTER":  # still: a BACKUP meanwhile waits for the lock, then re-asserts passive
                 _touch(LAST_ACTIVE)
+                persist_generation()
                 PASSIVE.unlink(missing_ok=True)
                 log.warning("VRRP MASTER: bot active")
         finally:
@@ -1513,6 +1581,9 @@ class LeaseKeeper:
         self.other_seen = boottime()
         self.other_lease = ""  # the etcd lease of that other holder's key, as last seen
         self.written: tuple[str, bool] | None = None
+        self.generation = 0  # the leader key's create revision while this node holds it
+        self.generation_written = 0
+        self.generation_path = RUN_GENERATION if path == LEASE_FILE else path.with_name(path.name + ".generation")
 
     def write(self, holder: str, deadline: float, **extra: Any) -> None:
         if self.path.parent.is_dir():
@@ -1537,6 +1608,8 @@ class LeaseKeeper:
             "failure": [{"requestRange": {"key": key}}]})
         if txn.get("succeeded"):
             self.lease_id = lease_id
+            with contextlib.suppress(TypeError, ValueError):
+                self.generation = int(txn.get("header", {}).get("revision", 0))
             log.warning("lease: took %s under lease %s (TTL %ds)", LEADER_KEY, lease_id, ttl)
             released = [base64.b64decode(kv.get("value", "")).decode(errors="replace")
                         for r in txn.get("responses", []) for kv in r.get("response_range", {}).get("kvs", [])]
@@ -1583,6 +1656,12 @@ class LeaseKeeper:
         if boottime() < valid_from:  # the previous holder's lease may still run: not yet ours to trade on
             self.write(self.name, 0.0, waiting_until=round(valid_from, 3))
             return
+        if self.generation and self.generation != self.generation_written:
+            try:  # before the first valid deadline of this generation: a promotion compares it with a replica's
+                _write_atomic(self.generation_path, f"{self.generation}\n")
+                self.generation_written = self.generation
+            except (HAError, OSError) as exc:  # the fence still stops a trade twice; the ledger choice is weaker
+                log.error("lease: generation %d not recorded (%s)", self.generation, exc)
         self.write(self.name, deadline, lease=self.lease_id)
 
     def keepalive(self) -> None:

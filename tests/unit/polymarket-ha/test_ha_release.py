@@ -32,6 +32,7 @@ class MiniEtcd:
         self.kv: dict[str, tuple[str, str]] = {}  # key -> (value, lease)
         self.leases: set[str] = set()
         self.ids = itertools.count(100)
+        self.revision = 1
 
     def expire(self, lease: str) -> None:
         self.leases.discard(lease)
@@ -70,6 +71,7 @@ class MiniEtcd:
             return found
         if path == "/v3/kv/txn":
             ok = all(self._holds(c) for c in body["compare"])
+            self.revision += 1
             out: list[dict[str, Any]] = []
             for op in body.get("success" if ok else "failure", []):
                 if "requestPut" in op:
@@ -78,7 +80,7 @@ class MiniEtcd:
                     out.append({"response_put": {}})
                 else:
                     out.append(self._range(op["requestRange"]["key"]))
-            return {"succeeded": ok, "responses": out}
+            return {"header": {"revision": str(self.revision)}, "succeeded": ok, "responses": out}
         raise AssertionError(path)
 
 
@@ -172,3 +174,15 @@ def test_a_keeper_that_lost_the_key_records_no_release(ha: ModuleType, tmp_path:
     primary.release()  # it still believes it holds lease `stale`
     assert base64.b64encode(ha.RELEASED_KEY.encode()).decode() not in etcd.kv
     assert holder_of(etcd, ha) == "standby"
+
+
+def test_the_keeper_records_its_generation_before_its_first_valid_deadline(ha: ModuleType, tmp_path: Path) -> None:
+    """The leader key's create revision (the txn's header revision): what a promotion compares with a replica's."""
+    etcd, primary, standby = pair(ha, tmp_path)
+    taken_at = etcd.revision
+    assert (tmp_path / "primary.lease.generation").read_text() == "2\n"  # the first txn: revision 2
+    assert not (tmp_path / "standby.lease.generation").exists()
+    primary.release()
+    standby.step()
+    assert record(tmp_path / "standby.lease")["deadline"] > 0
+    assert int((tmp_path / "standby.lease.generation").read_text()) > taken_at
