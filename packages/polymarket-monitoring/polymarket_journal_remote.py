@@ -16,8 +16,10 @@ polymarket-journal-upload):
     ssh NODE sudo polymarket-journal-upload csr | ssh MON sudo polymarket-journal-remote sign NODE \\
         | ssh NODE sudo polymarket-journal-upload join
 
-Every file is written under a directory opened without following links, into a new file that is
-renamed over the old one: a symlink planted in its place is replaced, never followed.
+Every file is written under a directory opened without following links, into a new file of a name of
+its own (O_EXCL) that is renamed over the old one: a symlink planted in its place is replaced, never
+followed, and two writers never share a temporary file. `sign` and `revoke` read and rewrite `issued` and
+`revoked` under an exclusive flock(2) of that directory: parallel runs lose no serial.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import os
 import re
+import secrets
 import shutil
 import ssl
 import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ETC = Path("/etc/polymarket-monitoring")
@@ -52,6 +57,7 @@ WANTS = Path("/etc/systemd/system/sockets.target.wants")
 NODE_DAYS = 825
 HANDSHAKE_TIMEOUT = 10.0  # seconds from the TCP connection to a finished TLS handshake
 IDLE_TIMEOUT = 120.0  # seconds without a byte from the client: closed (journal-upload reconnects)
+REVOKED_POLL = 1.0  # seconds between two looks at `revoked` for a connection that sends nothing
 MAX_CONNECTIONS = 256  # at once, handshakes included (2 descriptors each; LimitNOFILE=4096)
 MAX_PER_PEER = 16  # at once from one address (journal-upload holds one)
 UFW_TAG = "polymarket-journal"
@@ -109,27 +115,51 @@ def open_dir(path: Path, mode: int = 0o755) -> int:
     return fd
 
 
-def write(dir_fd: int, name: str, data: bytes, mode: int) -> None:
-    """``name`` in the directory ``dir_fd``: a new file, then renamed over the old one (a link is replaced)."""
-    tmp = f".{name}.new"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp, dir_fd=dir_fd)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+@contextlib.contextmanager
+def locked(dir_fd: int) -> Iterator[None]:
+    """An exclusive flock(2) of the directory ``dir_fd`` (opened by open_dir: no link followed) for a
+    read-modify-write of its files; another `sign` or `revoke` waits. Not reentrant: take it once."""
+    fcntl.flock(dir_fd, fcntl.LOCK_EX)
     try:
-        os.fchown(fd, 0, 0)
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
+        yield
     finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        fcntl.flock(dir_fd, fcntl.LOCK_UN)
+
+
+def write(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """``name`` in the directory ``dir_fd``: a new file of a name no other writer has (O_EXCL), then renamed
+    over the old one (a link is replaced)."""
+    while True:
+        tmp = f".{name}.{secrets.token_hex(8)}.new"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        except OSError as exc:  # not root: named by the file it was to replace
+            raise OSError(exc.errno, exc.strerror, name) from None
+        break
+    try:
+        try:
+            os.fchown(fd, 0, 0)
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def read(dir_fd: int, name: str) -> str | None:
-    """The regular file ``name`` in ``dir_fd`` (a symlink is not followed: None)."""
+    """The regular file ``name`` in ``dir_fd`` (a symlink is not followed: None; not root: PermissionError)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except (FileNotFoundError, OSError):
+    except PermissionError:
+        raise
+    except OSError:
         return None
     with os.fdopen(fd, encoding="ascii") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
@@ -179,7 +209,8 @@ def sign(dir_fd: int, csr: str, name: str, address: str, usage: str = "clientAut
         cert = openssl("x509", "-req", "-in", f"{tmp}/req.csr", "-CA", f"{tmp}/ca.crt", "-CAkey",
                        f"{tmp}/ca.key", "-set_serial", f"0x{serial:x}", "-days", str(days), "-subj", f"/CN={name}",
                        "-extfile", f"{tmp}/ext")
-    write(dir_fd, ISSUED, ((read(dir_fd, ISSUED) or "") + f"{serial:x} {name}\n").encode(), 0o644)
+    with locked(dir_fd):
+        write(dir_fd, ISSUED, ((read(dir_fd, ISSUED) or "") + f"{serial:x} {name}\n").encode(), 0o644)
     return cert
 
 
@@ -276,15 +307,16 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    """Every certificate signed for NAME so far is refused by the gate from its next connection on."""
+    """Every certificate signed for NAME so far is refused by the gate, its open connections closed."""
     fd = open_dir(DIR, 0o755)
     try:
-        issued = serials(read(fd, ISSUED), args.name)
-        if not issued:
-            raise Error(f"no certificate was signed for {args.name!r}", f"see {DIR / ISSUED}")
-        text = read(fd, REVOKED) or ""
-        new = issued - serials(text)
-        write(fd, REVOKED, (text + "".join(f"{s:x} {args.name}\n" for s in sorted(new))).encode(), 0o644)
+        with locked(fd):
+            issued = serials(read(fd, ISSUED), args.name)
+            if not issued:
+                raise Error(f"no certificate was signed for {args.name!r}", f"see {DIR / ISSUED}")
+            text = read(fd, REVOKED) or ""
+            new = issued - serials(text)
+            write(fd, REVOKED, (text + "".join(f"{s:x} {args.name}\n" for s in sorted(new))).encode(), 0o644)
     finally:
         os.close(fd)
     print(f"revoked {len(new)} certificate(s) of {args.name}; enrol it again with a new key to let it send")
@@ -315,30 +347,57 @@ class Gate:
 
     Each connection counts from its accept (the handshake included) against ``max_total`` and
     ``max_per_peer``: over either, it is closed at once; a handshake gets ``handshake_timeout``
-    seconds, a client that sends nothing for ``idle_timeout`` seconds is closed."""
+    seconds, a client that sends nothing for ``idle_timeout`` seconds is closed. A connection whose
+    certificate is revoked while it is open is closed: ``revoked`` is looked at (one stat, read again only
+    when it changed) before each chunk from the client is passed on, and every ``revoked_poll`` seconds."""
 
     def __init__(self, ctx: ssl.SSLContext, backend_dir: Path = BACKEND_DIR, revoked: Path = DIR / REVOKED, *,
                  max_total: int = MAX_CONNECTIONS, max_per_peer: int = MAX_PER_PEER,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 revoked_poll: float = REVOKED_POLL) -> None:
         self.ctx, self.backend_dir, self.revoked = ctx, backend_dir, revoked
         self.max_total, self.max_per_peer = max_total, max_per_peer
         self.handshake_timeout, self.idle_timeout = handshake_timeout, idle_timeout
+        self.revoked_poll = revoked_poll
         self.total = 0
         self.peers: dict[str, int] = {}
+        # `revoked` as last read: its (device, inode, size, mtime) and its serials, or why it is unreadable.
+        self._revoked_stamp: tuple[int, int, int, int] | None = None
+        self._revoked: set[int] | str = set()
+
+    def revoked_serials(self) -> set[int] | str:
+        """The serials of ``revoked`` (read again only when its stat changed: revoke renames a new file into
+        place), or why it cannot be read (then nobody is let in)."""
+        try:
+            st = os.stat(self.revoked)
+        except FileNotFoundError:
+            self._revoked_stamp, self._revoked = None, set()
+            return self._revoked
+        except OSError as exc:
+            self._revoked_stamp = None
+            return f"{self.revoked}: unreadable ({exc}): nobody is let in"
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._revoked_stamp:
+            try:
+                self._revoked = serials(self.revoked.read_text(encoding="ascii"))
+            except FileNotFoundError:
+                self._revoked = set()
+            except (OSError, UnicodeDecodeError) as exc:
+                self._revoked_stamp = None
+                return f"{self.revoked}: unreadable ({exc}): nobody is let in"
+            self._revoked_stamp = stamp
+        return self._revoked
 
     def refused(self, cert: dict | None) -> str:  # type: ignore[type-arg]
         """Why this (CA-checked) certificate may not send, or "" when it may."""
         name = common_name(cert)
         if not NAME.fullmatch(name):
             return f"the certificate's CN {name!r} is not a host name"
-        try:
-            text = self.revoked.read_text(encoding="ascii")
-        except FileNotFoundError:
-            text = ""
-        except (OSError, UnicodeDecodeError) as exc:
-            return f"{self.revoked}: unreadable ({exc}): nobody is let in"
+        revoked = self.revoked_serials()
+        if isinstance(revoked, str):
+            return revoked
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            if int(str((cert or {})["serialNumber"]), 16) in serials(text):
+            if int(str((cert or {})["serialNumber"]), 16) in revoked:
                 return f"the certificate of {name} is revoked"
         return ""
 
@@ -375,17 +434,42 @@ class Gate:
             print(f"refused {peer}: no journal for {common_name(cert)} here ({exc.strerror})", file=sys.stderr,
                   flush=True)
             return
+        why_closed: list[str] = []
+
+        def check() -> bool:
+            """True while the peer's certificate may still send."""
+            if not why_closed and (why := self.refused(cert)):
+                why_closed.append(why)
+            return not why_closed
+
+        pipes = asyncio.gather(self._pipe(reader, up_writer, True, self.idle_timeout, check),
+                               self._pipe(up_reader, writer, False, None))
+        watch = asyncio.ensure_future(self._watch(check))
         try:
-            await asyncio.gather(self._pipe(reader, up_writer, True, self.idle_timeout),
-                                 self._pipe(up_reader, writer, False, None))
+            await asyncio.wait((pipes, watch), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            watch.cancel()
+            pipes.cancel()
             up_writer.transport.abort()
+            writer.transport.abort()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pipes
+        if why_closed:
+            print(f"closed {peer}: {why_closed[0]}", file=sys.stderr, flush=True)
+
+    async def _watch(self, check: Callable[[], bool]) -> None:
+        """Returns (the connection is closed) once ``check`` says no: a client sending nothing is cut too."""
+        while check():
+            await asyncio.sleep(self.revoked_poll)
 
     @staticmethod
     async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, half_close: bool,
-                    idle: float | None) -> None:
+                    idle: float | None, check: Callable[[], bool] | None = None) -> None:
         try:
             while data := await asyncio.wait_for(src.read(65536), idle):
+                if check is not None and not check():
+                    dst.transport.abort()  # revoked meanwhile: this chunk never reaches the journal
+                    return
                 dst.write(data)
                 await dst.drain()
             if half_close and dst.can_write_eof():
@@ -448,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as exc:
         print(f"error: {SETTINGS}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. /etc/polymarket-monitoring missing, or not run as root
+        where = f"{Path(DIR, exc.filename)}: " if exc.filename else ""  # relative: a file of DIR
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print("hint: run it as root on the monitoring host, polymarket-monitoring installed", file=sys.stderr)
         return 1
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -323,3 +326,125 @@ def test_sign_refuses_a_name_the_gate_would_refuse(
     monkeypatch.setattr(mod, "SETTINGS", conf)
     assert mod.main(["sign", "Primary"]) == 1
     assert capsys.readouterr().err.splitlines()[0].startswith("error: 'Primary' is not a host name")
+
+
+# polymarket-journal-remote as its own process, as `sudo polymarket-journal-remote ...` runs it: argv DIR SETTINGS ARGS.
+RUN = f"""import sys
+from pathlib import Path
+sys.path.insert(0, {str(payload.REPO)!r})
+from tests import payload
+mod = payload.load("polymarket-monitoring", "polymarket_journal_remote.py")
+mod.DIR, mod.SETTINGS = Path(sys.argv[1]), Path(sys.argv[2])
+sys.exit(mod.main(sys.argv[3:]))
+"""
+
+
+def test_parallel_signs_lose_no_serial_and_revoke_takes_them_all(
+    ca: tuple[ModuleType, Path], tmp_path: Path
+) -> None:
+    """Attack 10.1: 16 `sign primary` at once (issued was read-modify-written unlocked, through one shared
+    temporary name: serials lost, FileNotFoundError tracebacks). Each exits 0, the serial of every certificate
+    handed out is in `issued`, no temporary file is left, and `revoke primary` revokes every one of them."""
+    mod, d = ca
+    conf = tmp_path / "monitoring.conf"
+    conf.write_text('NODE_TARGETS="primary=192.0.2.11"\nJOURNAL_ADDRESS="127.0.0.1"\n')
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                    str(tmp_path / "c.key")], check=True, capture_output=True)  # fmt: skip
+    csr = mod.openssl("req", "-new", "-key", str(tmp_path / "c.key"), "-subj", "/CN=x")
+    (tmp_path / "c.csr").write_text(csr)
+    procs = []
+    for _ in range(16):
+        with (tmp_path / "c.csr").open() as request:  # one file offset each
+            procs.append(subprocess.Popen([sys.executable, "-c", RUN, str(d), str(conf), "sign", "primary"],
+                                          stdin=request, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    handed_out = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and err == "", err
+        cert = out.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+        (tmp_path / "n.crt").write_text(cert)
+        handed_out.add(int(mod.openssl("x509", "-noout", "-serial", "-in", str(tmp_path / "n.crt"))
+                           .strip().split("=")[1], 16))  # fmt: skip
+    assert len(handed_out) == 16
+    issued = mod.serials((d / "issued").read_text(), "primary")
+    print(f"\n16 parallel signs: {len(issued & handed_out)} of 16 serials in issued")
+    assert handed_out <= issued
+    assert not [p.name for p in d.iterdir() if p.name.startswith(".")]
+    revoke = subprocess.run([sys.executable, "-c", RUN, str(d), str(conf), "revoke", "primary"],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert revoke.returncode == 0, revoke.stderr
+    assert revoke.stdout.startswith("revoked 16 certificate(s) of primary")
+    assert handed_out <= mod.serials((d / "revoked").read_text(), "primary")
+
+
+def test_revoke_closes_a_connection_that_is_already_open(
+    gate: GateFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack 10.2: a client connected before `revoke` kept uploading (202). Now its next request on that
+    connection is not passed on (the connection is closed, nothing reaches the backend), and a connection
+    that sends nothing is closed within the poll interval, long before the idle timeout."""
+    mod, d, backends, port, g = gate
+    g.idle_timeout = 30
+    monkeypatch.setattr(mod, "DIR", d)
+    crt = client_cert(mod, d, tmp_path, "primary")
+    ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(*crt)
+    with contextlib.ExitStack() as stack:
+        talking, quiet = (
+            stack.enter_context(ctx.wrap_socket(stack.enter_context(socket.create_connection(("127.0.0.1", port),
+                                                                                             timeout=10))))
+            for _ in range(2)
+        )  # fmt: skip
+        deadline = time.monotonic() + 5
+        while g.total < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # both relayed to the backend
+        assert mod.main(["revoke", "primary"]) == 0
+        answer = b""
+        with contextlib.suppress(OSError):
+            talking.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            answer = talking.recv(100)
+        assert answer == b"", answer
+        t0 = time.monotonic()
+        quiet.settimeout(10)
+        closed = b"x"
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            closed = quiet.recv(1)
+        took = time.monotonic() - t0
+    print(f"\nrevoked: the next request closed, nothing passed on; the quiet connection closed after {took:.2f} s")
+    assert closed == b"" and took < g.revoked_poll + 3
+    assert backends.got["primary"] == b""
+
+
+def test_revoke_without_the_directory_or_not_as_root_is_one_error_line(
+    ca: tuple[ModuleType, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attack 10.3: `revoke primary` without /etc/polymarket-monitoring, or as non-root, was a traceback."""
+    mod, d = ca
+    monkeypatch.setattr(mod, "DIR", tmp_path / "missing" / "journal")
+    assert mod.main(["revoke", "primary"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    expected = f"error: {tmp_path / 'missing' / 'journal'}: No such file or directory"
+    assert err[0] == expected, err
+    assert not [line for line in err if "Traceback" in line]
+    # as nobody, on a CA directory of root's that nobody may read but not write (tmp_path is 0700: a copy)
+    top = Path(tempfile.mkdtemp(prefix="pmjr-"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(d, top / "journal")
+        client_cert(mod, top / "journal", tmp_path, "primary")
+        conf = top / "monitoring.conf"
+        conf.write_text('NODE_TARGETS="primary=192.0.2.11"\nJOURNAL_ADDRESS="127.0.0.1"\n')
+        conf.chmod(0o644)
+        csr = mod.openssl("req", "-new", "-key", str(tmp_path / "c.key"), "-subj", "/CN=x")
+        for argv, culprit in ((["revoke", "primary"], "revoked"), (["sign", "primary"], "ca.key")):
+            proc = subprocess.run([sys.executable, "-c", RUN, str(top / "journal"), str(conf), *argv], input=csr,
+                                  user="nobody", capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+            expected = f"error: {top / 'journal' / culprit}: Permission denied"
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr.splitlines()[0] == expected, proc.stderr
+            assert "Traceback" not in proc.stderr
+        assert not (top / "journal" / "revoked").exists()
+    finally:
+        shutil.rmtree(top)
