@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import http.client
 import json
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -42,6 +42,14 @@ HA_TEXTFILE = "polymarket-ha.prom"
 HA_TEXTFILE_MAX_AGE = 300
 # The node exporter's file label is the full path (1.5 to 1.9: filepath.Join(dir, name)); a bare name also matches.
 HA_MTIME = r'node_textfile_mtime_seconds{job="node",file=~"(.*/)?polymarket-ha\\.prom"}'
+# polymarket-compliance audit runs daily (polymarket-compliance.timer: OnCalendar 06:00, RandomizedDelaySec=5min,
+# Persistent=true): two runs are at most 24 h 5 min apart. 26 h leaves about 2 h for the audit's own run, the
+# scrape and a run caught up at boot; an older audit's score and package versions are no longer the host's.
+# Its time is polymarket_compliance_last_run_timestamp_seconds, and the file's mtime a second witness (the older
+# of the two counts; either ahead of Prometheus's clock by more than FUTURE_SLACK fails).
+AUDIT_MAX_AGE = 26 * 3600
+AUDIT_RUN = 'polymarket_compliance_last_run_timestamp_seconds{job="node"}'
+AUDIT_MTIME = r'node_textfile_mtime_seconds{job="node",file=~"(.*/)?polymarket-hardening\\.prom"}'
 TEST_ALERT = "PolymarketGoLiveTest"
 # What a role's packages export (their metrics are how the check sees them installed and running).
 BOT_PACKAGES = {"polymarket-ha": "polymarket_ha_last_replication_timestamp_seconds",
@@ -51,6 +59,24 @@ HOST_PACKAGES = {"polymarket-hardening": "polymarket_compliance_score_percent"}
 
 class Failed(Exception):
     """An error that stops the check: one line for the operator."""
+
+
+def url_error(value: str) -> str | None:
+    """Why ``value`` is no URL golive can ask (None: it is one). Checked before anything is asked or posted:
+    urlopen refuses a space or a control character only when it sends the request (http.client.InvalidURL),
+    urlsplit raises on an unclosed [ or a bad port."""
+    if any(not c.isascii() or not c.isprintable() or c.isspace() for c in value):
+        return "a space, a control or a non-ASCII character (percent-encode it)"
+    try:
+        url = urllib.parse.urlsplit(value)
+        _ = url.port  # ValueError: a port that is no number from 0 to 65535
+    except ValueError as exc:
+        return str(exc)
+    if url.scheme not in ("http", "https"):
+        return "not an http(s) URL"
+    if not url.hostname:
+        return "no host"
+    return None
 
 
 @dataclass(frozen=True)
@@ -101,8 +127,8 @@ class Api:
             with urllib.request.urlopen(url, timeout=self.timeout) as answer:
                 body: bytes = answer.read()
                 return body
-        except (OSError, urllib.error.URLError) as exc:
-            raise Failed(f"{url}: {getattr(exc, 'reason', exc)}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise Failed(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
 
     def series(self, expr: str) -> list[tuple[dict[str, str], float]]:
         """An instant query: each series's labels and value."""
@@ -159,8 +185,8 @@ class Api:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout):
                 pass
-        except (OSError, urllib.error.URLError) as exc:
-            raise Failed(f"{self.alertmanager}/api/v2/alerts: {getattr(exc, 'reason', exc)}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise Failed(f"{self.alertmanager}/api/v2/alerts: {getattr(exc, 'reason', None) or exc}") from None
 
 
 def age(seconds: float) -> str:
@@ -243,6 +269,28 @@ def installed_version(package: str) -> str | None:
     return version if answer.returncode == 0 and version and status[1:2] == "i" else None
 
 
+def audit_state(api: Api, t: Targets) -> tuple[dict[str, float], dict[str, str]]:
+    """Each host's last polymarket-compliance audit: its age (polymarket_compliance_last_run_timestamp_seconds),
+    and for each host whose audit does not count (absent, older than AUDIT_MAX_AGE, ahead of Prometheus's clock;
+    polymarket-hardening.prom's mtime a second witness) why, naming the fix."""
+    ages = api.query(f"time() - {AUDIT_RUN}")
+    mtimes = api.query(f"time() - {AUDIT_MTIME}")
+    problems = {}
+    for host in t.hosts:
+        if host not in ages:
+            problems[host] = ("no polymarket_compliance_last_run_timestamp_seconds: no audit time "
+                              "(polymarket-compliance audit)")
+            continue
+        witnesses = [ages[host]] + ([mtimes[host]] if host in mtimes else [])
+        if min(witnesses) < -FUTURE_SLACK:
+            problems[host] = (f"audit {age(-min(witnesses))} in the future (clock of {host} or of Prometheus wrong? "
+                              "timedatectl), then polymarket-compliance audit")
+        elif max(witnesses) > AUDIT_MAX_AGE:
+            problems[host] = (f"audit {age(max(witnesses))} old (at most {age(AUDIT_MAX_AGE)}, daily at 06:00): "
+                              "polymarket-compliance audit; systemctl status polymarket-compliance.timer")
+    return ages, problems
+
+
 def check_versions(api: Api, t: Targets, expected: str | None) -> list[Item]:
     """Each host's installed polymarket-* packages (polymarket_package_info, written by every polymarket-compliance
     audit) at ``expected`` (this host's polymarket-monitoring), or without it all at the newest version found."""
@@ -250,7 +298,7 @@ def check_versions(api: Api, t: Targets, expected: str | None) -> list[Item]:
     for labels, value in api.series('polymarket_package_info{job="node"} == 1'):
         if value == 1 and labels.get("package", "").startswith("polymarket-"):
             found.setdefault(labels.get("node", ""), {})[labels["package"]] = labels.get("version", "")
-    audited = api.query('time() - polymarket_compliance_last_run_timestamp_seconds{job="node"}')
+    audited, stale = audit_state(api, t)
     source = "polymarket-monitoring here"
     if expected is None:
         every = {v for host in t.hosts for v in found.get(host, {}).values()}
@@ -264,7 +312,10 @@ def check_versions(api: Api, t: Targets, expected: str | None) -> list[Item]:
                               "too old, or no audit since it was installed (polymarket-compliance audit)"))
             continue
         shown_versions = ", ".join(f"{p} {v}" for p, v in sorted(packages.items()))
-        when = f" (audit {age(audited[host])} ago)" if host in audited else ""
+        if host in stale:
+            items.append(Item("package versions", host, False, f"{stale[host]} (its versions: {shown_versions})"))
+            continue
+        when = f" (audit {age(max(audited[host], 0))} ago)"
         wrong = [f"{p} {v}, expected {expected}" for p, v in sorted(packages.items()) if v != expected]
         if wrong:
             items.append(Item("package versions", host, False,
@@ -296,10 +347,14 @@ def check_compliance(api: Api, t: Targets) -> list[Item]:
         {"query": 'polymarket_compliance_control_failing{job="node"} == 1'})
     for r in json.loads(api.get(url)).get("data", {}).get("result", []):
         failing.setdefault(r["metric"].get("node", ""), []).append(r["metric"].get("control", "?"))
+    _, stale = audit_state(api, t)
     items = []
     for host in t.hosts:
         if host not in score:
             items.append(Item("compliance", host, False, "no compliance score (polymarket-compliance audit)"))
+            continue
+        if host in stale:
+            items.append(Item("compliance", host, False, f"{stale[host]} (its score: {score[host]:g}%)"))
             continue
         limit = threshold.get(host, 95.0)
         ok = score[host] >= limit and compliant.get(host, 0) == 1
@@ -474,9 +529,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    for value in (args.prometheus, args.alertmanager, args.receipt_url):
-        if value and urllib.parse.urlsplit(value).scheme not in ("http", "https"):
-            print(f"error: '{value}' is not an http(s) URL", file=sys.stderr)
+    for option, value in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager),
+                          ("--receipt-url", args.receipt_url)):
+        why = url_error(value) if value or option != "--receipt-url" else None
+        if why:
+            print(f"error: {option} {shown(repr(value))}: {why}", file=sys.stderr)
             return 2
     if not 0 < args.timeout <= 3600:
         print("error: --timeout: between 0 and 3600 seconds", file=sys.stderr)

@@ -10,11 +10,13 @@ import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -412,7 +414,8 @@ def test_installed_version_asks_dpkg() -> None:
 def test_the_ha_textfile_selector_under_promql(tmp_path: Path) -> None:
     """Prometheus's own engine (promtool test rules) on golive's selector of polymarket-ha.prom's mtime: the node
     exporter's file label is the full path (1.5 to 1.9 join the directory and the name); a bare name matches too;
-    polymarket-hardening.prom and a look-alike (the dot is escaped) do not."""
+    polymarket-hardening.prom and a look-alike (the dot is escaped) do not. The selector of polymarket-hardening.prom
+    picks that file alone."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is not installed: make test-deps (the Makefile's TEST_DEPS has prometheus)")
@@ -426,8 +429,101 @@ def test_the_ha_textfile_selector_under_promql(tmp_path: Path) -> None:
     test = {"rule_files": [], "tests": [{"interval": "1m", "input_series": [
         {"series": name(*k), "values": str(v)} for k, v in series.items()],
         "promql_expr_test": [{"expr": golive().HA_MTIME, "eval_time": "0m", "exp_samples": [
-            {"labels": name(*k), "value": v} for k, v in list(series.items())[:2]]}]}]}  # fmt: skip
+            {"labels": name(*k), "value": v} for k, v in list(series.items())[:2]]},
+            {"expr": golive().AUDIT_MTIME, "eval_time": "0m", "exp_samples": [  # the audit's second witness
+                {"labels": name(*k), "value": v} for k, v in list(series.items())[2:3]]}]}]}  # fmt: skip
     (tmp_path / "test.yml").write_text(json.dumps(test))
     proc = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("run_age", "mtime_age", "shown"), [
+    (30 * 86400, 30 * 86400, "audit 720.0 h old (at most 26.0 h"),  # the timer stopped a month ago
+    (27 * 3600, 27 * 3600, "audit 27.0 h old (at most 26.0 h"),  # one daily run missed
+    (-10 * 86400, 7200, "audit 240.0 h in the future (clock of lb"),  # the host's clock ten days ahead
+    (7200, -600, "audit 600 s in the future (clock of lb"),  # the file's mtime ahead: its clock jumped
+    (7200, 30 * 86400, "audit 720.0 h old"),  # a month-old file stamped with a fresh time (copied in)
+])  # fmt: skip
+def test_an_old_or_future_audit_fails_compliance_and_versions(settings: Path, run_age: float, mtime_age: float,
+                                                               shown: str) -> None:
+    """polymarket-compliance audit runs daily (06:00, at most 5 min late): its score and package versions are the
+    host's only as of that run. A month-old audit (or one stamped ahead of Prometheus's clock) passed both rows
+    ("ready to go live"); now both fail for that host alone, naming the audit's age and the command."""
+    cluster = Cluster()
+    cluster.metrics["polymarket_compliance_last_run_timestamp_seconds"]["lb"] = time.time() - run_age
+    cluster.mtimes[("lb", f"{TEXTFILES}/polymarket-hardening.prom")] = time.time() - mtime_age
+    code, out, _ = check(cluster, settings, "--json", "--no-alert")
+    assert code == 1 and json.loads(out)["pass"] is False
+    assert failing(out) == [("package versions", "lb"), ("compliance", "lb")]
+    for item in (i for i in json.loads(out)["items"] if not i["ok"]):
+        assert shown in item["detail"] and "polymarket-compliance audit" in item["detail"], item
+    code, out, _ = check(cluster, settings, "--no-alert")
+    assert code == 1 and out.rstrip().endswith(": NOT ready to go live")
+
+
+def test_an_audit_of_yesterday_passes_and_a_missing_audit_time_fails(settings: Path) -> None:
+    """25 h: yesterday's 06:00 run (up to 5 min late) with today's not yet scraped still passes. No audit time at
+    all (a hand-written textfile) fails both rows."""
+    cluster = Cluster()
+    cluster.metrics["polymarket_compliance_last_run_timestamp_seconds"]["primary"] = time.time() - 25 * 3600
+    cluster.mtimes[("primary", f"{TEXTFILES}/polymarket-hardening.prom")] = time.time() - 25 * 3600
+    code, out, _ = check(cluster, settings, "--no-alert")
+    assert code == 0, out
+    [row] = [line for line in out.splitlines() if line.startswith("package versions") and " primary " in line]
+    assert "audit 25.0 h ago" in row
+    cluster.metrics["polymarket_compliance_last_run_timestamp_seconds"].pop("standby")
+    code, out, _ = check(cluster, settings, "--json", "--no-alert")
+    assert code == 1 and failing(out) == [("package versions", "standby"), ("compliance", "standby")]
+
+
+@pytest.mark.parametrize("extra", [
+    ("--prometheus", "http://[::1"),  # urlsplit: ValueError
+    ("--prometheus", "http://a b/"),  # http.client.InvalidURL when asked
+    ("--alertmanager", "http://127.0.0.1:99999/"),  # port out of range
+    ("--alertmanager", "http:///api"),  # no host
+    ("--prometheus", ""),
+    ("--receipt-url", "URL/rec eived"),  # InvalidURL: once raised after the test alert was posted
+    ("--receipt-url", "URL/rec\neived"),
+    ("--receipt-url", "URL/r\u00e9ception"),  # UnicodeEncodeError when sent
+])  # fmt: skip
+def test_a_bad_url_is_one_error_line_and_exit_2_before_any_alert(settings: Path, extra: tuple[str, str]) -> None:
+    cluster = Cluster()
+    code, out, err = check(cluster, settings, *extra)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {extra[0]} ") and len(err.splitlines()) == 1, err
+    assert cluster.alerts == []  # checked before anything is posted
+
+
+def test_a_receipt_url_answering_no_http_still_resolves_the_test_alert(settings: Path) -> None:
+    """A receipt URL that passes the checks but answers garbage (http.client.BadStatusLine, no OSError): the row
+    fails naming the URL, one table, no traceback, and the test alert is resolved."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def garbage() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    thread = threading.Thread(target=garbage, daemon=True)
+    thread.start()
+    receipt = f"http://127.0.0.1:{listener.getsockname()[1]}/received"
+    try:
+        cluster = Cluster()
+        code, out, err = check(cluster, settings, "--json", "--receipt-url", receipt)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert code == 1 and err == "" and failing(out) == [("alert delivery", "monitoring")]
+    [item] = [i for i in json.loads(out)["items"] if not i["ok"]]
+    assert item["detail"].startswith(receipt + ": "), item
+    assert [a["labels"]["alertname"] for a in cluster.alerts] == ["PolymarketGoLiveTest"] * 2
+    assert datetime.fromisoformat(cluster.alerts[1]["endsAt"]) <= datetime.now(UTC)
