@@ -56,7 +56,10 @@ QUESTIONS: dict[str, tuple[str, str]] = {name: (name.upper(), _DEFAULTS.get(name
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME = re.compile(rf"(?=.{{1,253}}$){LABEL}(\.{LABEL})*")
-EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+EMAIL = re.compile(r"[A-Za-z0-9.!#%&'*+/=?^_{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+# What a value of monitoring.conf's KEY="value" lines cannot hold (its grammar, read_settings): refused in every
+# answer by check_value, so that nothing it accepts is written and then refused by render.
+UNQUOTABLE = '"\\$`'
 
 
 class Invalid(ValueError):
@@ -137,11 +140,15 @@ def _no_control(value: str, what: str, *, secret: bool = False) -> None:
 
 def check_value(question: str, value: str) -> str:
     """The value with its outer spaces and runs of spaces made one, or Invalid with its one line. A control
-    character (newline and tab included: the maintainer scripts make those spaces before they ask) is refused.
-    Empty is always accepted (not configured)."""
+    character (newline and tab included: the maintainer scripts make those spaces before they ask) is refused, and
+    so is any character monitoring.conf cannot hold (UNQUOTABLE). Empty is always accepted (not configured)."""
     if question not in QUESTIONS:
         raise Invalid(f"no such question: {_show(question)}")
     _no_control(value, question, secret=question == "webhook_url")
+    bad = [c for c in value if c in UNQUOTABLE]
+    if bad:
+        raise Invalid(f"{question}: the character {bad[0]} is not allowed (none of \" \\ $ `)"
+                      + ("" if question == "webhook_url" else f" in '{_show(value)}'"))
     value = _normalize(value)
     if not value:
         return value
@@ -175,6 +182,12 @@ def check_value(question: str, value: str) -> str:
 def read_settings(path: Path, *, check: bool = True) -> dict[str, str]:
     """KEY="value" lines of monitoring.conf -> {question: value}; every value checked unless ``check`` is False
     (the config script takes a hand edit back into debconf as it is, and asks again when it is bad)."""
+    return _read_settings(path, check)[0]
+
+
+def _read_settings(path: Path, check: bool) -> tuple[dict[str, str], set[str]]:
+    """read_settings, and the questions whose KEY the file has (the others have their default)."""
+    present: set[str] = set()
     keys = {key: q for q, (key, _) in QUESTIONS.items()}
     values = {q: default for q, (_, default) in QUESTIONS.items()}
     # split("\n"), not splitlines(): that one also splits at \x1c-\x1e and \x85, which check_value refuses.
@@ -187,7 +200,8 @@ def read_settings(path: Path, *, check: bool = True) -> dict[str, str]:
             raise Invalid(f'{path}:{number}: not KEY="value" with a known KEY')
         question = keys[m.group(1)]
         values[question] = check_value(question, m.group(2)) if check else _normalize(m.group(2))
-    return values
+        present.add(question)
+    return values, present
 
 
 # --- the alert rules -------------------------------------------------------------------------------------------------
@@ -384,17 +398,18 @@ def rendered_secrets(s: dict[str, str]) -> dict[str, str | None]:
 
 
 def write_secret(directory: Path, name: str, value: str) -> Path:
-    """``directory/name`` replaced atomically by a 0600 file holding ``value``, owned by the user prometheus
-    (Alertmanager's and Prometheus's) when run as root on a host that has it."""
+    """``directory/name`` replaced atomically (a new file renamed over it: a symlink there is replaced, never
+    followed) by a file holding ``value``: 0640 root:prometheus when run as root on a host that has the group
+    prometheus (Alertmanager and Prometheus read it; their user cannot rewrite it), 0600 otherwise."""
     directory.mkdir(mode=0o750, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
     try:
         os.fchmod(fd, 0o600)
         if os.geteuid() == 0 and shutil.which("prometheus-alertmanager"):
-            import pwd
+            import grp
             try:
-                user = pwd.getpwnam("prometheus")
-                os.fchown(fd, user.pw_uid, user.pw_gid)
+                os.fchown(fd, 0, grp.getgrnam("prometheus").gr_gid)
+                os.fchmod(fd, 0o640)
             except KeyError:
                 pass
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -418,25 +433,57 @@ def alertmanager_version() -> tuple[int, int]:
 
 # --- commands --------------------------------------------------------------------------------------------------------
 
+def _stdin_value() -> str:
+    """One value on standard input (a secret is never an argument: /proc/PID/cmdline is everyone's); one final
+    newline taken off."""
+    value = sys.stdin.read()
+    return value[:-1] if value.endswith("\n") else value
+
+
 def cmd_check_value(args: argparse.Namespace) -> int:
-    print(check_value(args.question, args.value))
+    print(check_value(args.question, _stdin_value() if args.value is None else args.value))
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    print(read_settings(Path(args.settings), check=False)[args.question])
+    values, present = _read_settings(Path(args.settings), False)
+    if args.question == "webhook_url" and "webhook_url" not in present:
+        # Not in monitoring.conf (a secret: the postinst keeps it out); its copy is the secret file (root only).
+        try:
+            print(_read_secret(SECRETS / WEBHOOK_SECRET))
+        except FileNotFoundError:
+            return 1  # none: debconf's answer stays as it is
+        return 0
+    print(values[args.question])
     return 0
 
 
+def _read_secret(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        return f.read()
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    settings = read_settings(Path(args.settings))
-    files = render(settings, alertmanager_version(), Path(args.secrets).parent if args.secrets else ETC)
+    settings, present = _read_settings(Path(args.settings), True)
+    secrets = Path(args.secrets) if args.secrets else SECRETS
+    keep_webhook = False
+    if args.webhook_url_stdin:
+        # The postinst's answer (monitoring.conf has no WEBHOOK_URL: 0644).
+        settings["webhook_url"] = check_value("webhook_url", _stdin_value())
+    elif "webhook_url" not in present:
+        # Neither given nor in the file (an older one had it): the one in the secrets directory stays.
+        keep_webhook = (secrets / WEBHOOK_SECRET).is_file()
+        settings["webhook_url"] = "kept" if keep_webhook else ""
+    files = render(settings, alertmanager_version(), secrets.parent)
     out = Path(args.out)
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     if args.secrets:
         # Only once everything is rendered (a bad value writes nothing): the files the YAML's *_file names.
         for name, value in rendered_secrets(settings).items():
+            if name == WEBHOOK_SECRET and keep_webhook:
+                continue
             if value is None:
                 (Path(args.secrets) / name).unlink(missing_ok=True)
             else:
@@ -446,7 +493,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_secret(args: argparse.Namespace) -> int:
     if args.name not in SECRET_NAMES:
-        raise Invalid(f"secret: no such secret '{args.name}' (one of: {', '.join(SECRET_NAMES)})")
+        raise Invalid(f"secret: no such secret '{_show(args.name)}' (one of: {', '.join(SECRET_NAMES)})")
     value = sys.stdin.read().strip("\r\n")
     if not value or "\n" in value:
         raise Invalid("secret: give the secret as one non-empty line on standard input")
@@ -455,7 +502,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
     then = ("dpkg-reconfigure polymarket-monitoring (renders the bot job's authorization), then "
             "systemctl reload prometheus") if args.name == "bot_metrics_token" else \
         "systemctl reload prometheus-alertmanager"
-    print(f"{directory / args.name} written (0600); reload: {then}")
+    print(f"{directory / args.name} written; reload: {then}")
     return 0
 
 
@@ -488,12 +535,15 @@ def command_line() -> argparse.ArgumentParser:
     """One row per command: its function (cmd_NAME is the command NAME), its help and its arguments."""
     settings: Arguments = (("--settings", {"default": str(SETTINGS)}),)
     commands: tuple[tuple[Callable[[argparse.Namespace], int], str, Arguments], ...] = (
-        (cmd_check_value, "check one debconf answer", (("question", {}), ("value", {}))),
+        (cmd_check_value, "check one debconf answer (the value on standard input when not given)",
+         (("question", {}), ("value", {"nargs": "?"}))),
         (cmd_get, "one answer from the settings file (the config script's reader)",
          (*settings, ("question", {"choices": sorted(QUESTIONS)}))),
         (cmd_render, "render prometheus.yml, rules.yml, alertmanager.yml into --out; with --secrets, also the "
-         "webhook URL's file there (0600)",
-         (*settings, ("--out", {"required": True}), ("--secrets", {}))),
+         "webhook URL's file there",
+         (*settings, ("--out", {"required": True}), ("--secrets", {}),
+          ("--webhook-url-stdin", {"action": "store_true",
+                                   "help": "the webhook URL on standard input (monitoring.conf has none)"}))),
         (cmd_secret, "set a secret from standard input: secret set NAME",
          (("action", {"choices": ["set"]}), ("name", {}), ("--dir", {"default": str(SECRETS)}))),
         (cmd_status, "the services, the scrape targets and the secrets", ()),
