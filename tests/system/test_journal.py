@@ -354,6 +354,58 @@ def test_a_revoked_node_is_refused_the_others_still_pass(lan: Segment) -> None:
     print(f"\nthe primary's new certificate: {dates}")
 
 
+OPEN_THEN_REVOKE = """import socket, ssl, subprocess, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+tls = ctx.wrap_socket(socket.create_connection((sys.argv[3], int(sys.argv[4])), timeout=10))
+time.sleep(1)  # relayed to the backend
+print(subprocess.run(["polymarket-journal-remote", "revoke", "mon"], capture_output=True, text=True).stdout.strip())
+body = open(sys.argv[5], "rb").read()
+head = "POST /upload HTTP/1.1\\r\\nHost: mon\\r\\nContent-Type: application/vnd.fdo.journal\\r\\n"
+try:
+    tls.sendall(f"{head}Content-Length: {len(body)}\\r\\n\\r\\n".encode() + body)
+    print("answer", tls.recv(100))
+except OSError as exc:
+    print("answer", type(exc).__name__)
+"""
+
+
+def test_parallel_signs_then_revoke_cuts_the_open_connection(lan: Segment) -> None:
+    """Attack 10: 12 `sign mon` at once on the monitoring host: every serial handed out is in `issued` (were
+    lost); a connection mon opened before `revoke mon` gets its next upload cut (it was answered 202 and
+    written); `revoke` as nobody is one error line. After test_a_revoked_node... (it needs mon's certificate)."""
+    mon = lan.nodes["mon"]
+    journal = "/etc/polymarket-monitoring/journal"
+    mon.sh("cd /root && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout par.key -subj /CN=x -out par.csr 2>/dev/null")  # fmt: skip
+    mon.sh("cd /root && for i in $(seq 12); do polymarket-journal-remote sign mon <par.csr >par.$i 2>par.$i.err & done;"
+           " wait; cat par.*.err")  # fmt: skip
+    errors = mon.sh("cat /root/par.*.err").stdout
+    handed_out = {
+        int(line.split("=")[1], 16)
+        for line in mon.sh("for i in $(seq 12); do openssl x509 -noout -serial -in /root/par.$i; done").stdout.split()
+    }
+    issued = {int(line.split()[0], 16) for line in mon.sh(f"cat {journal}/issued").stdout.splitlines()}
+    print(f"\n12 parallel signs on mon: {len(handed_out & issued)} of {len(handed_out)} serials in issued")
+    assert errors == "" and len(handed_out) == 12 and handed_out <= issued, errors
+    assert mon.sh(f"ls -A {journal} | grep '^\\.' || true").stdout == ""
+    mon.sh("openssl x509 -out /root/par.crt -in /root/par.1")
+    mon.sh("logger -t pmjr-src4 src && sleep 0.5 && journalctl -o export -t pmjr-src4 -n 1 "
+           "| sed 's/pmjr-src4/pmjr-open/; s/^MESSAGE=src$/MESSAGE=pmjr-open/' > /tmp/pmjr-open")  # fmt: skip
+    mon.sh("cat > /root/open_then_revoke.py", input=OPEN_THEN_REVOKE)
+    out = mon.sh(f"python3 /root/open_then_revoke.py /root/par.crt /root/par.key {ADDR['mon']} {PORT} /tmp/pmjr-open"
+                 ).stdout.splitlines()  # fmt: skip
+    print(out)
+    assert out[0].startswith("revoked ") and "of mon" in out[0], out
+    assert out[1] in ("answer b''", "answer ConnectionResetError", "answer SSLEOFError"), out
+    time.sleep(2)
+    assert "pmjr-open" not in mon.sh(f"journalctl -D {REMOTE} -o cat --no-pager", check=False).stdout
+    nobody = mon.sh("runuser -u nobody -- polymarket-journal-remote revoke mon", check=False)
+    assert nobody.returncode == 1 and nobody.stderr.splitlines()[0].startswith("error: "), nobody.stderr
+    assert "Traceback" not in nobody.stderr
+
+
 def test_remove_closes_the_port_and_keeps_the_ca_purge_deletes_it(lan: Segment) -> None:
     """Last (it removes both packages): remove stops the upload and the gate and drops our ufw rules, the CA and
     the received journals stay; purge deletes the keys on both sides."""
