@@ -82,20 +82,26 @@ def test_install_alerts_secret_and_bad_value(container: harness.Container, dist:
 
     # The webhook URL (a token in it) is a 0600 file of the user Alertmanager runs as, named by url_file; no
     # rendered file carries it, amtool accepts the file, and the dead-man's switch reaches the webhook through it.
+    # 0640 root:prometheus: the daemons read it, their user cannot rewrite it.
     secret = "/etc/polymarket-monitoring/secrets/webhook_url"
-    assert c.sh(f"stat -c '%a %U' {secret}").stdout.split() == ["600", "prometheus"]
+    assert c.sh(f"stat -c '%a %U %G' {secret}").stdout.split() == ["640", "root", "prometheus"]
     assert c.sh(f"cat {secret}").stdout == "http://127.0.0.1:8099/hook?token=s3cr3t-hook"
-    assert c.sh("grep -l s3cr3t-hook /etc/polymarket-monitoring/*.yml", check=False).stdout == ""
+    assert c.sh(f"runuser -u prometheus -- cat {secret}").stdout == "http://127.0.0.1:8099/hook?token=s3cr3t-hook"
+    proc = c.sh(f"runuser -u prometheus -- sh -c 'echo http://evil.invalid/ > {secret}'", check=False)
+    assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
+    # In no file every local user reads: not the rendered YAML, not monitoring.conf (0644).
+    assert c.sh("grep -l s3cr3t-hook /etc/polymarket-monitoring/*.yml /etc/polymarket-monitoring/monitoring.conf",
+                check=False).stdout == ""
     assert f"url_file: {secret}" in c.sh("cat /etc/polymarket-monitoring/alertmanager.yml").stdout
     c.sh("amtool check-config /etc/polymarket-monitoring/alertmanager.yml")
     wait_for(c, "journalctl -u hook -o cat", "POST /hook?token=s3cr3t-hook")
     # The archive's own configuration files are as shipped (never edited).
     assert c.sh("dpkg --verify prometheus prometheus-alertmanager", check=False).stdout == ""
 
-    # A secret from stdin: 0600, owned by the user Alertmanager runs as, in no rendered file.
+    # A secret from stdin: 0640 root:prometheus, in no rendered file.
     c.sh("polymarket-monitoring secret set smtp_password", input="s3cr3t-pass\n")
-    mode = c.sh("stat -c '%a %U' /etc/polymarket-monitoring/secrets/smtp_password").stdout.split()
-    assert mode == ["600", "prometheus"]
+    mode = c.sh("stat -c '%a %U %G' /etc/polymarket-monitoring/secrets/smtp_password").stdout.split()
+    assert mode == ["640", "root", "prometheus"]
     assert c.sh("grep -rl s3cr3t-pass /etc/polymarket-monitoring/*.yml /var/cache/debconf", check=False).stdout == ""
 
     # A bad value edited into monitoring.conf (the master copy of the answers): one line, non-zero at
@@ -111,8 +117,21 @@ def test_install_alerts_secret_and_bad_value(container: harness.Container, dist:
     assert after == before
     assert c.sh("systemctl is-active prometheus prometheus-alertmanager").stdout.split() == ["active", "active"]
 
-    # A bad NODE_TARGETS the same way: each NAME=ADDRESS checked, a control character shown as \xNN, never raw.
     c.sh("sed -i 's/^METRICS_PORT=.*/METRICS_PORT=\"9090\"/' /etc/polymarket-monitoring/monitoring.conf")
+    # The webhook URL's copy is its secret file (monitoring.conf has none): a hand edit there that monitoring.conf's
+    # grammar could not hold ($) is one line and exit 1 at dpkg-reconfigure (the URL not shown), nothing written.
+    conf = c.sh("sha256sum /etc/polymarket-monitoring/monitoring.conf").stdout
+    c.sh(f"printf '%s' 'http://127.0.0.1:8099/hook?token=ab$cd' > {secret}")
+    proc = c.sh("dpkg-reconfigure -f noninteractive polymarket-monitoring", check=False)
+    assert proc.returncode != 0
+    errors = [e for e in proc.stderr.splitlines() if e.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: webhook_url: the character $ is not allowed"), proc.stderr
+    assert "token=ab" not in proc.stderr
+    assert c.sh("sha256sum /etc/polymarket-monitoring/monitoring.conf").stdout == conf
+    assert c.sh("sha256sum /etc/polymarket-monitoring/*.yml").stdout == before
+    c.sh(f"printf '%s' 'http://127.0.0.1:8099/hook?token=s3cr3t-hook' > {secret}")
+
+    # A bad NODE_TARGETS the same way: each NAME=ADDRESS checked, a control character shown as \xNN, never raw.
     for value, line in (("lb=127.0.0.1 x=b=c", "error: node_targets: 'x=b=c' is not NAME=ADDRESS"),
                         ("lb=127.0.0.1\x1b[31m", "error: node_targets: a control character (\\x1b) in "
                                                   "'lb=127.0.0.1\\x1b[31m'")):
@@ -127,3 +146,17 @@ def test_install_alerts_secret_and_bad_value(container: harness.Container, dist:
         assert "\x1b" not in proc.stderr
         assert c.sh("sha256sum /etc/polymarket-monitoring/*.yml").stdout == before
         assert c.sh(f"cat {secret}").stdout == "http://127.0.0.1:8099/hook?token=s3cr3t-hook"
+
+    # A first install with an answer monitoring.conf cannot hold (` in an address): one line, the install fails,
+    # no monitoring.conf (it used to be installed, then refused by render: the config script could not read it).
+    c.sh("dpkg --purge polymarket-monitoring")
+    assert c.sh("test -e /etc/polymarket-monitoring/monitoring.conf", check=False).returncode == 1
+    c.sh("debconf-set-selections", input="polymarket-monitoring polymarket-monitoring/email_to string a`b@example.com\n"
+         "polymarket-monitoring polymarket-monitoring/smtp_smarthost string mail.example.com:587\n"
+         "polymarket-monitoring polymarket-monitoring/smtp_from string x@example.com\n")
+    proc = c.sh("DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/polymarket-test/"
+                + deb(dist, "polymarket-monitoring").name, check=False)
+    assert proc.returncode != 0
+    errors = [e for e in proc.stderr.splitlines() if e.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: email_to: the character ` is not allowed"), proc.stderr
+    assert c.sh("test -e /etc/polymarket-monitoring/monitoring.conf", check=False).returncode == 1
