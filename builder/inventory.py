@@ -50,11 +50,13 @@ RESERVED_HOSTS = frozenset({"pxe", "local", "localhost", "ignore", "infinite", "
 LEASE_TIME = re.compile(r"[0-9]+[smhdw]?")
 LOCALE = re.compile(r"[a-z]{2,3}_[A-Z]{2}\.UTF-8")
 KEYBOARD = re.compile(r"[a-z]{2,3}")
-# What polymarket-monitoring check-value takes for its receivers (the same patterns as its own), by kind.
+# What polymarket-monitoring check-value takes for its receivers (the same patterns as its own), by kind. None
+# of its answers may hold a character of monitoring.conf's KEY="value" grammar (UNQUOTABLE there).
+UNQUOTABLE = '"\\$`'
 RECEIVER: dict[str, re.Pattern[str]] = {
-    "email": re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}"),
+    "email": re.compile(r"[A-Za-z0-9.!#%&'*+/=?^_{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}"),
     "smarthost": re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}"),
-    "smtp_username": re.compile(r"[^\s\"'\\]{1,256}"),
+    "smtp_username": re.compile(r"[^\s\"'\\$`]{1,256}"),
     "chat_id": re.compile(r"-?[0-9]{1,20}"),
     "phone": re.compile(r"\+?[0-9][0-9 ()./-]{2,31}"),
     "contact_text": re.compile(r"[^\x00-\x1f\x7f]{1,80}"),
@@ -710,6 +712,8 @@ def _alerts(top: _Reader, contacts: Mapping[str, Contact]) -> Alerts:
         sender = e.string("from", RECEIVER["email"])
         username = e.string("username", RECEIVER["smtp_username"]) if "username" in e.data else ""
     webhook = a.parse("webhook_url", http_url, "an http:// or https:// URL") if "webhook_url" in a.data else ""
+    if any(ch in webhook for ch in UNQUOTABLE):
+        a.fail_field("webhook_url", "holds one of \" \\ $ ` (polymarket-monitoring refuses them): percent-encode it")
     chat = a.get("telegram_chat_id", "")
     if isinstance(chat, int) and not isinstance(chat, bool):
         chat = str(chat)

@@ -262,3 +262,26 @@ def test_a_monitoring_host_of_its_own(tmp_path: Path) -> None:
     assert not any("polymarket-ha/metrics_allow" in lines[n] for n in ("primary", "standby"))
     assert mon["polymarket-monitoring/email_critical_to"] == "product@company.com security@company.com"
     assert mon["polymarket-hardening/allow_users"] == "admin"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("    email: admin@company.com\n", "    email: a$(id)@company.com\n", "email"),
+        ("    from: polymarket-alerts@company.com\n", "    from: al`id`@company.com\n", "from"),
+        ("    username: polymarket-alerts ", "    username: al$HOME ", "username"),
+        ("alerts:\n", "alerts:\n  webhook_url: https://hooks.example/x?a=$b\n", "webhook_url"),
+    ],
+)
+def test_alert_answers_polymarket_monitoring_would_refuse_fail_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str, field: str
+) -> None:
+    """polymarket-monitoring's check-value refuses " \\ $ ` in every answer (its monitoring.conf cannot hold them):
+    the inventory refuses them too, at build time with its line, not at install on the monitoring host."""
+    text_ = EXAMPLE.read_text(encoding="utf-8")
+    assert old in text_
+    (tmp_path / "inventory.yaml").write_text(text_.replace(old, new, 1))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as exc:
+        inventory.load(Path("inventory.yaml"))
+    assert field in exc.value.message and "\n" not in exc.value.message
