@@ -61,8 +61,8 @@ KNOWN_HOSTS = SSH_DIR / "known_hosts"
 LAST_ACTIVE = STATE_DIR / "last-active"
 # The lease generation (the leader key's etcd create revision) this node last held a valid lease under,
 # written by its lease keeper: what a promotion compares with the replica's (never file times).
-OWN_GENERATION = STATE_DIR / "lease-generation"  # kept across reboots (root's heartbeat and notify copy it)
-RUN_GENERATION = RUN_DIR / "lease-generation"  # the keeper's, at once (its sandbox writes only /run)
+OWN_GENERATION = STATE_DIR / "lease-generation"  # traded under: copied by the trading node's promotion/heartbeat
+RUN_GENERATION = RUN_DIR / "lease-generation"  # held now: the keeper's (its sandbox writes only /run)
 LAST_REPLICATION = STATE_DIR / "last-replication.json"
 VRRP_STATE = RUN_DIR / "vrrp-state"
 PROMOTING = RUN_DIR / "promoting"
@@ -1156,15 +1156,14 @@ def ledger_generation(db: Path) -> int | None:
 
 
 def own_generation() -> int | None:
-    """The newest lease generation this node held a valid lease under: the keeper's file in /run, or the copy
-    in /var/lib kept across a reboot."""
-    found = [g for g in (read_generation(RUN_GENERATION), read_generation(OWN_GENERATION)) if g is not None]
-    return max(found) if found else None
+    """The newest lease generation this node *traded* under (/var/lib, kept across a reboot): not the keeper's
+    current one, which at a promotion is the new lease itself, newer than any replica."""
+    return read_generation(OWN_GENERATION)
 
 
 def persist_generation() -> None:
-    """Copy the keeper's generation (/run) to /var/lib when it is newer: at each promotion and heartbeat of the
-    trading node. A failure is a warning (the /run copy still serves until a reboot)."""
+    """Copy the keeper's generation (/run) to /var/lib when it is newer: when this node trades under it (at the
+    end of its promotion, at each heartbeat of the trading node). A failure is a warning."""
     run_gen, kept = read_generation(RUN_GENERATION), read_generation(OWN_GENERATION)
     if run_gen is not None and (kept is None or run_gen > kept):
         try:

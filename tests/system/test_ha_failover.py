@@ -88,7 +88,10 @@ def test_failover_on_a_five_minute_stale_replica_copies_no_trade_twice(pair: Lan
     time.sleep(6)
 
     # The promotion did adopt the stale replica (the previous ledger is kept in previous/).
-    assert o.sh("ls /var/lib/polymarket-ha/previous").stdout.strip(), "the replica was not adopted"
+    why = o.sh("journalctl -o cat --no-pager | grep -E 'VRRP MASTER|lease: |generation' | tail -20; "
+               "cat /run/polymarket-ha/lease-generation /var/lib/polymarket-ha/lease-generation; "
+               f"sqlite3 'file:{replica}?mode=ro' \"select * from meta\"", check=False)  # fmt: skip
+    assert o.sh("ls /var/lib/polymarket-ha/previous").stdout.strip(), f"the replica was not adopted:\n{why.stdout}"
     orders = pair.fake("/_control/orders")
     per_trade: dict[int, int] = {}
     for x in orders:

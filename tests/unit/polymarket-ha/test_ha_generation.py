@@ -68,9 +68,11 @@ def test_the_generation_decides_not_the_file_times(ha: ModuleType, tmp_path: Pat
     local = tmp_path / "lib" / "trade_history.db"
     ledger(local, "local", own)
     ledger(tmp_path / "replica" / "trade_history.db", "replica", replica)
-    if own is not None:
-        (tmp_path / "run").mkdir()
-        (tmp_path / "run" / "lease-generation").write_text(f"{own}\n")
+    # the lease this node holds now, at its promotion: always the newest, never what decides
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "lease-generation").write_text("1000\n")
+    if own is not None:  # what this node traded under before
+        (tmp_path / "lease-generation").write_text(f"{own}\n")
     # the file times say the opposite of the generations: they must not matter
     (tmp_path / "last-active").write_text("")
     newer, older = (1_000_000, 2_000_000) if adopted else (2_000_000, 1_000_000)
@@ -96,20 +98,18 @@ def test_without_the_lease_the_file_times_still_decide(ha: ModuleType, tmp_path:
     assert marker(local) == "local"
 
 
-def test_own_generation_survives_a_reboot_and_takes_the_newest(ha: ModuleType, tmp_path: Path) -> None:
+def test_own_generation_is_what_this_node_traded_under_and_survives_a_reboot(ha: ModuleType, tmp_path: Path) -> None:
     assert ha.own_generation() is None
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "lease-generation").write_text("12\n")
-    ha.persist_generation()
+    (tmp_path / "run" / "lease-generation").write_text("12\n")  # held now (the keeper): not traded under yet
+    assert ha.own_generation() is None
+    ha.persist_generation()  # the promotion's end, or the trading node's heartbeat
     assert (tmp_path / "lease-generation").read_text() == "12\n"
     (tmp_path / "run" / "lease-generation").unlink()  # a reboot empties /run
     assert ha.own_generation() == 12
-    (tmp_path / "run" / "lease-generation").write_text("15\n")
-    assert ha.own_generation() == 15
     (tmp_path / "run" / "lease-generation").write_text("7\n")  # never lowered
     ha.persist_generation()
-    assert (tmp_path / "lease-generation").read_text() == "12\n"
+    assert ha.own_generation() == 12
     (tmp_path / "lease-generation").unlink()
     (tmp_path / "lease-generation").symlink_to(tmp_path / "run" / "lease-generation")
     assert ha.read_generation(tmp_path / "lease-generation") is None  # a link is never read
-
