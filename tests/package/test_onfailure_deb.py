@@ -59,7 +59,8 @@ def test_every_unit_has_onfailure(package: str) -> None:
             continue
         assert unit.count(LINE) == 1, f"{package}: {path} lacks {LINE} in [Unit]"
     if package == "polymarket-monitoring":
-        assert set(found) == {"/usr/lib/systemd/system/polymarket-journal-gate.service"}, (
+        assert set(found) == {"/usr/lib/systemd/system/polymarket-journal-gate.service",
+                              "/usr/lib/systemd/system/polymarket-journal-remote@.service"}, (
             "a polymarket unit here needs OnFailure= (and this test's list updated)")
     else:
         assert found, f"{package} has no service unit?"
