@@ -1139,20 +1139,27 @@ def read_generation(path: Path) -> int | None:
         text = os.read(fd, 64).decode("ascii", errors="replace").strip()
     finally:
         os.close(fd)
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
 
 
 def ledger_generation(db: Path) -> int | None:
     """``meta.lease_generation`` of a ledger (root's checked copy): the lease under which its last holder began
     to trade (the bot keeps the highest), or None."""
+    deadline = time.monotonic() + 5
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             con.execute("PRAGMA trusted_schema=OFF")
+            # the peer wrote this file: a table only (never a view it could make endless), and a time limit
+            con.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+            if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+                return None
             row = con.execute("SELECT value FROM meta WHERE key='lease_generation'").fetchone()
     except sqlite3.Error:
         return None
     value = str(row[0]).strip() if row else ""
-    return int(value) if value.isdigit() else None
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        return None
+    return int(value)
 
 
 def own_generation() -> int | None:
@@ -1579,6 +1586,7 @@ class LeaseKeeper:
         # writes a valid lease only LEASE_TTL after it. Unknown at start: now.
         self.other_seen = boottime()
         self.other_lease = ""  # the etcd lease of that other holder's key, as last seen
+        self.other_holder = ""  # and the holder it named (never this node: a retried campaign can see its own)
         self.written: tuple[str, bool] | None = None
         self.generation = 0  # the leader key's create revision while this node holds it
         self.generation_written = 0
@@ -1617,7 +1625,8 @@ class LeaseKeeper:
                 # nothing of it can still be running, so no TTL wait (a planned switchover hands over at once).
                 log.warning("lease: %s was released by its holder: valid at once", self.other_lease)
                 self.other_seen = boottime() - LEASE_TTL
-            elif self.other_lease and self.expired_in_etcd(self.other_lease):
+            elif self.other_lease and self.other_holder not in ("", self.name) and \
+                    self.expired_in_etcd(self.other_lease):
                 # etcd's leader expired it: TTL after the last keepalive it *received*, which its holder sent
                 # earlier and counted its own deadline from (sent + TTL x (1 - LEASE_RATE) - LEASE_MARGIN): that
                 # deadline has passed. Only a key gone while its lease still lives (deleted by hand) or an
@@ -1638,6 +1647,7 @@ class LeaseKeeper:
                 other_lease = str(kv.get("lease", ""))
         self.other_seen = seen
         self.other_lease = other_lease
+        self.other_holder = holder
         self.write(holder, 0.0)
 
     def expired_in_etcd(self, lease_id: str) -> bool:

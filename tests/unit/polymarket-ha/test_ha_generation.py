@@ -113,3 +113,25 @@ def test_own_generation_is_what_this_node_traded_under_and_survives_a_reboot(ha:
     (tmp_path / "lease-generation").unlink()
     (tmp_path / "lease-generation").symlink_to(tmp_path / "run" / "lease-generation")
     assert ha.read_generation(tmp_path / "lease-generation") is None  # a link is never read
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "-3", "12 ", "0x10"])
+def test_a_hostile_generation_in_the_replica_is_no_generation(ha: ModuleType, tmp_path: Path, value: str) -> None:
+    """The peer (or the trading node's bot user) wrote the replica: an odd value is None, never an exception that
+    would stop the promotion with the node MASTER and its bot passive."""
+    db = tmp_path / "r.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("INSERT INTO meta VALUES ('lease_generation', ?)", (value,))
+    con.close()
+    expected = 12 if value == "12 " else None
+    assert ha.ledger_generation(db) == expected
+
+
+def test_a_meta_view_that_never_ends_is_refused(ha: ModuleType, tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE VIEW meta AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                    "SELECT 'lease_generation' AS key, x AS value FROM c")
+    con.close()
+    assert ha.ledger_generation(db) is None  # a view is not read at all (it returned at once)

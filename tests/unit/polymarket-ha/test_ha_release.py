@@ -186,3 +186,15 @@ def test_the_keeper_records_its_generation_before_its_first_valid_deadline(ha: M
     standby.step()
     assert record(tmp_path / "standby.lease")["deadline"] > 0
     assert int((tmp_path / "standby.lease.generation").read_text()) > taken_at
+
+
+def test_a_campaign_that_saw_its_own_lease_takes_no_shortcut(ha: ModuleType, tmp_path: Path) -> None:
+    """A campaign retried after a timeout can find its own first attempt as the holder (and revoke that lease):
+    its own lease gone says nothing about the other holder's deadline: the wait stays."""
+    etcd, primary, standby = pair(ha, tmp_path)
+    standby.other_lease, standby.other_holder = "999", "standby"  # what such a retry leaves
+    del etcd.kv[base64.b64encode(ha.LEADER_KEY.encode()).decode()]
+    standby.step()
+    taken = record(tmp_path / "standby.lease")
+    assert holder_of(etcd, ha) == "standby" and taken["deadline"] == 0, taken
+    assert primary.lease_id in etcd.leases
