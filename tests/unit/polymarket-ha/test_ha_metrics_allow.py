@@ -272,6 +272,18 @@ def test_the_firewall_of_an_lb_without_metrics_allow_opens_no_8405(tmp_path: Pat
     assert fw.rules() == ["allow 22/tcp comment 'admin'", *ETCD]
 
 
+def test_a_node_opens_its_bot_port_to_the_lb_whose_haproxy_checks_it(tmp_path: Path) -> None:
+    """HAProxy on the lb (the witness) checks /health and forwards to port 8080 of both nodes: opened to it, not
+    only to the peer (an lb outside polymarket-hardening's admin_network saw no bot at all)."""
+    fw = Firewall(tmp_path)
+    node = ('ROLE="primary"\nOWN_ADDRESS="192.168.1.100"\nPEER_ADDRESS="192.168.1.101"\n'
+            'VIRTUAL_IP="192.168.1.10/24"\nINTERFACE="enp1s0"\nROUTER_ID="51"\nWITNESS_ADDRESS="192.168.1.102"\n')
+    proc = fw.run(node)
+    assert proc.returncode == 0, proc.stderr
+    assert "allow from 192.168.1.102 to any port 8080 proto tcp comment 'polymarket-ha'" in fw.rules()
+    assert "allow from 192.168.1.101 to any port 8080 proto tcp comment 'polymarket-ha'" in fw.rules()
+
+
 # -- the config script, with a fake debconf (answers in a file, nobody to ask: noninteractive) ----------------
 
 FAKE_CONFMODULE = r"""# A fake /usr/share/debconf/confmodule: answers in $FAKE_DEBCONF (QUESTION=VALUE, the last one
