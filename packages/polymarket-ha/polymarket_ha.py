@@ -1130,15 +1130,8 @@ def adopt_replica(s: Settings, ledger: Path) -> str:
 
 
 def read_generation(path: Path) -> int | None:
-    """The lease generation in ``path`` (root's state file), or None (absent, unreadable, not a number)."""
-    try:
-        fd = _open_regular(path)
-    except (HAError, OSError):
-        return None
-    try:
-        text = os.read(fd, 64).decode("ascii", errors="replace").strip()
-    finally:
-        os.close(fd)
+    """The lease generation in ``path`` (root's state file), or None (absent, a link, not a number)."""
+    text = (read_small(path) or "").strip()
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
 
 
