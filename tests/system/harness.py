@@ -227,8 +227,14 @@ TREES = Path(os.environ.get("POLYMARKET_TEST_TMP", "/run/polymarket-tests"))
 def _trees_dir() -> Path:
     """A tmpfs for extracted trees: extracting to this machine's ext4 takes 10-15 s, to tmpfs under 1 s."""
     TREES.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if "POLYMARKET_TEST_TMP" not in os.environ and not os.path.ismount(TREES):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=50%", "polymarket-tests", str(TREES)], check=True)
+    if "POLYMARKET_TEST_TMP" in os.environ:
+        return TREES
+    # Parallel workers (pytest -n) each ask: one mount, or a second tmpfs would hide the first one's trees.
+    with open(TREES.parent / ".polymarket-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.ismount(TREES):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=50%", "polymarket-tests", str(TREES)],
+                           check=True)  # fmt: skip
     return TREES
 
 
