@@ -28,7 +28,7 @@ TEST_DEPS  := systemd-container mmdebstrap zstd iproute2 debian-archive-keyring 
               prometheus prometheus-alertmanager chromium \
               $(shell cat packages/polymarket-bot/DEPENDS)
 # Python tools for the tests only (never needed at run time on a server).
-TEST_PIP   := pytest==9.2.0 ruff==0.17.6 mypy==2.4.1 types-PyYAML==6.0.12.20261113 py-clob-client-v2==1.2.1 "moto[server]==5.2.5"
+TEST_PIP   := pytest==9.2.0 pytest-xdist==3.8.0 ruff==0.17.6 mypy==2.4.1 types-PyYAML==6.0.12.20261113 py-clob-client-v2==1.2.1 "moto[server]==5.2.5"
 
 .PHONY: all deps test-deps venv build publish media lint check test test-unit test-system bench bench-ha clean distclean
 
@@ -77,14 +77,25 @@ media: publish
 lint: deps venv
 	$(BUILDER) lint --python
 
+# Tests run in TEST_JOBS parallel pytest workers, one test file per worker (--dist loadfile: a module's
+# booted cluster stays on one worker). Most system tests wait on booted containers rather than compute,
+# so 3 workers on 2 cores roughly halve the time. The container tests then run a second time on the
+# other side of noble, a Debian bookworm root filesystem (README "Noble and its neighbours").
+TEST_JOBS ?= 3
+PYTEST_PAR := $(PYTEST) -ra -n $(TEST_JOBS) --dist loadfile
+
 test: test-deps venv build
-	$(PYTEST) -ra tests
+	@echo "== make test (1/2): unit, package, bot, VM and container tests on trixie, $(TEST_JOBS) workers"
+	$(PYTEST_PAR) tests
+	@echo "== make test (2/2): the container tests again on bookworm, $(TEST_JOBS) workers"
+	POLYMARKET_TEST_SUITE=bookworm $(PYTEST_PAR) -m system tests/system
 
 test-unit: venv
 	$(PYTEST) -ra -m "not system" tests
 
 test-system: test-deps venv build
-	$(PYTEST) -ra -m system tests
+	$(PYTEST_PAR) -m system tests
+	POLYMARKET_TEST_SUITE=bookworm $(PYTEST_PAR) -m system tests/system
 
 bench: test-deps venv
 	$(VENV)/bin/python packages/polymarket-bot/bench/bench.py

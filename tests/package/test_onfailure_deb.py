@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.packages import REGISTRY
 from tests.package import debs
 
-PACKAGES = ("polymarket-bot", "polymarket-hardening", "polymarket-backup", "polymarket-ha", "polymarket-monitoring")
+# Every package of the registry: a new one is checked without an edit here.
+PACKAGES = sorted(p.name for p in REGISTRY)
 LINE = "OnFailure=polymarket-failure@%n.service"
 TEMPLATE = "/usr/lib/systemd/system/polymarket-failure@.service"
 SCRIPT = "/usr/lib/polymarket-hardening/unit-failed"

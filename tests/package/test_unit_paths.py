@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from builder.packages import installed_units
+from builder.packages import REGISTRY, installed_units
 from tests.package import debs
 from tests.package.debs import REPO
 
@@ -37,6 +37,15 @@ ACTIVATION = {
     "polymarket-monitoring": ({"polymarket-journal-gate.service"}, {"polymarket-journal-gate.service"}),
 }  # fmt: skip
 
+# Every package of the registry, so a new one is checked too (README "Adding a package", step 10).
+PACKAGES = sorted(p.name for p in REGISTRY)
+
+
+def test_every_registered_package_has_its_activation_here() -> None:
+    missing = [p for p in PACKAGES if p not in ACTIVATION]
+    assert not missing, f"add {missing} to ACTIVATION in tests/package/test_unit_paths.py"
+
+
 # The bot's units come from stdeb's debian/ (packages/polymarket-bot/debian-overlay/), not from a .install.
 BOT_UNITS = {"polymarket-bot.service", "polymarket-bot-prune.service", "polymarket-bot-prune.timer",
              "polymarket-bot-secrets.service"}  # fmt: skip
@@ -46,7 +55,7 @@ def shipped_units(package: str) -> set[str]:
     return BOT_UNITS if package == "polymarket-bot" else installed_units(REPO, package)
 
 
-@pytest.mark.parametrize("package", sorted(ACTIVATION))
+@pytest.mark.parametrize("package", PACKAGES)
 def test_nothing_under_lib(package: str) -> None:
     """No file, link or directory below /lib: trixie's lintian calls each an aliased-location."""
     members = debs.data_members(debs.built_deb(package))
@@ -54,7 +63,7 @@ def test_nothing_under_lib(package: str) -> None:
     assert under_lib == []
 
 
-@pytest.mark.parametrize("package", sorted(ACTIVATION))
+@pytest.mark.parametrize("package", PACKAGES)
 def test_units_in_usr_lib(package: str) -> None:
     members = debs.data_members(debs.built_deb(package))
     shipped = {p.removeprefix(UNITS) for p, m in members.items() if p.startswith(UNITS) and m.isfile()}
@@ -65,7 +74,7 @@ def test_units_in_usr_lib(package: str) -> None:
         assert (m.mode, m.uname, m.gname) == (0o644, "root", "root"), name
 
 
-@pytest.mark.parametrize("package", sorted(ACTIVATION))
+@pytest.mark.parametrize("package", PACKAGES)
 def test_units_enabled_and_started_as_before(package: str) -> None:
     """The maintainer scripts name the same units as when they lay in /lib/systemd/system."""
     with debs.control_dir(debs.built_deb(package)) as control:

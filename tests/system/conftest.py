@@ -14,10 +14,20 @@ from tests.system import harness
 _names = itertools.count(1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every system test; on a suite other than trixie, leave out the modules that choose their
+    suites themselves (``SUITE_INDEPENDENT = True``, e.g. test_minimal_host.py builds on both already)."""
+    kept, left_out = [], []
     for item in items:
         if "tests/system/" in str(item.path):
             item.add_marker(pytest.mark.system)
+            if harness.SUITE != "trixie" and getattr(getattr(item, "module", None), "SUITE_INDEPENDENT", False):
+                left_out.append(item)
+                continue
+        kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
