@@ -86,8 +86,8 @@ def restart_until_settled(env_file: Path, db: Path) -> None:
     assert p.returncode == 0, err[-2000:]
 
 
-@pytest.mark.parametrize("point", ["before_decision_commit", "after_decision_commit", "after_send",
-                                   "after_answer"])
+@pytest.mark.parametrize("point", ["before_decision_commit", "after_trade_recorded", "after_decision_commit",
+                                   "after_send", "after_answer"])
 def test_kill_9_at_each_step_gives_one_order_and_a_true_position(h: Harness, tmp_path: Path, point: str) -> None:
     env_file, port = setup(h, tmp_path)
     db = tmp_path / "ledger.db"

@@ -716,6 +716,7 @@ class Engine:
         did = self.ledger.record_trade(key, t)
         if did is None:
             return False
+        self._crash_point("after_trade_recorded")  # the decision is open, no order signed yet
         self.metrics.inc("polymarket_trades_seen_total")
         if self.fence is not None and self.ledger.copied_elsewhere(key):  # merged at the last promotion
             self.ledger.decide(did, "skipped", "copied_by_peer")
