@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import shlex
@@ -20,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("POLYMARKET_TEST_CACHE", REPO / ".cache"))
@@ -284,3 +287,35 @@ def host_sysctls(names: Iterable[str]) -> dict[str, str]:
         p = Path("/proc/sys") / name.replace(".", "/")
         out[name] = p.read_text().strip() if p.exists() else "<absent>"
     return out
+
+
+def _dpkg_status(where: Container | Path) -> str:
+    """The dpkg status file of a booted container, an extracted tree or a rootfs tarball."""
+    if isinstance(where, Container):
+        return where.path("/var/lib/dpkg/status").read_text()
+    if where.is_dir():
+        return (where / "var/lib/dpkg/status").read_text()
+    return _tarball_status(str(where))
+
+
+@functools.lru_cache(maxsize=8)
+def _tarball_status(tarball: str) -> str:
+    return subprocess.run(["tar", "-I", "zstd", "-xOf", tarball, "./var/lib/dpkg/status"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+def require_version(where: Container | Path, package: str, minimum: str, why: str) -> str:
+    """The version of ``package`` installed in ``where`` (a container, a tree or a rootfs tarball);
+    pytest.skip, naming both versions and ``why``, when it is older than ``minimum`` or not installed.
+
+    Feature detection for the suite under test: a package of ours that needs a newer dependency than
+    this suite has (e.g. restic 0.16 on bookworm's 0.14) cannot be installed there at all."""
+    version = ""
+    for para in _dpkg_status(where).split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in para.splitlines() if ": " in line and not line[0].isspace())
+        if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
+            version = fields.get("Version", "")
+            break
+    if not version or subprocess.run(["dpkg", "--compare-versions", version, "lt", minimum]).returncode == 0:
+        pytest.skip(f"needs {package} >= {minimum} ({why}); this {SUITE} tree has {version or 'no ' + package}")
+    return version

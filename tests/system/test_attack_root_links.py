@@ -14,6 +14,7 @@ import pytest
 
 from tests.system import harness
 from tests.system.conftest import deb
+from tests.system.test_backup import require_restic
 
 pytestmark = pytest.mark.system
 
@@ -74,6 +75,7 @@ def test_trust_peer_never_writes_through_a_linked_ssh_dir(container: harness.Con
 
 def test_backup_does_not_hang_on_a_child_the_bot_stops(container: harness.Container, dist: Path) -> None:
     c = container
+    require_restic(c)
     c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")])
     c.sh("runuser -u polymarket-bot -- sqlite3 /var/lib/polymarket/trade_history.db "
          "'create table if not exists m(v text)'")

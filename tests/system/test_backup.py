@@ -1,4 +1,4 @@
-"""polymarket-backup installed from its .deb in booted trixie containers.
+"""polymarket-backup installed from its .deb in booted trixie (or bookworm) containers.
 
 The bot's real ledger: polymarket-bot is installed too and its own Ledger
 class writes to /var/lib/polymarket/trade_history.db (WAL) while backups run.
@@ -29,6 +29,13 @@ BOT_PY = "from polymarket_bot.ledger import Ledger; ledger = Ledger('" + LEDGER 
 # The writer: the bot's own Ledger, as the bot's user, as fast as it can.
 WRITER = f"{BOT_PY}\nwhile True: ledger.new_decision('writer')\n"
 SECRET = "moto-test-secret-key-never-logged"
+# polymarket-backup Depends: restic (>= 0.16): an archive with an older one (bookworm's 0.14) cannot install it.
+RESTIC_MINIMUM = "0.16"
+
+
+def require_restic(where: harness.Container | Path) -> None:
+    """Skip where polymarket-backup cannot be installed: the tree's restic is older than it depends on."""
+    harness.require_version(where, "restic", RESTIC_MINIMUM, "polymarket-backup passes restic --retry-lock")
 
 
 def sql(c: harness.Container, query: str) -> str:
@@ -45,6 +52,7 @@ def kinds(c: harness.Container) -> set[str]:
 
 
 def install(c: harness.Container, dist: Path) -> None:
+    require_restic(c)
     c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")])
 
 
@@ -209,6 +217,7 @@ def test_offsite_copy_to_s3(rootfs: Path, dist: Path) -> None:
     the container shares that namespace only, so both meet on a loopback that
     is not this machine's.
     """
+    require_restic(rootfs)
     ns = f"pmtest-s3-{os.getpid()}"
     with s3_namespace(ns) as (name, port), harness.booted(
         rootfs, name="pmtest-s3", network="none", extra_args=[f"--network-namespace-path=/run/netns/{name}"]

@@ -26,7 +26,7 @@ import pytest
 
 from tests.system import harness
 from tests.system.conftest import deb
-from tests.system.test_backup import s3_namespace
+from tests.system.test_backup import require_restic, s3_namespace
 
 pytestmark = pytest.mark.system
 
@@ -177,6 +177,7 @@ def metrics(c: harness.Container) -> dict[str, float]:
 
 
 def test_a_fresh_host_restores_from_the_offsite_copy_alone(rootfs: Path, dist: Path) -> None:
+    require_restic(rootfs)
     ns = f"pmtest-s3lock-{os.getpid()}"
     debs = [deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")]
     with s3_namespace(ns) as (name, port):

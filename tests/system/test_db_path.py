@@ -21,6 +21,7 @@ import pytest
 
 from tests.system import harness
 from tests.system.conftest import deb
+from tests.system.test_backup import require_restic
 from tests.system.test_ha import ADDR, health, holds_vip, lan, preseed, wait
 
 pytestmark = pytest.mark.system
@@ -64,6 +65,7 @@ def one_error(r: object) -> str:
 
 def test_backup_and_restore_follow_db_path(container: harness.Container, dist: Path) -> None:
     c = container
+    require_restic(c)
     c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")])
     set_db_path(c, ALT)
     assert c.sh("polymarket-bot config get DB_PATH").stdout == f"{ALT}\n"

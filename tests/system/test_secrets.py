@@ -17,6 +17,7 @@ import pytest
 from tests.system import harness
 from tests.system.conftest import deb
 from tests.system.harness import Container
+from tests.system.test_backup import require_restic
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 HEX = KEY[2:]
@@ -214,6 +215,7 @@ def test_in_an_autoinstall_chroot_the_migration_waits_for_the_first_start(tree: 
 
 def test_a_backup_of_etc_polymarket_holds_only_ciphertext_and_no_host_key(container: Container, dist: Path) -> None:
     c = container
+    require_restic(c)
     c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")])
     c.sh("polymarket-bot secret set PRIVATE_KEY", input=KEY)
     set_env(c, {"API_SECRET_KEY": TOKEN})  # and one left in plaintext by hand, moved at the next start

@@ -14,6 +14,7 @@ import pytest
 
 from tests.system import harness
 from tests.system.conftest import deb
+from tests.system.test_backup import require_restic
 
 pytestmark = pytest.mark.system
 
@@ -47,6 +48,7 @@ def make_ledger(c: harness.Container, marker: str, path: str = LEDGER, user: str
 
 def test_backup_restore_never_writes_through_a_planted_link(container: harness.Container, dist: Path) -> None:
     c = container
+    require_restic(c)
     c.install_debs([deb(dist, "polymarket-bot"), deb(dist, "polymarket-backup")])
     c.sh("systemctl stop polymarket-bot")
     make_ledger(c, "backed-up")
