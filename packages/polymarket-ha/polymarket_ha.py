@@ -96,6 +96,8 @@ ETCD_DATA = "/var/lib/etcd/polymarket"
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 LEASE_FILE = Path("/run/polymarket/lease")
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+BOOT_ID_ENV = "POLYMARKET_HA_BOOT_ID"  # set to systemd's %b by polymarket-ha-lease.service (see boot_id)
 LEADER_KEY = "/polymarket/leader"
 # Written by a holder that gives the key up on purpose (a clean stop: switchover, upgrade), after its lease file
 # says nobody and under the compare that the key is still its own: the ID of the lease it gives up.
@@ -1477,8 +1479,17 @@ def boottime() -> float:
 
 
 def boot_id() -> str:
+    """This boot's ID as systemd (PID 1) sees it: BOOT_ID_ENV when set (the lease keeper's unit passes systemd's
+    %b there), else BOOT_ID_FILE. Writer and readers of the lease file must agree on it, and a sandboxed
+    service may not see the /proc/sys of everyone else: in a systemd-nspawn container, systemd 252 (Debian
+    bookworm) gives a service with ProtectKernelTunables= or ProtectControlGroups= a /proc/sys without
+    nspawn's per-container boot_id, so the keeper read the host kernel's ID, and keepalived's lease-check
+    (unsandboxed, the container's ID) found every lease "from another boot": nobody ever held it."""
+    raw = os.environ.get(BOOT_ID_ENV, "").strip().replace("-", "").lower()
+    if len(raw) == 32 and all(c in "0123456789abcdef" for c in raw):  # %b: 32 hex digits, no dashes
+        return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        return BOOT_ID_FILE.read_text(encoding="ascii").strip()
     except OSError:
         return ""
 

@@ -182,6 +182,46 @@ def test_lease_file_validity(tmp_path: Path) -> None:
     assert ha.lease_valid("primary", path)[0] is False
 
 
+HOST_BOOT = "b76dacdb-8837-4621-82da-ee8c3bee0dff"       # the kernel's boot ID (the machine's, the host's)
+CONTAINER_BOOT = "0ad597b0-5672-4505-951f-c599dcc16642"  # systemd-nspawn's, over /proc/sys/kernel/random/boot_id
+
+
+def test_lease_boot_id_is_systemds_not_the_sandboxed_keepers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on bookworm (systemd 252) in systemd-nspawn: the keeper's sandbox (ProtectKernelTunables=) shows it the
+    host kernel's boot ID, while keepalived's lease-check sees the container's, so every lease was "from another
+    boot" and no node ever held it. The keeper now writes the ID systemd passes it (%b, 32 hex digits), in
+    /proc's form, and a reader that sees the container's ID in /proc finds the lease valid."""
+    import json
+    import uuid
+
+    ha = ha_module()
+    host, container = tmp_path / "host-boot-id", tmp_path / "container-boot-id"
+    host.write_text(HOST_BOOT + "\n")
+    container.write_text(CONTAINER_BOOT + "\n")
+    path = tmp_path / "lease"
+    # The keeper: its /proc shows the host's ID; its unit passes systemd's %b.
+    monkeypatch.setattr(ha, "BOOT_ID_FILE", host)
+    monkeypatch.setenv("POLYMARKET_HA_BOOT_ID", uuid.UUID(CONTAINER_BOOT).hex)
+    ha.LeaseKeeper("primary", None, path).write("primary", ha.boottime() + 3)
+    assert json.loads(path.read_text())["boot_id"] == CONTAINER_BOOT              # /proc's form, as the bot compares
+    # keepalived's lease-check: no variable, its /proc shows the container's ID.
+    monkeypatch.delenv("POLYMARKET_HA_BOOT_ID")
+    monkeypatch.setattr(ha, "BOOT_ID_FILE", container)
+    assert ha.lease_valid("primary", path)[0] is True
+    monkeypatch.setattr(ha, "BOOT_ID_FILE", host)                                 # a lease of another boot still is not
+    assert ha.lease_valid("primary", path) == (False, "the lease is from another boot")
+    for bad in ("", "%b", "not-a-boot-id", "0ad597b0" * 5):                      # anything but 32 hex digits: /proc
+        monkeypatch.setenv("POLYMARKET_HA_BOOT_ID", bad)
+        assert ha.boot_id() == HOST_BOOT
+
+
+def test_lease_keeper_unit_passes_systemds_boot_id() -> None:
+    unit = (payload.PACKAGES / "polymarket-ha" / "systemd" / "polymarket-ha-lease.service").read_text()
+    service = unit.split("[Service]", 1)[1].split("\n[", 1)[0].splitlines()
+    assert "Environment=POLYMARKET_HA_BOOT_ID=%b" in service
+    assert "ProtectKernelTunables=yes" in service                                # the sandbox stays as it was
+
+
 def test_lease_deadline_is_from_the_keepalive_sent_minus_the_margins(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A keepalive that took 2 s to answer gives a deadline from when it was sent, not when it returned;
