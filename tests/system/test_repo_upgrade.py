@@ -22,6 +22,7 @@ from debian.deb822 import Deb822
 from debian.debian_support import Version
 
 from tests.system import harness
+from tests.system.test_backup import RESTIC_MINIMUM
 
 PORT = 8765  # not 8080: that is the bot's DASHBOARD_PORT on the same node
 URL = f"http://127.0.0.1:{PORT}/"
@@ -209,6 +210,11 @@ def test_upgrade_and_rollback_from_the_repository(rootfs: Path, releases: Releas
             f"curl -fsSo /etc/apt/sources.list.d/polymarket.sources {URL}polymarket.sources; "
             "apt-get update"
         )
+        # polymarket-backup Depends: restic (>= 0.16); where the archive's is older (bookworm's 0.14) it cannot be
+        # installed, and the upgrade and rollback path is proven on the other packages (backup is one more of them).
+        restic = c.sh("dpkg-query -W -f='${Version}' restic").stdout
+        if c.sh(f"dpkg --compare-versions '{restic}' lt {RESTIC_MINIMUM}", check=False).returncode == 0:
+            names = [n for n in names if n != "polymarket-backup"]
         c.sh(f"{APT} install {' '.join(names)}")
         assert _versions(c, names) == {n: releases.old[n] for n in names}
 
