@@ -236,7 +236,7 @@ def _trees_dir() -> Path:
     with open(TREES.parent / ".polymarket-tests.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.ismount(TREES):
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=50%", "polymarket-tests", str(TREES)],
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=75%", "polymarket-tests", str(TREES)],
                            check=True)  # fmt: skip
     return TREES
 

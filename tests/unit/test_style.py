@@ -68,3 +68,12 @@ def test_every_python_file_is_in_a_mypy_run() -> None:
         scripts.args
     )
     assert [f for f in files if not any(f == c or c in f.parents for r in runs for c in r.covers)] == []
+
+
+def test_the_slowest_first_list_names_existing_test_files() -> None:
+    """tests/conftest.py hands these files out first to the parallel workers; a renamed one would quietly
+    fall back to the end of the run."""
+    from tests.conftest import SLOWEST_FIRST
+
+    missing = [p for p in SLOWEST_FIRST if not (REPO / p).is_file()]
+    assert not missing, f"tests/conftest.py SLOWEST_FIRST names files that do not exist: {missing}"
