@@ -21,8 +21,6 @@ def get(tmp_path: Path, text: bytes, key: str, capsys: pytest.CaptureFixture[str
     return code, out, err
 
 
-@pytest.mark.xfail(strict=True, reason="load_settings keeps any KEY=value: an unknown key is skipped, "
-                   "ALLOW_USERS falls back to 'admin' and apply --check-settings passes")
 @pytest.mark.parametrize(
     "text",
     [
