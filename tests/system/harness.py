@@ -306,7 +306,8 @@ def _tarball_status(tarball: str) -> str:
 
 def require_version(where: Container | Path, package: str, minimum: str, why: str) -> str:
     """The version of ``package`` installed in ``where`` (a container, a tree or a rootfs tarball);
-    pytest.skip, naming both versions and ``why``, when it is older than ``minimum`` or not installed.
+    pytest.skip, naming both versions and ``why``, when it is older than ``minimum``; pytest.fail when it is not
+    installed at all (every suite's rootfs installs it: a tree without it is broken, never a reason to skip).
 
     Feature detection for the suite under test: a package of ours that needs a newer dependency than
     this suite has (e.g. restic 0.16 on bookworm's 0.14) cannot be installed there at all."""
@@ -316,6 +317,8 @@ def require_version(where: Container | Path, package: str, minimum: str, why: st
         if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
             version = fields.get("Version", "")
             break
-    if not version or subprocess.run(["dpkg", "--compare-versions", version, "lt", minimum]).returncode == 0:
-        pytest.skip(f"needs {package} >= {minimum} ({why}); this {SUITE} tree has {version or 'no ' + package}")
+    if not version:
+        pytest.fail(f"{package} is not installed in this {SUITE} tree (ROOTFS_PACKAGES installs it): a broken tree")
+    if subprocess.run(["dpkg", "--compare-versions", version, "lt", minimum]).returncode == 0:
+        pytest.skip(f"needs {package} >= {minimum} ({why}); this {SUITE} tree has {version}")
     return version
