@@ -84,9 +84,11 @@ def test_keepalived_killed_on_the_holder(cluster: Lan) -> None:
 
     def kill(holder: str) -> None:
         # every process of the unit, as `systemctl kill -s KILL` does; that command itself exits 1 under bookworm's
-        # systemd 252 in these containers (it also signals through the cgroup: "Input/output error").
-        cluster.nodes[holder].sh("cg=$(systemctl show -P ControlGroup keepalived) && test -n \"$cg\" && "
-                                 "kill -KILL $(cat /sys/fs/cgroup$cg/cgroup.procs)")
+        # systemd 252 in these containers (it also signals through the cgroup: "Input/output error")
+        # (and the cgroup's path under /sys/fs/cgroup differs there): the main process and its children, the
+        # VRRP and checker processes, are every process of keepalived.
+        cluster.nodes[holder].sh("pid=$(systemctl show -P MainPID keepalived) && [ \"$pid\" -gt 0 ] && "
+                                 "kill -KILL $pid $(pgrep -P $pid)")
 
     r = fault_run(cluster, "keepalived killed (kill -9) on the holder", kill, settle=25)
     # keepalived is back on the holder (Debian's unit does not restart it: it stayed dead, the VIP it had

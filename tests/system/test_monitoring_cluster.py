@@ -251,6 +251,10 @@ def cluster(dist: Path) -> Iterator[Cluster]:
         pytest.skip(f"system tests need: {', '.join(missing)}")
     # prometheus-node-exporter on every host (polymarket-hardening recommends it): a rootfs of its own.
     rootfs = harness.rootfs_tarball(extra=RECOMMENDS)
+    # The cluster's subject is alert delivery through polymarket-monitoring's webhook (url_file) and the
+    # backup ages of polymarket-backup: a suite older than either (bookworm) skips, naming both versions.
+    harness.require_version(rootfs, "prometheus-alertmanager", "0.26", "webhook_url is written as url_file")
+    harness.require_version(rootfs, "restic", "0.16", "polymarket-backup passes restic --retry-lock")
     with lan(rootfs) as net, tempfile.TemporaryDirectory(prefix="pm-hook-") as tmp:
         runner = Path(tmp) / "runner.py"
         runner.write_text(RUNNER)
