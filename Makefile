@@ -85,7 +85,7 @@ lint: deps venv
 # and printed after trixie's; the exit status fails if either session failed.
 TEST_JOBS    ?= 2
 BOOKWORM_LOG := .cache/make-test-bookworm.log
-PYTEST_PAR   := $(PYTEST) -ra -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+PYTEST_PAR   := $(PYTEST) -ra -n $(TEST_JOBS) --dist loadfile
 
 test: test-deps venv build
 	@mkdir -p .cache

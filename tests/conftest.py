@@ -2,8 +2,7 @@
 
 make test runs pytest with parallel workers, one file per worker (--dist loadfile), in collection order. A
 slow file collected last (tests/vm/ sorts after everything) would start when the others are done and
-lengthen the run by its own duration, so these files, measured slowest with --durations, go to the front
-(the Makefile passes --no-loadscope-reorder: by default pytest-xdist hands out the files with most tests first).
+lengthen the run by its own duration, so these files, measured slowest with --durations, go to the front.
 The order of the tests inside a file is unchanged.
 """
 
